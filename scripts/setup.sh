@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what reagent's tools need and builds them: the wasm32-wasip2 target, then every tool
+# crate in tools/ as a WebAssembly component, copied to tools/dist/NAME.wasm.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    echo "setup: installing the wasm32-wasip2 target" >&2
+    rustup target add wasm32-wasip2
+fi
+
+echo "setup: building tool components (tools/)" >&2
+cargo build --locked --release --target wasm32-wasip2 --manifest-path "$root/tools/Cargo.toml"
+
+target_dir="${CARGO_TARGET_DIR:-$root/tools/target}"
+mkdir -p "$root/tools/dist"
+for wasm in "$target_dir"/wasm32-wasip2/release/*.wasm; do
+    cp "$wasm" "$root/tools/dist/"
+    echo "setup: tools/dist/$(basename "$wasm")" >&2
+done

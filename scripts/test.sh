@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Builds the tool components, then runs every test of the workspace.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+"$root/scripts/setup.sh"
+cargo test --locked --workspace --manifest-path "$root/Cargo.toml" "$@"

@@ -1,0 +1,217 @@
+//! The agent loop: ask the model, check its calls, run them, feed the results back, until the
+//! model answers without a call or the steps run out. Depends on the `Model` and `Toolbox` traits
+//! only. Nothing the model writes can crash a run: an unknown tool, an unreadable call or invalid
+//! arguments become an error message the model sees on the next step.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::conversation::{Message, ToolCall, ToolDeclaration};
+use crate::events::{EVENTS_VERSION, Event, EventSink, RunStatus};
+use crate::model::{Model, ModelError, ModelRequest};
+use crate::spec::ReasoningMode;
+use crate::toolbox::{ToolError, ToolOutcome, Toolbox};
+
+/// What the loop needs from an agent's spec.
+#[derive(Debug, Clone)]
+pub struct LoopConfig {
+    pub name: String,
+    pub instructions: String,
+    pub reasoning: ReasoningMode,
+    pub max_steps: u32,
+}
+
+/// An agent ready to run: its model, its tools with their compiled argument schemas.
+pub struct Agent {
+    config: LoopConfig,
+    model: Box<dyn Model>,
+    toolbox: Box<dyn Toolbox>,
+    tools: Vec<ToolDeclaration>,
+    validators: HashMap<String, jsonschema::Validator>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutcome {
+    Answered { answer: String, steps: u32 },
+    StepsExhausted { steps: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("tool `{tool}` declares a parameters schema that is not valid JSON Schema: {reason}")]
+pub struct InvalidToolSchema {
+    pub tool: String,
+    pub reason: String,
+}
+
+impl Agent {
+    pub fn new(
+        config: LoopConfig,
+        model: Box<dyn Model>,
+        toolbox: Box<dyn Toolbox>,
+    ) -> Result<Self, InvalidToolSchema> {
+        let tools = toolbox.declarations();
+        let validators = tools
+            .iter()
+            .map(|tool| {
+                jsonschema::validator_for(&tool.parameters)
+                    .map(|validator| (tool.name.clone(), validator))
+                    .map_err(|e| InvalidToolSchema { tool: tool.name.clone(), reason: e.to_string() })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Agent { config, model, toolbox, tools, validators })
+    }
+
+    pub fn tools(&self) -> &[ToolDeclaration] {
+        &self.tools
+    }
+
+    /// The conversation a run starts from.
+    pub fn opening(&self, task: &str) -> Vec<Message> {
+        let mut messages = Vec::new();
+        if !self.config.instructions.trim().is_empty() {
+            messages.push(Message::System { content: self.config.instructions.trim_end().to_string() });
+        }
+        messages.push(Message::User { content: task.to_string() });
+        messages
+    }
+
+    /// Whether step `step` reasons: `auto` thinks to plan (first step) and to recover (after a
+    /// failed or rejected call), and acts fast otherwise.
+    pub fn thinking(&self, step: u32, recovering: bool) -> bool {
+        match self.config.reasoning {
+            ReasoningMode::On => true,
+            ReasoningMode::Off => false,
+            ReasoningMode::Auto => step == 1 || recovering,
+        }
+    }
+
+    pub async fn run(&self, task: &str, events: &mut dyn EventSink) -> Result<RunOutcome, ModelError> {
+        events.emit(&Event::RunStarted {
+            version: EVENTS_VERSION,
+            agent: self.config.name.clone(),
+            task: task.to_string(),
+            model: self.model.label(),
+            tools: self.tools.iter().map(|t| t.name.clone()).collect(),
+            max_steps: self.config.max_steps,
+        });
+        let mut messages = self.opening(task);
+        let mut recovering = false;
+        for step in 1..=self.config.max_steps {
+            let thinking = self.thinking(step, recovering);
+            events.emit(&Event::StepStarted { step, thinking });
+            let request = ModelRequest { messages: &messages, tools: &self.tools, thinking };
+            let reply = match self.model.complete(request).await {
+                Ok(reply) => reply,
+                Err(error) => {
+                    events.emit(&Event::RunFinished {
+                        status: RunStatus::ModelFailed,
+                        steps: step,
+                        message: Some(error.to_string()),
+                    });
+                    return Err(error);
+                }
+            };
+            if let Some(text) = reply.reasoning.filter(|r| !r.trim().is_empty()) {
+                events.emit(&Event::Reasoning { step, text });
+            }
+            let text = reply.text.trim().to_string();
+
+            if reply.calls.is_empty() {
+                if !text.is_empty() {
+                    events.emit(&Event::Answer { step, text: text.clone() });
+                    events.emit(&Event::RunFinished { status: RunStatus::Answered, steps: step, message: None });
+                    return Ok(RunOutcome::Answered { answer: text, steps: step });
+                }
+                messages.push(Message::Assistant { content: String::new(), tool_calls: Vec::new() });
+                messages.push(Message::User {
+                    content: "Your reply was empty. Answer the task, or call one of the tools.".into(),
+                });
+                recovering = true;
+                continue;
+            }
+
+            if !text.is_empty() {
+                events.emit(&Event::Text { step, text: text.clone() });
+            }
+            let readable: Vec<ToolCall> = reply.calls.iter().filter_map(|c| c.as_ref().ok().cloned()).collect();
+            messages.push(Message::Assistant { content: text, tool_calls: readable });
+            recovering = false;
+            for call in reply.calls {
+                let (id, tool, outcome) = match call {
+                    Ok(call) => {
+                        events.emit(&Event::ToolCall {
+                            step,
+                            id: call.id.clone(),
+                            tool: call.name.clone(),
+                            arguments: call.arguments.clone(),
+                        });
+                        let outcome = self.execute(&call).await;
+                        (call.id, Some(call.name), outcome)
+                    }
+                    Err(bad) => {
+                        let error = ToolError::new("malformed_call", format!("{} (you wrote: {})", bad.error, bad.raw));
+                        (bad.id, None, failed(error))
+                    }
+                };
+                recovering |= outcome.result.is_err();
+                messages.push(Message::Tool { call_id: id.clone(), content: fed_back(&outcome.result) });
+                events.emit(&result_event(step, id, tool, outcome));
+            }
+        }
+        let steps = self.config.max_steps;
+        events.emit(&Event::RunFinished {
+            status: RunStatus::StepsExhausted,
+            steps,
+            message: Some(format!("no answer after {steps} steps (limits.max_steps)")),
+        });
+        Ok(RunOutcome::StepsExhausted { steps })
+    }
+
+    /// Checks a call against the declared tools and their schemas, then runs it.
+    async fn execute(&self, call: &ToolCall) -> ToolOutcome {
+        let Some(validator) = self.validators.get(&call.name) else {
+            let known: Vec<&str> = self.tools.iter().map(|t| t.name.as_str()).collect();
+            return failed(ToolError::new(
+                "unknown_tool",
+                format!("there is no tool `{}`; the tools are: {}", call.name, known.join(", ")),
+            ));
+        };
+        let problems: Vec<String> = validator
+            .iter_errors(&call.arguments)
+            .map(|e| match e.instance_path().to_string() {
+                path if path.is_empty() => e.to_string(),
+                path => format!("{path}: {e}"),
+            })
+            .collect();
+        if !problems.is_empty() {
+            return failed(ToolError::new(
+                "invalid_arguments",
+                format!("invalid arguments for `{}`: {}", call.name, problems.join("; ")),
+            ));
+        }
+        self.toolbox.call(&call.name, &call.arguments).await
+    }
+}
+
+fn failed(error: ToolError) -> ToolOutcome {
+    ToolOutcome { result: Err(error), log: String::new(), duration: Duration::ZERO }
+}
+
+/// What the model reads in place of a result when a call failed.
+fn fed_back(result: &Result<Value, ToolError>) -> Value {
+    match result {
+        Ok(value) => value.clone(),
+        Err(error) => Value::String(format!("error ({}): {}", error.kind, error.message)),
+    }
+}
+
+fn result_event(step: u32, id: String, tool: Option<String>, outcome: ToolOutcome) -> Event {
+    let duration_ms = outcome.duration.as_secs_f64() * 1000.0;
+    let (ok, result, error) = match outcome.result {
+        Ok(value) => (true, Some(value), None),
+        Err(error) => (false, None, Some(error)),
+    };
+    Event::ToolResult { step, id, tool, ok, result, error, log: outcome.log, duration_ms }
+}

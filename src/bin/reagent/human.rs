@@ -1,0 +1,60 @@
+//! The run as a person reads it, on stderr, so stdout carries only the answer.
+
+use std::io::Write;
+
+use reagent::events::{Event, RunStatus};
+
+/// Long tool results and reasoning are cut for the terminal; `--json` has them whole.
+const MAX_SHOWN: usize = 2_000;
+
+pub struct Printer {
+    err: std::io::Stderr,
+}
+
+impl Printer {
+    pub fn new() -> Self {
+        Printer { err: std::io::stderr() }
+    }
+
+    pub fn print(&mut self, event: &Event) {
+        let line = match event {
+            Event::RunStarted { agent, model, tools, .. } => {
+                format!("agent {agent} · model {model} · tools: {}", tools.join(", "))
+            }
+            Event::StepStarted { step, thinking } => {
+                format!("── step {step}{}", if *thinking { " (thinking)" } else { "" })
+            }
+            Event::Reasoning { text, .. } => labelled("thinking", text),
+            Event::Text { text, .. } => labelled("says", text),
+            Event::ToolCall { tool, arguments, .. } => labelled("call", &format!("{tool} {arguments}")),
+            Event::ToolResult { ok: true, result, duration_ms, log, .. } => {
+                let shown = result.as_ref().map(|r| r.to_string()).unwrap_or_default();
+                let mut line = labelled("result", &format!("{shown}  [{duration_ms:.1} ms]"));
+                if !log.is_empty() {
+                    line.push('\n');
+                    line.push_str(&labelled("log", log));
+                }
+                line
+            }
+            Event::ToolResult { error, .. } => {
+                let shown = error.as_ref().map(|e| format!("{}: {}", e.kind, e.message)).unwrap_or_default();
+                labelled("error", &shown)
+            }
+            Event::Answer { text, .. } => labelled("answer", text),
+            Event::RunFinished { status: RunStatus::Answered, steps, .. } => format!("── answered in {steps} step(s)"),
+            Event::RunFinished { message, .. } => format!("── stopped: {}", message.as_deref().unwrap_or("")),
+        };
+        let _ = writeln!(self.err, "{line}");
+    }
+}
+
+/// `label │ text`, with continuation lines indented under the text.
+fn labelled(label: &str, text: &str) -> String {
+    let text = text.trim();
+    let text = match text.char_indices().nth(MAX_SHOWN) {
+        Some((cut, _)) => format!("{}… ({} more characters)", &text[..cut], text[cut..].chars().count()),
+        None => text.to_string(),
+    };
+    let indent = format!("\n   {:8} │ ", "");
+    format!("   {label:8} │ {}", text.replace('\n', &indent))
+}

@@ -1,0 +1,135 @@
+//! The `reagent` command line.
+
+mod human;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use reagent::agent_loop::RunOutcome;
+use reagent::chat_format::exaone;
+use reagent::events::Event;
+use reagent::launch::{LaunchError, launch};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  the agent answered
+  1  an unexpected error (I/O, the sandbox could not start)
+  2  invalid command-line usage
+  3  invalid agent file, or a file it names (e.g. a replay script): the message says file:line:col
+  4  a tool component is missing or broken
+  5  the agent ran out of steps (limits.max_steps) without answering
+  6  the model failed (e.g. a replay script ran out of turns)";
+
+#[derive(Parser)]
+#[command(
+    name = "reagent",
+    version,
+    about = "Run tool-using AI agents: an agent is a YAML file, every tool a sandboxed WebAssembly component.",
+    after_help = EXIT_CODES
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an agent on a task: prints each step on stderr and the answer on stdout.
+    #[command(after_help = EXIT_CODES)]
+    Run {
+        /// The agent's YAML file, e.g. agents/calculator.yaml
+        agent: PathBuf,
+        /// The task, in words
+        task: String,
+        /// Print one JSON event per line on stdout instead (run_started, step_started, reasoning,
+        /// text, tool_call, tool_result, answer, run_finished)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the exact first prompt the model would see (EXAONE 4.0 chat format).
+    #[command(after_help = EXIT_CODES)]
+    Prompt {
+        /// The agent's YAML file
+        agent: PathBuf,
+        /// The task, in words
+        task: String,
+    },
+}
+
+enum Exit {
+    Success = 0,
+    Internal = 1,
+    InvalidAgent = 3,
+    BrokenTool = 4,
+    StepsExhausted = 5,
+    ModelFailed = 6,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(Exit::Internal, &format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Run { agent, task, json } => run(&agent, &task, json).await,
+            Command::Prompt { agent, task } => prompt(&agent, &task).await,
+        }
+    })
+}
+
+async fn run(file: &std::path::Path, task: &str, json: bool) -> ExitCode {
+    let agent = match launch(file).await {
+        Ok((_, agent)) => agent,
+        Err(e) => return launch_failure(&e),
+    };
+    let mut human = human::Printer::new();
+    let mut sink = |event: &Event| {
+        if json {
+            // A closed stdout (e.g. piped into `head`) must not crash the run.
+            let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string(event).unwrap_or_default());
+        } else {
+            human.print(event);
+        }
+    };
+    match agent.run(task, &mut sink).await {
+        Ok(RunOutcome::Answered { answer, .. }) => {
+            if !json {
+                let _ = writeln!(std::io::stdout(), "{answer}");
+            }
+            ExitCode::from(Exit::Success as u8)
+        }
+        Ok(RunOutcome::StepsExhausted { steps }) => fail(
+            Exit::StepsExhausted,
+            &format!("no answer after {steps} steps: raise limits.max_steps in {}", file.display()),
+        ),
+        Err(e) => fail(Exit::ModelFailed, &format!("the model failed: {e}")),
+    }
+}
+
+async fn prompt(file: &std::path::Path, task: &str) -> ExitCode {
+    let agent = match launch(file).await {
+        Ok((_, agent)) => agent,
+        Err(e) => return launch_failure(&e),
+    };
+    let text = exaone::render(&agent.opening(task), agent.tools(), agent.thinking(1, false));
+    let _ = std::io::stdout().write_all(text.as_bytes());
+    ExitCode::from(Exit::Success as u8)
+}
+
+fn launch_failure(error: &LaunchError) -> ExitCode {
+    let code = match error {
+        LaunchError::Spec(_) => Exit::InvalidAgent,
+        LaunchError::Tool(_) => Exit::BrokenTool,
+        LaunchError::Sandbox(_) => Exit::Internal,
+    };
+    fail(code, &error.to_string())
+}
+
+fn fail(code: Exit, message: &str) -> ExitCode {
+    eprintln!("reagent: {message}");
+    ExitCode::from(code as u8)
+}

@@ -1,0 +1,54 @@
+//! The structured conversation every room speaks: messages in, tool calls out. Backends that
+//! exchange raw text convert to and from it in `chat_format`; the loop only ever sees these types.
+
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "role", rename_all = "snake_case")]
+pub enum Message {
+    System {
+        content: String,
+    },
+    User {
+        content: String,
+    },
+    Assistant {
+        content: String,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        tool_calls: Vec<ToolCall>,
+    },
+    /// A tool's result (or the error fed back in its place) as a JSON value.
+    Tool {
+        call_id: String,
+        content: Value,
+    },
+}
+
+/// A call the model asked for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolCall {
+    /// Unique within a run; ties a result to its call.
+    pub id: String,
+    pub name: String,
+    pub arguments: Value,
+}
+
+/// A call the model tried to make but that could not be read as one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MalformedCall {
+    pub id: String,
+    /// The text the model wrote for the call.
+    pub raw: String,
+    /// Why it could not be read, in words the model can act on.
+    pub error: String,
+}
+
+/// A tool as the model is told about it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolDeclaration {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the arguments object.
+    pub parameters: Value,
+}

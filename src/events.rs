@@ -1,0 +1,88 @@
+//! The event stream of a run: what the loop reports, and what the CLI (and, later, the API and the
+//! store) consume. Serialised as one JSON object per line by `reagent run --json`.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::toolbox::ToolError;
+
+/// Bumped when an event's shape changes incompatibly.
+pub const EVENTS_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    RunStarted {
+        version: u32,
+        agent: String,
+        task: String,
+        model: String,
+        tools: Vec<String>,
+        max_steps: u32,
+    },
+    StepStarted {
+        step: u32,
+        thinking: bool,
+    },
+    /// The model's reasoning for this step.
+    Reasoning {
+        step: u32,
+        text: String,
+    },
+    /// Text the model wrote beside its tool calls.
+    Text {
+        step: u32,
+        text: String,
+    },
+    ToolCall {
+        step: u32,
+        id: String,
+        tool: String,
+        arguments: Value,
+    },
+    /// The result fed back to the model for one call: the tool's, or an error the loop produced
+    /// before the tool ran (unknown tool, unreadable call, invalid arguments).
+    ToolResult {
+        step: u32,
+        id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tool: Option<String>,
+        ok: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        result: Option<Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<ToolError>,
+        #[serde(skip_serializing_if = "String::is_empty")]
+        log: String,
+        duration_ms: f64,
+    },
+    Answer {
+        step: u32,
+        text: String,
+    },
+    RunFinished {
+        status: RunStatus,
+        steps: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Answered,
+    StepsExhausted,
+    ModelFailed,
+}
+
+/// Where a run's events go.
+pub trait EventSink: Send {
+    fn emit(&mut self, event: &Event);
+}
+
+impl<F: FnMut(&Event) + Send> EventSink for F {
+    fn emit(&mut self, event: &Event) {
+        self(event)
+    }
+}

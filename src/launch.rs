@@ -1,0 +1,48 @@
+//! From an agent file to a runnable agent: the one place that picks concrete backends for the
+//! traits the loop depends on.
+
+use std::path::Path;
+
+use reagent_sandbox::Sandbox;
+
+use crate::agent_loop::{Agent, LoopConfig};
+use crate::model::{Model, ReplayModel};
+use crate::spec::{AgentSpec, ModelSpec, Position, SpecError};
+use crate::toolbox::WasmToolbox;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The agent file, or a file it names (such as a replay script), is invalid.
+    #[error("{0}")]
+    Spec(SpecError),
+    /// A tool component is missing or cannot be used.
+    #[error("{0}")]
+    Tool(SpecError),
+    #[error("{0}")]
+    Sandbox(#[from] reagent_sandbox::StartError),
+}
+
+pub async fn launch(file: &Path) -> Result<(AgentSpec, Agent), LaunchError> {
+    let spec = AgentSpec::load(file).map_err(LaunchError::Spec)?;
+    let model: Box<dyn Model> = match &spec.model {
+        ModelSpec::Replay { script, at } => {
+            // A missing script is the agent file's mistake (reported there); a broken one, the script's.
+            if !script.is_file() {
+                let message = format!("replay script {} not found", script.display());
+                return Err(LaunchError::Spec(SpecError::new(at.clone(), message)));
+            }
+            Box::new(ReplayModel::load(script).map_err(LaunchError::Spec)?)
+        }
+    };
+    let sandbox = Sandbox::new().map_err(LaunchError::Sandbox)?;
+    let toolbox = WasmToolbox::load(sandbox, &spec.tools).await.map_err(LaunchError::Tool)?;
+    let config = LoopConfig {
+        name: spec.name.clone(),
+        instructions: spec.instructions.clone(),
+        reasoning: spec.reasoning,
+        max_steps: spec.limits.max_steps,
+    };
+    let agent = Agent::new(config, model, Box::new(toolbox))
+        .map_err(|e| LaunchError::Tool(SpecError::new(Position::start_of(&spec.file), e.to_string())))?;
+    Ok((spec, agent))
+}

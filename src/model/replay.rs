@@ -1,0 +1,66 @@
+//! `replay`: a scripted model. The script is a YAML file of the model's raw outputs, turn by turn,
+//! exactly as a model would print them; each turn is parsed as a real model's output would be.
+//! Agents get deterministic tests in CI with it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use super::{Model, ModelError, ModelReply, ModelRequest};
+use crate::chat_format::parse_output;
+use crate::conversation::{MalformedCall, ToolCall};
+use crate::spec::{SpecError, yaml};
+
+pub struct ReplayModel {
+    script: PathBuf,
+    turns: Vec<String>,
+    next: AtomicUsize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Script {
+    turns: Vec<String>,
+}
+
+impl ReplayModel {
+    pub fn load(script: &Path) -> Result<Self, SpecError> {
+        let parsed: Script = yaml::read(script)?;
+        Ok(ReplayModel { script: script.to_path_buf(), turns: parsed.turns, next: AtomicUsize::new(0) })
+    }
+}
+
+#[async_trait]
+impl Model for ReplayModel {
+    fn label(&self) -> String {
+        format!("replay ({})", self.script.display())
+    }
+
+    async fn complete(&self, _request: ModelRequest<'_>) -> Result<ModelReply, ModelError> {
+        let turn = self.next.fetch_add(1, Ordering::SeqCst);
+        let Some(raw) = self.turns.get(turn) else {
+            return Err(ModelError(format!(
+                "the replay script {} has {} turn(s) but the agent asked for turn {}: add a turn to `turns:`",
+                self.script.display(),
+                self.turns.len(),
+                turn + 1
+            )));
+        };
+        let parsed = parse_output(raw);
+        let calls = parsed
+            .calls
+            .into_iter()
+            .enumerate()
+            .map(|(i, call)| {
+                let id = format!("call_{}_{}", turn + 1, i + 1);
+                match call {
+                    Ok(call) => Ok(ToolCall { id, name: call.name, arguments: call.arguments }),
+                    Err(bad) => Err(MalformedCall { id, raw: bad.raw, error: bad.error }),
+                }
+            })
+            .collect();
+        Ok(ModelReply { reasoning: parsed.reasoning, text: parsed.text, calls })
+    }
+}

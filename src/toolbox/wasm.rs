@@ -1,0 +1,82 @@
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use reagent_sandbox::{Limits, LoadError, Sandbox, ToolComponent};
+use serde_json::Value;
+
+use super::{ToolError, ToolOutcome, Toolbox};
+use crate::conversation::ToolDeclaration;
+use crate::spec::{SpecError, ToolSpec};
+
+/// Tools provided by WebAssembly components, each call in a fresh sandboxed instance.
+pub struct WasmToolbox {
+    components: Vec<ToolComponent>,
+    /// Tool name → index into `components`.
+    owners: HashMap<String, usize>,
+    // Last: the components' CPU deadlines need its epoch ticker running while they are in use.
+    _sandbox: Sandbox,
+}
+
+impl WasmToolbox {
+    /// Loads every listed component; an error names the agent file's line that lists the tool.
+    pub async fn load(sandbox: Sandbox, tools: &[ToolSpec]) -> Result<Self, SpecError> {
+        let mut components = Vec::new();
+        let mut owners = HashMap::new();
+        for spec in tools {
+            let component = sandbox
+                .load(&spec.component, Limits::default())
+                .await
+                .map_err(|e| SpecError::new(spec.at.clone(), load_message(&e)))?;
+            for tool in component.tools() {
+                if owners.insert(tool.name.clone(), components.len()).is_some() {
+                    return Err(SpecError::new(
+                        spec.at.clone(),
+                        format!("tool `{}` is provided by two components; each tool name must be unique", tool.name),
+                    ));
+                }
+            }
+            components.push(component);
+        }
+        Ok(WasmToolbox { components, owners, _sandbox: sandbox })
+    }
+}
+
+fn load_message(error: &LoadError) -> String {
+    match error {
+        LoadError::NotFound { .. } => {
+            format!("{error}: build the tools with `scripts/build-tools.sh`, or fix the path")
+        }
+        _ => error.to_string(),
+    }
+}
+
+#[async_trait]
+impl Toolbox for WasmToolbox {
+    fn declarations(&self) -> Vec<ToolDeclaration> {
+        self.components
+            .iter()
+            .flat_map(|c| c.tools())
+            .map(|t| ToolDeclaration {
+                name: t.name.clone(),
+                description: t.description.clone(),
+                parameters: t.parameters.clone(),
+            })
+            .collect()
+    }
+
+    async fn call(&self, name: &str, arguments: &Value) -> ToolOutcome {
+        let Some(&owner) = self.owners.get(name) else {
+            return ToolOutcome {
+                result: Err(ToolError::new("unknown_tool", format!("no component provides `{name}`"))),
+                log: String::new(),
+                duration: Default::default(),
+            };
+        };
+        let output = self.components[owner].call(name, &arguments.to_string()).await;
+        ToolOutcome {
+            result: output.result.map_err(|e| ToolError::new(e.kind.as_str(), e.message)),
+            log: output.log,
+            duration: output.duration,
+        }
+    }
+}

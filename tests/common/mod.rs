@@ -1,0 +1,80 @@
+//! Helpers for the integration tests: agents written into a temporary folder, run through the
+//! real `reagent` binary with the real calc component.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The calc component that `scripts/setup.sh` builds.
+pub fn calc_component() -> PathBuf {
+    let path = repo_root().join("tools/dist/calc.wasm");
+    assert!(path.is_file(), "{} is missing: run scripts/setup.sh (scripts/test.sh does) first", path.display());
+    path
+}
+
+/// An agent with the calc tool and a replay script of `turns`, in a fresh folder.
+pub struct TestAgent {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestAgent {
+    pub fn new(extra_yaml: &str, turns: &[&str]) -> Self {
+        let yaml = format!(
+            "name: test-agent\nmodel:\n  backend: replay\n  script: script.yaml\ntools:\n  - component: {}\n{extra_yaml}",
+            calc_component().display()
+        );
+        Self::from_files(&yaml, turns)
+    }
+
+    pub fn from_files(yaml: &str, turns: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("agent.yaml"), yaml).expect("write agent");
+        let script = serde_json::json!({ "turns": turns }); // JSON is YAML
+        std::fs::write(dir.path().join("script.yaml"), script.to_string()).expect("write script");
+        TestAgent { dir }
+    }
+
+    pub fn file(&self) -> PathBuf {
+        self.dir.path().join("agent.yaml")
+    }
+
+    pub fn run(&self, task: &str) -> Output {
+        reagent(&["run", self.file().to_str().unwrap(), task])
+    }
+
+    /// Runs with `--json` and returns the exit code and the events.
+    pub fn run_json(&self, task: &str) -> (Option<i32>, Vec<Value>) {
+        let output = reagent(&["run", "--json", self.file().to_str().unwrap(), task]);
+        let events = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("each stdout line is a JSON event"))
+            .collect();
+        (output.status.code(), events)
+    }
+}
+
+pub fn reagent(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_reagent")).args(args).current_dir(repo_root()).output().expect("run reagent")
+}
+
+pub fn events_of<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["event"] == kind).collect()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn path_str(path: &Path) -> String {
+    path.display().to_string()
+}

@@ -1,0 +1,159 @@
+//! `reagent run` end to end: YAML → loop → replay model → calc component in wasmtime → answer.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+const CALC_395: &str = r#"<tool_call>{"name": "calc", "arguments": {"expression": "(17*23)+4"}}</tool_call>"#;
+
+#[test]
+fn calculator_example_answers_395_by_running_calc_in_wasmtime() {
+    let output = reagent(&["run", "agents/calculator.yaml", "What is (17*23)+4?"]);
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
+    assert_eq!(stdout(&output).trim(), "(17*23)+4 = 395.");
+    let steps = stderr(&output);
+    assert!(steps.contains("── step 1 (thinking)"), "{steps}");
+    assert!(steps.contains(r#"call     │ calc {"expression":"(17*23)+4"}"#), "{steps}");
+    assert!(steps.contains("result   │ 395  ["), "the calc component's own result is shown: {steps}");
+
+    let json = reagent(&["run", "--json", "agents/calculator.yaml", "What is (17*23)+4?"]);
+    let events: Vec<serde_json::Value> =
+        stdout(&json).lines().map(|l| serde_json::from_str(l).expect("JSON event")).collect();
+    let results = events_of(&events, "tool_result");
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0]["result"], json!(395), "395 comes from the Wasm tool, not the script");
+    assert_eq!(events.last().unwrap()["status"], "answered");
+}
+
+#[test]
+fn multi_step_run_feeds_each_result_back() {
+    let agent = TestAgent::new(
+        "",
+        &[
+            r#"<tool_call>{"name": "calc", "arguments": {"expression": "2*3"}}</tool_call>"#,
+            r#"<tool_call>{"name": "calc", "arguments": {"expression": "6+1"}}</tool_call>"#,
+            "It is 7.",
+        ],
+    );
+    let (code, events) = agent.run_json("What is 2*3+1, step by step?");
+    assert_eq!(code, Some(0));
+    let results: Vec<_> = events_of(&events, "tool_result").iter().map(|e| e["result"].clone()).collect();
+    assert_eq!(results, vec![json!(6), json!(7)]);
+    assert_eq!(events_of(&events, "answer")[0]["text"], "It is 7.");
+    assert_eq!(events.last().unwrap()["steps"], 3);
+}
+
+#[test]
+fn several_calls_in_one_turn_all_run_in_order() {
+    let agent = TestAgent::new(
+        "",
+        &[
+            "<tool_call>{\"name\": \"calc\", \"arguments\": {\"expression\": \"1+2\"}}</tool_call>\n<tool_call>{\"name\": \"calc\", \"arguments\": {\"expression\": \"3+4\"}}</tool_call>",
+            "3 and 7.",
+        ],
+    );
+    let (code, events) = agent.run_json("Two sums");
+    assert_eq!(code, Some(0));
+    let calls = events_of(&events, "tool_call");
+    let results = events_of(&events, "tool_result");
+    assert_eq!((calls.len(), results.len()), (2, 2));
+    assert_eq!(calls.iter().map(|c| c["step"].clone()).collect::<Vec<_>>(), vec![json!(1), json!(1)]);
+    assert_eq!(results.iter().map(|r| r["result"].clone()).collect::<Vec<_>>(), vec![json!(3), json!(7)]);
+}
+
+#[test]
+fn code_fenced_json_call_is_recovered() {
+    let agent = TestAgent::new(
+        "",
+        &["I'll use the tool:\n```json\n{\"name\": \"calc\", \"arguments\": {\"expression\": \"10/4\"}}\n```", "2.5"],
+    );
+    let (code, events) = agent.run_json("10/4?");
+    assert_eq!(code, Some(0));
+    assert_eq!(events_of(&events, "tool_result")[0]["result"], json!(2.5));
+    assert_eq!(events_of(&events, "text")[0]["text"], "I'll use the tool:");
+}
+
+#[test]
+fn output_that_starts_mid_reasoning_is_split_at_the_closing_tag() {
+    let turn = format!("Multiply first, then add.\n</think>\n\n{CALC_395}");
+    let agent = TestAgent::new("reasoning: on\n", &[&turn, "395"]);
+    let (code, events) = agent.run_json("(17*23)+4");
+    assert_eq!(code, Some(0));
+    assert_eq!(events_of(&events, "reasoning")[0]["text"], "Multiply first, then add.");
+    assert_eq!(events_of(&events, "tool_result")[0]["result"], json!(395));
+}
+
+#[test]
+fn unknown_tool_is_fed_back_and_the_model_recovers() {
+    let agent = TestAgent::new(
+        "",
+        &[r#"<tool_call>{"name": "calculator", "arguments": {"expression": "1+1"}}</tool_call>"#, CALC_395, "395"],
+    );
+    let (code, events) = agent.run_json("task");
+    assert_eq!(code, Some(0));
+    let results = events_of(&events, "tool_result");
+    assert_eq!(results[0]["ok"], false);
+    assert_eq!(results[0]["error"]["kind"], "unknown_tool");
+    assert!(results[0]["error"]["message"].as_str().unwrap().contains("the tools are: calc"));
+    assert_eq!(results[1]["result"], json!(395));
+    // reasoning: auto thinks again to recover after the failed call.
+    let thinking: Vec<_> = events_of(&events, "step_started").iter().map(|s| s["thinking"].clone()).collect();
+    assert_eq!(thinking, vec![json!(true), json!(true), json!(false)]);
+}
+
+#[test]
+fn arguments_that_break_the_schema_are_rejected_with_the_field() {
+    let agent = TestAgent::new(
+        "",
+        &[r#"<tool_call>{"name": "calc", "arguments": {"expression": 5}}</tool_call>"#, CALC_395, "395"],
+    );
+    let (code, events) = agent.run_json("task");
+    assert_eq!(code, Some(0));
+    let rejected = events_of(&events, "tool_result")[0];
+    assert_eq!(rejected["error"]["kind"], "invalid_arguments");
+    let message = rejected["error"]["message"].as_str().unwrap();
+    assert!(message.contains("/expression") && message.contains("string"), "{message}");
+}
+
+#[test]
+fn unreadable_call_is_fed_back_not_fatal() {
+    let agent =
+        TestAgent::new("", &[r#"<tool_call>{"name": "calc", "arguments": {"expression": "1"</tool_call>"#, "1"]);
+    let (code, events) = agent.run_json("task");
+    assert_eq!(code, Some(0));
+    let result = events_of(&events, "tool_result")[0];
+    assert_eq!(result["error"]["kind"], "malformed_call");
+    assert!(result["error"]["message"].as_str().unwrap().contains("not valid JSON"));
+}
+
+#[test]
+fn steps_exhausted_exits_5_with_the_reason() {
+    let agent = TestAgent::new("limits:\n  max_steps: 2\n", &[CALC_395, CALC_395, "never reached"]);
+    let output = agent.run("task");
+    assert_eq!(output.status.code(), Some(5));
+    assert!(
+        stderr(&output).contains("reagent: no answer after 2 steps: raise limits.max_steps"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(stdout(&output), "");
+}
+
+#[test]
+fn replay_script_running_out_exits_6() {
+    let agent = TestAgent::new("", &[CALC_395]);
+    let output = agent.run("task");
+    assert_eq!(output.status.code(), Some(6));
+    assert!(stderr(&output).contains("has 1 turn(s) but the agent asked for turn 2"), "{}", stderr(&output));
+}
+
+#[test]
+fn prompt_prints_the_exact_first_prompt() {
+    let output = reagent(&["prompt", "agents/calculator.yaml", "What is (17*23)+4?"]);
+    assert_eq!(output.status.code(), Some(0));
+    let prompt = stdout(&output);
+    assert!(prompt.starts_with("[|system|]\nYou are a careful calculator."), "{prompt}");
+    assert!(prompt.contains("<tool>{\"type\": \"function\", \"function\": {\"name\": \"calc\""));
+    assert!(prompt.ends_with("[|user|]\nWhat is (17*23)+4?[|endofturn|]\n[|assistant|]\n<think>\n"), "{prompt}");
+}
