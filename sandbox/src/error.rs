@@ -59,7 +59,7 @@ pub enum LoadError {
     NotFound { path: PathBuf },
     #[error("cannot read tool component {path}: {source}")]
     Unreadable { path: PathBuf, source: std::io::Error },
-    #[error("{path} is not a WebAssembly component wasmtime can compile: {reason}")]
+    #[error("{path} cannot be used as a tool component: {reason}")]
     Invalid { path: PathBuf, reason: String },
     #[error("{path} cannot be linked: {reason}")]
     Link { path: PathBuf, reason: String },

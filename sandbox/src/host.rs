@@ -45,18 +45,19 @@ impl Sandbox {
             std::io::ErrorKind::NotFound => LoadError::NotFound { path: path.to_path_buf() },
             _ => LoadError::Unreadable { path: path.to_path_buf(), source },
         })?;
+        check_is_component(path, &bytes)?;
         let engine = self.engine.clone();
         // Compiling is seconds of CPU for a large component: keep it off the async workers.
         let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
             .await
             .map_err(|e| LoadError::Invalid { path: path.to_path_buf(), reason: e.to_string() })?
-            .map_err(|e| LoadError::Invalid { path: path.to_path_buf(), reason: format!("{e:#}") })?;
+            .map_err(|e| LoadError::Invalid { path: path.to_path_buf(), reason: one_line(&format!("{e:#}")) })?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link { path: path.to_path_buf(), reason: link_reason(&e) })?;
         let pre = PluginPre::new(instance_pre)
-            .map_err(|e| LoadError::Link { path: path.to_path_buf(), reason: format!("{e:#}") })?;
+            .map_err(|e| LoadError::Link { path: path.to_path_buf(), reason: one_line(&format!("{e:#}")) })?;
         ToolComponent::describe(&self.engine, pre, limits)
             .await
             .map_err(|reason| LoadError::Describe { path: path.to_path_buf(), reason })
@@ -82,13 +83,31 @@ fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> std::io::Result<
         .map(drop)
 }
 
+/// Tells the two common mistakes apart before wasmtime reports them in its own terms.
+fn check_is_component(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
+    const MAGIC: &[u8] = b"\0asm";
+    const CORE_MODULE_VERSION: &[u8] = &[1, 0, 0, 0];
+    let reason = if !bytes.starts_with(MAGIC) {
+        "it is not a WebAssembly file: build the tool with `--target wasm32-wasip2`"
+    } else if bytes.get(4..8) == Some(CORE_MODULE_VERSION) {
+        "it is a core WebAssembly module, not a component: build the tool with `--target wasm32-wasip2`"
+    } else {
+        return Ok(());
+    };
+    Err(LoadError::Invalid { path: path.to_path_buf(), reason: reason.to_string() })
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// A component that imports what the host does not provide (e.g. `wasi:http` while no network is
 /// granted) fails here; say so in words a tool author can act on.
 fn link_reason(error: &wasmtime::Error) -> String {
     let text = format!("{error:#}");
     if text.contains("matching implementation was not found in the linker") {
-        format!("it imports an interface reagent does not provide to tools ({text})")
+        format!("it imports an interface reagent does not provide to tools ({})", one_line(&text))
     } else {
-        text
+        one_line(&text)
     }
 }

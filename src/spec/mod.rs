@@ -88,11 +88,10 @@ impl AgentSpec {
             .map(|tool| ToolSpec { component: dir.join(&tool.component.value), at: at(tool.component.referenced) })
             .collect();
         let max_steps = match raw.limits.max_steps {
-            Some(steps) if steps.value == 0 => {
-                return Err(SpecError::new(at(steps.referenced), "`max_steps` must be at least 1"));
-            }
-            Some(steps) => steps.value,
             None => DEFAULT_MAX_STEPS,
+            Some(steps) => u32::try_from(steps.value).ok().filter(|&n| n >= 1).ok_or_else(|| {
+                SpecError::new(at(steps.referenced), "`max_steps` must be a whole number from 1 to 4294967295")
+            })?,
         };
         Ok(AgentSpec {
             file: file.to_path_buf(),
@@ -148,5 +147,5 @@ struct RawTool {
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     #[serde(default)]
-    max_steps: Option<Spanned<u32>>,
+    max_steps: Option<Spanned<i64>>,
 }

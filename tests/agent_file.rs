@@ -1,0 +1,94 @@
+//! Invalid agent files: every error is one line `file:line:col: message` with exit code 3, or 4 for
+//! a tool component that is missing or broken.
+
+mod common;
+
+use common::*;
+
+/// Runs `reagent run` on `yaml` (with a valid replay script beside it) and returns the exit code
+/// and stderr with the temp folder's path replaced by `DIR`.
+fn run_agent(yaml: &str) -> (Option<i32>, String) {
+    let agent = TestAgent::from_files(yaml, &["done"]);
+    let output = agent.run("task");
+    let dir = path_str(agent.dir.path());
+    (output.status.code(), stderr(&output).replace(&dir, "DIR"))
+}
+
+const MODEL: &str = "model:\n  backend: replay\n  script: script.yaml\n";
+
+#[test]
+fn unknown_field_names_its_line_and_the_fields_allowed() {
+    let (code, err) = run_agent("name: x\nmodle:\n  backend: replay\n");
+    assert_eq!(code, Some(3));
+    assert!(err.starts_with("reagent: DIR/agent.yaml:2:1: unknown field `modle`, expected one of name,"), "{err}");
+}
+
+#[test]
+fn yaml_syntax_error_names_line_and_column() {
+    let (code, err) = run_agent("name: x\nmodel: [\n");
+    assert_eq!(code, Some(3));
+    assert!(err.starts_with("reagent: DIR/agent.yaml:2:8: "), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+}
+
+#[test]
+fn unknown_backend_and_reasoning_mode_list_the_choices() {
+    let (code, err) = run_agent("name: x\nmodel:\n  backend: gpt\n");
+    assert_eq!(code, Some(3));
+    assert!(err.starts_with("reagent: DIR/agent.yaml:3:12: unknown variant `gpt`, expected one of replay"), "{err}");
+    let (code, err) = run_agent(&format!("name: x\n{MODEL}reasoning: sometimes\n"));
+    assert_eq!(code, Some(3));
+    assert!(err.contains("agent.yaml:5:12: unknown variant `sometimes`, expected one of on, off, auto"), "{err}");
+}
+
+#[test]
+fn missing_fields_and_bad_values_say_what_to_do() {
+    let (_, err) = run_agent("model:\n  backend: replay\n  script: script.yaml\n");
+    assert!(err.contains("agent.yaml:1:1: missing field `name`"), "{err}");
+    let (_, err) = run_agent("name: x\nmodel:\n  backend: replay\n");
+    assert!(err.contains("agent.yaml:3:3: the replay backend needs `script:`"), "{err}");
+    for steps in ["0", "-3"] {
+        let (code, err) = run_agent(&format!("name: x\n{MODEL}limits:\n  max_steps: {steps}\n"));
+        assert_eq!(code, Some(3));
+        assert!(err.contains("agent.yaml:6:14: `max_steps` must be a whole number from 1"), "{err}");
+    }
+}
+
+#[test]
+fn missing_replay_script_is_reported_where_it_is_named() {
+    let (code, err) = run_agent("name: x\nmodel:\n  backend: replay\n  script: missing.yaml\n");
+    assert_eq!(code, Some(3));
+    assert!(err.contains("agent.yaml:4:11: replay script DIR/missing.yaml not found"), "{err}");
+}
+
+#[test]
+fn broken_replay_script_is_reported_in_the_script() {
+    let agent = TestAgent::from_files(&format!("name: x\n{MODEL}"), &[]);
+    std::fs::write(agent.dir.path().join("script.yaml"), "turns: [\"a\", \n  {oops: 1}]\n").unwrap();
+    let output = agent.run("task");
+    assert_eq!(output.status.code(), Some(3));
+    let err = stderr(&output).replace(&path_str(agent.dir.path()), "DIR");
+    assert!(err.starts_with("reagent: DIR/script.yaml:2:"), "{err}");
+}
+
+#[test]
+fn missing_tool_component_exits_4_and_says_how_to_build_it() {
+    let (code, err) = run_agent(&format!("name: x\n{MODEL}tools:\n  - component: nope.wasm\n"));
+    assert_eq!(code, Some(4));
+    assert!(err.contains("agent.yaml:6:16: tool component DIR/nope.wasm not found: build the tools"), "{err}");
+}
+
+#[test]
+fn a_file_that_is_not_a_component_exits_4() {
+    let agent = TestAgent::from_files(&format!("name: x\n{MODEL}tools:\n  - component: bad.wasm\n"), &["done"]);
+    std::fs::write(agent.dir.path().join("bad.wasm"), "not wasm").unwrap();
+    let output = agent.run("task");
+    assert_eq!(output.status.code(), Some(4));
+    assert!(stderr(&output).contains("agent.yaml:6:16:"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("it is not a WebAssembly file"), "{}", stderr(&output));
+    // A core module (here: 8 bytes of header) is told apart from a component.
+    std::fs::write(agent.dir.path().join("bad.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    let output = agent.run("task");
+    assert_eq!(output.status.code(), Some(4));
+    assert!(stderr(&output).contains("a core WebAssembly module, not a component"), "{}", stderr(&output));
+}
