@@ -2,22 +2,29 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::bindings::PluginPre;
 use crate::bindings::exports::reagent::tool::tools as wit;
 use crate::description::{ToolDescription, parse_descriptions};
 use crate::error::{ErrorKind, ToolError};
+use crate::grants::CallGrants;
 use crate::host::EPOCH_TICK;
 use crate::limits::{Limits, MemoryCap};
+use crate::network::HttpPolicy;
 
 /// The store data of one call.
 pub(crate) struct CallState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    http_policy: HttpPolicy,
     table: ResourceTable,
     memory: MemoryCap,
+    /// Epoch ticks of CPU the guest may still run.
+    cpu_ticks_left: u64,
 }
 
 impl WasiView for CallState {
@@ -26,11 +33,18 @@ impl WasiView for CallState {
     }
 }
 
-/// A loaded component: compiled, linked, its tools known. Cheap to call many times.
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_policy }
+    }
+}
+
+/// A loaded component: compiled, linked, its tools known. Cheap to call many times, concurrently.
 pub struct ToolComponent {
     engine: Engine,
     pre: PluginPre<CallState>,
     tools: Vec<ToolDescription>,
+    grants: CallGrants,
     limits: Limits,
 }
 
@@ -44,8 +58,13 @@ pub struct CallOutput {
 }
 
 impl ToolComponent {
-    pub(crate) async fn describe(engine: &Engine, pre: PluginPre<CallState>, limits: Limits) -> Result<Self, String> {
-        let mut component = ToolComponent { engine: engine.clone(), pre, tools: Vec::new(), limits };
+    pub(crate) async fn describe(
+        engine: &Engine,
+        pre: PluginPre<CallState>,
+        grants: CallGrants,
+        limits: Limits,
+    ) -> Result<Self, String> {
+        let mut component = ToolComponent { engine: engine.clone(), pre, tools: Vec::new(), grants, limits };
         let (json, _log) = component.invoke(Export::Describe).await;
         component.tools = parse_descriptions(&json.map_err(|e| e.to_string())?)?;
         Ok(component)
@@ -53,6 +72,10 @@ impl ToolComponent {
 
     pub fn tools(&self) -> &[ToolDescription] {
         &self.tools
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// Calls `tool` with `arguments` (a JSON object as text) in a fresh instance.
@@ -66,43 +89,91 @@ impl ToolComponent {
         CallOutput { result, log, duration: started.elapsed() }
     }
 
-    /// Instantiates the component in a fresh store under the limits and runs one export.
+    /// Instantiates the component in a fresh store under the grants and limits, runs one export.
     async fn invoke(&self, export: Export<'_>) -> (Result<String, ToolError>, String) {
-        let stdout = MemoryOutputPipe::new(self.limits.log_bytes);
-        let stderr = MemoryOutputPipe::new(self.limits.log_bytes);
-        // Nothing granted: no preopens, no env, no args, no network, no stdin.
-        let wasi = WasiCtxBuilder::new().stdout(stdout.clone()).stderr(stderr.clone()).build();
-        let state = CallState { wasi, table: ResourceTable::new(), memory: MemoryCap::new(self.limits.memory_bytes) };
+        let limits = self.limits;
+        let stdout = MemoryOutputPipe::new(limits.log_bytes);
+        let stderr = MemoryOutputPipe::new(limits.log_bytes);
+        let wasi = match self.wasi_context(&stdout, &stderr) {
+            Ok(wasi) => wasi,
+            Err(error) => return (Err(error), String::new()),
+        };
+        let http_policy = HttpPolicy::new(self.grants.http.clone());
+        let refusals = http_policy.refusals.clone();
+        let state = CallState {
+            wasi,
+            http: WasiHttpCtx::new(),
+            http_policy,
+            table: ResourceTable::new(),
+            memory: MemoryCap::new(limits.memory_bytes),
+            cpu_ticks_left: (limits.cpu_time.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64,
+        };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.memory);
-        store.set_epoch_deadline(deadline_ticks(self.limits.cpu_time));
-
-        let outcome = match self.pre.instantiate_async(&mut store).await {
-            Ok(plugin) => {
-                let tools = plugin.reagent_tool_tools();
-                match export {
-                    Export::Describe => tools.call_describe(&mut store).await.map(Ok),
-                    Export::Call { tool, arguments } => tools.call_call(&mut store, tool, arguments).await,
-                }
+        // Every tick the guest yields to the executor, so a spinning tool never holds a worker
+        // thread, and spends one tick of its CPU budget.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut context| {
+            let state = context.data_mut();
+            if state.cpu_ticks_left == 0 {
+                return Ok(UpdateDeadline::Interrupt);
             }
-            Err(e) => Err(e),
+            state.cpu_ticks_left -= 1;
+            Ok(UpdateDeadline::Yield(1))
+        });
+
+        let run = async {
+            let plugin = self.pre.instantiate_async(&mut store).await?;
+            let tools = plugin.reagent_tool_tools();
+            match export {
+                Export::Describe => tools.call_describe(&mut store).await.map(Ok),
+                Export::Call { tool, arguments } => tools.call_call(&mut store, tool, arguments).await,
+            }
         };
+        // Epochs do not interrupt host calls (a slow HTTP response): bound the whole call too.
+        let outcome = tokio::time::timeout(limits.wall_time, run).await;
+        let log = captured_log(&stdout, &stderr);
+        let refused = refusals.lock().map(|r| r.join("; ")).unwrap_or_default();
+        let flooded = stdout.contents().len() >= limits.log_bytes || stderr.contents().len() >= limits.log_bytes;
+
         let result = match outcome {
-            Ok(Ok(json)) => Ok(json),
-            Ok(Err(error)) => Err(ToolError::new(guest_kind(error.kind), error.message)),
-            Err(trap) => Err(classify_trap(&trap, store.data().memory.refused, self.limits)),
+            Err(_elapsed) => Err(ToolError::new(
+                ErrorKind::Timeout,
+                format!("the tool ran past its wall-clock limit of {:?}", limits.wall_time),
+            )),
+            Ok(Ok(Ok(json))) if json.len() > limits.result_bytes => Err(ToolError::new(
+                ErrorKind::OutputTooLarge,
+                format!("the result is {} bytes, over the limit of {} bytes", json.len(), limits.result_bytes),
+            )),
+            Ok(Ok(Ok(json))) => Ok(json),
+            Ok(_) if !refused.is_empty() => Err(ToolError::new(ErrorKind::Denied, refused)),
+            Ok(Ok(Err(error))) => Err(ToolError::new(guest_kind(error.kind), error.message)),
+            Ok(Err(trap)) => Err(classify_trap(&trap, store.data().memory.refused, flooded, limits)),
         };
-        (result, captured_log(&stdout, &stderr))
+        (result, log)
+    }
+
+    /// The WASI context of one call: the granted directories and environment, captured stdio,
+    /// and nothing else (no network sockets, no DNS, no stdin, no inherited environment).
+    fn wasi_context(&self, stdout: &MemoryOutputPipe, stderr: &MemoryOutputPipe) -> Result<WasiCtx, ToolError> {
+        let mut builder = WasiCtxBuilder::new();
+        builder.stdout(stdout.clone()).stderr(stderr.clone());
+        for (name, value) in self.grants.env.iter() {
+            builder.env(name, value);
+        }
+        for dir in self.grants.dirs.iter() {
+            let perms = if dir.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+            builder.preopened_dir(&dir.host, &dir.guest, perms).map_err(|e| {
+                ToolError::new(ErrorKind::Failed, format!("cannot open granted directory {}: {e}", dir.host.display()))
+            })?;
+        }
+        Ok(builder.build())
     }
 }
 
 enum Export<'a> {
     Describe,
     Call { tool: &'a str, arguments: &'a str },
-}
-
-fn deadline_ticks(cpu_time: Duration) -> u64 {
-    (cpu_time.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
 }
 
 fn guest_kind(kind: wit::ErrorKind) -> ErrorKind {
@@ -115,7 +186,7 @@ fn guest_kind(kind: wit::ErrorKind) -> ErrorKind {
     }
 }
 
-fn classify_trap(error: &wasmtime::Error, memory_refused: bool, limits: Limits) -> ToolError {
+fn classify_trap(error: &wasmtime::Error, memory_refused: bool, flooded: bool, limits: Limits) -> ToolError {
     if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
         return ToolError::new(ErrorKind::Timeout, format!("the tool ran past its CPU limit of {:?}", limits.cpu_time));
     }
@@ -123,6 +194,12 @@ fn classify_trap(error: &wasmtime::Error, memory_refused: bool, limits: Limits) 
         return ToolError::new(
             ErrorKind::Memory,
             format!("the tool tried to use more than its memory limit of {} MiB", limits.memory_bytes >> 20),
+        );
+    }
+    if flooded {
+        return ToolError::new(
+            ErrorKind::OutputTooLarge,
+            format!("the tool wrote more than {} bytes to stdout or stderr", limits.log_bytes),
         );
     }
     ToolError::new(ErrorKind::Trap, format!("the tool crashed: {}", first_line(&format!("{error:#}"))))

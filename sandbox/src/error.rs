@@ -16,8 +16,10 @@ pub enum ErrorKind {
     Timeout,
     /// The call tried to grow its linear memory past the limit.
     Memory,
-    /// The guest trapped (a panic, an out-of-bounds access, a full log buffer, ...).
+    /// The guest trapped (a panic, an out-of-bounds access, ...).
     Trap,
+    /// The result, or what the tool wrote to stdout/stderr, is over its limit.
+    OutputTooLarge,
     /// The tool returned something that is not JSON.
     BadResult,
 }
@@ -33,6 +35,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Memory => "memory",
             ErrorKind::Trap => "trap",
+            ErrorKind::OutputTooLarge => "output_too_large",
             ErrorKind::BadResult => "bad_result",
         }
     }
@@ -61,6 +64,8 @@ pub enum LoadError {
     Unreadable { path: PathBuf, source: std::io::Error },
     #[error("{path} cannot be used as a tool component: {reason}")]
     Invalid { path: PathBuf, reason: String },
+    #[error("{path}: {reason}")]
+    Grant { path: PathBuf, reason: String },
     #[error("{path} cannot be linked: {reason}")]
     Link { path: PathBuf, reason: String },
     #[error("{path} does not describe its tools: {reason}")]

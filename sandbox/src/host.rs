@@ -1,54 +1,65 @@
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine};
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::bindings::PluginPre;
+use crate::cache;
 use crate::component::{CallState, ToolComponent};
 use crate::error::{LoadError, StartError};
-use crate::limits::Limits;
+use crate::grants::Grants;
+use crate::limits::{Limits, MAX_MEMORY_BYTES};
 
-/// How often the engine's epoch advances: the granularity of CPU deadlines.
-pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// How often the engine's epoch advances: the granularity of CPU deadlines and of yielding.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(2);
+
+/// Calls that may run at once across all tools (pooling-allocator slots); sized for a small
+/// machine running many concurrent agents.
+const CONCURRENT_INSTANCES: u32 = 256;
 
 /// One wasmtime engine and WASI linker shared by every tool component of a process.
 pub struct Sandbox {
     engine: Engine,
     linker: Arc<Linker<CallState>>,
+    cache_dir: Option<PathBuf>,
     ticker_stop: Arc<AtomicBool>,
 }
 
 impl Sandbox {
+    /// A sandbox that caches compiled components in the user's cache directory.
     pub fn new() -> Result<Self, StartError> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|e| StartError(format!("{e:#}")))?;
+        Self::with_cache(cache::default_dir())
+    }
 
+    /// A sandbox with compiled components cached in `cache_dir`, or not cached when `None`.
+    pub fn with_cache(cache_dir: Option<PathBuf>) -> Result<Self, StartError> {
+        let engine = Engine::new(&engine_config()).map_err(|e| StartError(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
-        // WASI 0.2 is linked because Rust's std makes every component import it; what a tool can
-        // reach through it is decided per call by the `WasiCtx`, which grants nothing.
+        // What a tool can reach through these interfaces is decided per call by its grants.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| StartError(format!("{e:#}")))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(|e| StartError(format!("{e:#}")))?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), ticker_stop.clone()).map_err(|e| StartError(e.to_string()))?;
-        Ok(Sandbox { engine, linker: Arc::new(linker), ticker_stop })
+        Ok(Sandbox { engine, linker: Arc::new(linker), cache_dir, ticker_stop })
     }
 
-    /// Compiles a component, links it and reads its tool descriptions.
-    pub async fn load(&self, path: &Path, limits: Limits) -> Result<ToolComponent, LoadError> {
+    /// Compiles (or loads from the cache) a component, links it and reads its tool descriptions.
+    pub async fn load(&self, path: &Path, grants: Grants, limits: Limits) -> Result<ToolComponent, LoadError> {
+        check_grants(path, &grants, limits)?;
         let bytes = std::fs::read(path).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => LoadError::NotFound { path: path.to_path_buf() },
             _ => LoadError::Unreadable { path: path.to_path_buf(), source },
         })?;
         check_is_component(path, &bytes)?;
         let engine = self.engine.clone();
+        let cache_dir = self.cache_dir.clone();
         // Compiling is seconds of CPU for a large component: keep it off the async workers.
-        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+        let component = tokio::task::spawn_blocking(move || cache::compile(&engine, &bytes, cache_dir.as_deref()))
             .await
             .map_err(|e| LoadError::Invalid { path: path.to_path_buf(), reason: e.to_string() })?
             .map_err(|e| LoadError::Invalid { path: path.to_path_buf(), reason: one_line(&format!("{e:#}")) })?;
@@ -58,7 +69,7 @@ impl Sandbox {
             .map_err(|e| LoadError::Link { path: path.to_path_buf(), reason: link_reason(&e) })?;
         let pre = PluginPre::new(instance_pre)
             .map_err(|e| LoadError::Link { path: path.to_path_buf(), reason: one_line(&format!("{e:#}")) })?;
-        ToolComponent::describe(&self.engine, pre, limits)
+        ToolComponent::describe(&self.engine, pre, grants.into(), limits)
             .await
             .map_err(|reason| LoadError::Describe { path: path.to_path_buf(), reason })
     }
@@ -68,6 +79,24 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
     }
+}
+
+fn engine_config() -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    // Pooling: instantiation reuses pre-mapped slots with copy-on-write memory images, so a
+    // fresh instance per call costs microseconds. Slots are sized down from the defaults (which
+    // reserve ~6 GiB of address space each) to the largest memory a call may be granted.
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(CONCURRENT_INSTANCES)
+        .total_core_instances(CONCURRENT_INSTANCES * 4)
+        .total_memories(CONCURRENT_INSTANCES * 2)
+        .total_tables(CONCURRENT_INSTANCES * 4)
+        .total_stacks(CONCURRENT_INSTANCES)
+        .max_memory_size(MAX_MEMORY_BYTES);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
 }
 
 /// Advances the engine's epoch on a fixed tick so that CPU deadlines fire.
@@ -81,6 +110,22 @@ fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> std::io::Result<
             }
         })
         .map(drop)
+}
+
+fn check_grants(path: &Path, grants: &Grants, limits: Limits) -> Result<(), LoadError> {
+    let error = |reason: String| LoadError::Grant { path: path.to_path_buf(), reason };
+    if limits.memory_bytes > MAX_MEMORY_BYTES {
+        return Err(error(format!("a memory limit over {} MiB cannot be granted", MAX_MEMORY_BYTES >> 20)));
+    }
+    for dir in &grants.dirs {
+        if !dir.host.is_dir() {
+            return Err(error(format!("granted directory {} does not exist", dir.host.display())));
+        }
+        if !dir.guest.starts_with('/') {
+            return Err(error(format!("guest path `{}` must be absolute, e.g. /data", dir.guest)));
+        }
+    }
+    Ok(())
 }
 
 /// Tells the two common mistakes apart before wasmtime reports them in its own terms.
@@ -101,13 +146,13 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// A component that imports what the host does not provide (e.g. `wasi:http` while no network is
-/// granted) fails here; say so in words a tool author can act on.
+/// A component that imports what the host does not provide fails here; say so in words a tool
+/// author can act on.
 fn link_reason(error: &wasmtime::Error) -> String {
-    let text = format!("{error:#}");
+    let text = one_line(&format!("{error:#}"));
     if text.contains("matching implementation was not found in the linker") {
-        format!("it imports an interface reagent does not provide to tools ({})", one_line(&text))
+        format!("it imports an interface reagent does not provide to tools ({text})")
     } else {
-        one_line(&text)
+        text
     }
 }

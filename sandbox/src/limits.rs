@@ -1,19 +1,32 @@
 use std::time::Duration;
 
+/// The most linear memory one call may be granted: the size of a pooling-allocator slot.
+pub const MAX_MEMORY_BYTES: usize = 1 << 30;
+
 /// What one call may use. Every call gets a fresh instance under these limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Linear memory, in bytes, across the instance's memories.
+    /// Linear memory, in bytes, across the instance's memories (at most `MAX_MEMORY_BYTES`).
     pub memory_bytes: usize,
-    /// CPU time the guest may run before it is interrupted.
+    /// CPU time the guest may run before it is interrupted (epoch deadline).
     pub cpu_time: Duration,
-    /// Bytes of stdout and of stderr kept as the call's log.
+    /// Wall-clock time for the whole call, host calls (HTTP, files) included.
+    pub wall_time: Duration,
+    /// Bytes of JSON result the call may return.
+    pub result_bytes: usize,
+    /// Bytes of stdout and of stderr the call may write; more is an `output_too_large` error.
     pub log_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory_bytes: 64 << 20, cpu_time: Duration::from_secs(5), log_bytes: 64 << 10 }
+        Limits {
+            memory_bytes: 64 << 20,
+            cpu_time: Duration::from_secs(5),
+            wall_time: Duration::from_secs(30),
+            result_bytes: 1 << 20,
+            log_bytes: 64 << 10,
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use reagent_sandbox::{Limits, LoadError, Sandbox, ToolComponent};
+use reagent_sandbox::{Grants, Limits, LoadError, Sandbox, ToolComponent};
 use serde_json::Value;
 
 use super::{ToolError, ToolOutcome, Toolbox};
@@ -24,7 +24,7 @@ impl WasmToolbox {
         let mut owners = HashMap::new();
         for spec in tools {
             let component = sandbox
-                .load(&spec.component, Limits::default())
+                .load(&spec.component, Grants::default(), Limits::default())
                 .await
                 .map_err(|e| SpecError::new(spec.at.clone(), load_message(&e)))?;
             for tool in component.tools() {
