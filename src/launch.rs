@@ -35,7 +35,7 @@ pub async fn launch(file: &Path) -> Result<(AgentSpec, Agent), LaunchError> {
         }
     };
     let sandbox = Sandbox::new().map_err(LaunchError::Sandbox)?;
-    let toolbox = WasmToolbox::load(sandbox, &spec.tools).await.map_err(LaunchError::Tool)?;
+    let toolbox = WasmToolbox::load(&sandbox, &spec.tools).await.map_err(LaunchError::Tool)?;
     let config = LoopConfig {
         name: spec.name.clone(),
         instructions: spec.instructions.clone(),

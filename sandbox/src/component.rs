@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -12,7 +13,7 @@ use crate::bindings::exports::reagent::tool::tools as wit;
 use crate::description::{ToolDescription, parse_descriptions};
 use crate::error::{ErrorKind, ToolError};
 use crate::grants::CallGrants;
-use crate::host::EPOCH_TICK;
+use crate::host::{EPOCH_TICK, EpochTicker};
 use crate::limits::{Limits, MemoryCap};
 use crate::network::HttpPolicy;
 
@@ -42,6 +43,7 @@ impl WasiHttpView for CallState {
 /// A loaded component: compiled, linked, its tools known. Cheap to call many times, concurrently.
 pub struct ToolComponent {
     engine: Engine,
+    _ticker: Arc<EpochTicker>,
     pre: PluginPre<CallState>,
     tools: Vec<ToolDescription>,
     grants: CallGrants,
@@ -60,11 +62,13 @@ pub struct CallOutput {
 impl ToolComponent {
     pub(crate) async fn describe(
         engine: &Engine,
+        ticker: Arc<EpochTicker>,
         pre: PluginPre<CallState>,
         grants: CallGrants,
         limits: Limits,
     ) -> Result<Self, String> {
-        let mut component = ToolComponent { engine: engine.clone(), pre, tools: Vec::new(), grants, limits };
+        let mut component =
+            ToolComponent { engine: engine.clone(), _ticker: ticker, pre, tools: Vec::new(), grants, limits };
         let (json, _log) = component.invoke(Export::Describe).await;
         component.tools = parse_descriptions(&json.map_err(|e| e.to_string())?)?;
         Ok(component)

@@ -26,7 +26,7 @@ pub struct Sandbox {
     engine: Engine,
     linker: Arc<Linker<CallState>>,
     cache_dir: Option<PathBuf>,
-    ticker_stop: Arc<AtomicBool>,
+    ticker: Arc<EpochTicker>,
 }
 
 impl Sandbox {
@@ -43,9 +43,8 @@ impl Sandbox {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| StartError(format!("{e:#}")))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(|e| StartError(format!("{e:#}")))?;
 
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        spawn_epoch_ticker(engine.clone(), ticker_stop.clone()).map_err(|e| StartError(e.to_string()))?;
-        Ok(Sandbox { engine, linker: Arc::new(linker), cache_dir, ticker_stop })
+        let ticker = EpochTicker::start(engine.clone()).map_err(|e| StartError(e.to_string()))?;
+        Ok(Sandbox { engine, linker: Arc::new(linker), cache_dir, ticker: Arc::new(ticker) })
     }
 
     /// Compiles (or loads from the cache) a component, links it and reads its tool descriptions.
@@ -69,15 +68,35 @@ impl Sandbox {
             .map_err(|e| LoadError::Link { path: path.to_path_buf(), reason: link_reason(&e) })?;
         let pre = PluginPre::new(instance_pre)
             .map_err(|e| LoadError::Link { path: path.to_path_buf(), reason: one_line(&format!("{e:#}")) })?;
-        ToolComponent::describe(&self.engine, pre, grants.into(), limits)
+        ToolComponent::describe(&self.engine, self.ticker.clone(), pre, grants.into(), limits)
             .await
             .map_err(|reason| LoadError::Describe { path: path.to_path_buf(), reason })
     }
 }
 
-impl Drop for Sandbox {
+/// Advances the engine's epoch on a fixed tick so that CPU deadlines fire. Shared by the sandbox
+/// and every component it loaded: it runs while any of them is alive.
+pub(crate) struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        thread::Builder::new().name("reagent-epoch".into()).spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })?;
+        Ok(EpochTicker { stop })
+    }
+}
+
+impl Drop for EpochTicker {
     fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -97,19 +116,6 @@ fn engine_config() -> Config {
         .max_memory_size(MAX_MEMORY_BYTES);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
-}
-
-/// Advances the engine's epoch on a fixed tick so that CPU deadlines fire.
-fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> std::io::Result<()> {
-    thread::Builder::new()
-        .name("reagent-epoch".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                thread::sleep(EPOCH_TICK);
-                engine.increment_epoch();
-            }
-        })
-        .map(drop)
 }
 
 fn check_grants(path: &Path, grants: &Grants, limits: Limits) -> Result<(), LoadError> {

@@ -2,9 +2,14 @@
 //! every error names `file:line:col`, and paths are resolved against the YAML file's folder.
 //! YAML is data only: nothing in it is ever executed.
 
+mod tools;
+mod units;
 pub(crate) mod yaml;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+use reagent_sandbox::{Grants, Limits as ToolLimits};
 
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
@@ -40,6 +45,9 @@ pub struct ToolSpec {
     pub component: PathBuf,
     /// Where the tool is listed in the agent file.
     pub at: Position,
+    /// What the tool may reach; nothing else.
+    pub grants: Grants,
+    pub limits: ToolLimits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,11 +90,12 @@ impl AgentSpec {
                 ModelSpec::Replay { script: dir.join(&script.value), at: at(script.referenced) }
             }
         };
-        let tools = raw
-            .tools
-            .into_iter()
-            .map(|tool| ToolSpec { component: dir.join(&tool.component.value), at: at(tool.component.referenced) })
-            .collect();
+        let file_values = match &raw.secrets_file {
+            Some(path) => tools::read_secrets(&dir.join(&path.value), at(path.referenced))?,
+            None => HashMap::new(),
+        };
+        let secrets = tools::SecretSource { file_values: &file_values };
+        let tools = raw.tools.into_iter().map(|tool| tool.resolve(file, dir, &secrets)).collect::<Result<_, _>>()?;
         let max_steps = match raw.limits.max_steps {
             None => DEFAULT_MAX_STEPS,
             Some(steps) => u32::try_from(steps.value).ok().filter(|&n| n >= 1).ok_or_else(|| {
@@ -118,7 +127,9 @@ struct RawAgent {
     #[serde(default)]
     instructions: String,
     #[serde(default)]
-    tools: Vec<RawTool>,
+    tools: Vec<tools::RawTool>,
+    #[serde(default)]
+    secrets_file: Option<Spanned<String>>,
     #[serde(default)]
     limits: RawLimits,
 }
@@ -135,12 +146,6 @@ struct RawModel {
 #[serde(rename_all = "lowercase")]
 enum Backend {
     Replay,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTool {
-    component: Spanned<String>,
 }
 
 #[derive(Deserialize, Default)]

@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use reagent_sandbox::{Grants, Limits, LoadError, Sandbox, ToolComponent};
+use reagent_sandbox::{LoadError, Sandbox, ToolComponent};
 use serde_json::Value;
 
 use super::{ToolError, ToolOutcome, Toolbox};
@@ -13,18 +13,16 @@ pub struct WasmToolbox {
     components: Vec<ToolComponent>,
     /// Tool name → index into `components`.
     owners: HashMap<String, usize>,
-    // Last: the components' CPU deadlines need its epoch ticker running while they are in use.
-    _sandbox: Sandbox,
 }
 
 impl WasmToolbox {
     /// Loads every listed component; an error names the agent file's line that lists the tool.
-    pub async fn load(sandbox: Sandbox, tools: &[ToolSpec]) -> Result<Self, SpecError> {
+    pub async fn load(sandbox: &Sandbox, tools: &[ToolSpec]) -> Result<Self, SpecError> {
         let mut components = Vec::new();
         let mut owners = HashMap::new();
         for spec in tools {
             let component = sandbox
-                .load(&spec.component, Grants::default(), Limits::default())
+                .load(&spec.component, spec.grants.clone(), spec.limits)
                 .await
                 .map_err(|e| SpecError::new(spec.at.clone(), load_message(&e)))?;
             for tool in component.tools() {
@@ -37,7 +35,7 @@ impl WasmToolbox {
             }
             components.push(component);
         }
-        Ok(WasmToolbox { components, owners, _sandbox: sandbox })
+        Ok(WasmToolbox { components, owners })
     }
 }
 

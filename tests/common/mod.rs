@@ -2,6 +2,8 @@
 //! real `reagent` binary with the real calc component.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod http_server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -77,4 +79,29 @@ pub fn stdout(output: &Output) -> String {
 
 pub fn path_str(path: &Path) -> String {
     path.display().to_string()
+}
+
+/// Builds a test component from `tests/components/NAME` for wasm32-wasip2 (once per test binary)
+/// and returns the path of its `.wasm`.
+pub fn test_component(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+        .join("test-components");
+    let wasm = target_dir.join(format!("wasm32-wasip2/release/{name}.wasm"));
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
+        let manifest = repo_root().join(format!("tests/components/{name}/Cargo.toml"));
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--locked", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "building test component {name} failed (is the wasm32-wasip2 target installed?)");
+        built.push(name.to_string());
+    }
+    wasm
 }
