@@ -92,3 +92,47 @@ fn a_file_that_is_not_a_component_exits_4() {
     assert_eq!(output.status.code(), Some(4));
     assert!(stderr(&output).contains("a core WebAssembly module, not a component"), "{}", stderr(&output));
 }
+
+#[test]
+fn grants_and_limits_are_checked_where_they_are_written() {
+    let tool = |extra: &str| format!("name: x\n{MODEL}tools:\n  - component: {}\n{extra}", path_str(&calc_component()));
+    let cases = [
+        (
+            "    grants:\n      dirs:\n        - {host: nowhere, guest: /data}\n",
+            "9:18: directory DIR/nowhere does not exist",
+        ),
+        ("    grants:\n      dirs:\n        - {host: ., guest: data}\n", "9:28: `guest` must be an absolute path"),
+        ("    grants:\n      http: [\"ftp://example.com\"]\n", "8:14: `ftp://example.com`: only http and https"),
+        ("    grants:\n      http: [\"example.com/path\"]\n", "8:14: `example.com/path`: give a host only"),
+        (
+            "    grants:\n      env: [REAGENT_TEST_UNSET_VARIABLE]\n",
+            "8:13: `REAGENT_TEST_UNSET_VARIABLE` is granted but not set",
+        ),
+        ("    grants:\n      secrets: [NOPE_SECRET]\n", "8:17: secret `NOPE_SECRET` is in neither"),
+        ("    limits:\n      memory: 2GiB\n", "8:15: `memory` can be at most 1024 MiB"),
+        ("    limits:\n      cpu_time: 5\n", "8:17: `5` needs a unit: ms, s or m"),
+        ("    limits:\n      timeout: 0s\n", "8:16: a limit of zero would fail every call"),
+        ("    grants:\n      network: []\n", "8:7: unknown field `network`, expected one of dirs, http, env, secrets"),
+    ];
+    for (extra, expected) in cases {
+        let (code, err) = run_agent(&tool(extra));
+        assert_eq!(code, Some(3), "{extra}: {err}");
+        assert!(err.contains(expected), "{extra}\nexpected: {expected}\ngot: {err}");
+    }
+}
+
+#[test]
+fn a_secrets_file_grants_values_by_name() {
+    let yaml = format!(
+        "name: x\n{MODEL}secrets_file: secrets.env\ntools:\n  - component: {}\n    grants:\n      secrets: [API_TOKEN]\n    limits:\n      memory: 16MiB\n      cpu_time: 500ms\n",
+        path_str(&calc_component())
+    );
+    let agent = TestAgent::from_files(&yaml, &["done"]);
+    std::fs::write(agent.dir.path().join("secrets.env"), "# test secrets\nAPI_TOKEN=s3cr3t\n").unwrap();
+    let output = agent.run("task");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    std::fs::write(agent.dir.path().join("secrets.env"), "API_TOKEN\n").unwrap();
+    let output = agent.run("task");
+    assert_eq!(output.status.code(), Some(3));
+    assert!(stderr(&output).contains("secrets.env:1:1: expected NAME=value"), "{}", stderr(&output));
+}

@@ -35,11 +35,14 @@ impl HostGrant {
             Some((other, _)) => return Err(format!("`{text}`: only http and https are allowed, not `{other}`")),
             None => (None, text),
         };
-        let authority: http::uri::Authority =
-            rest.parse().map_err(|_| format!("`{text}` is not a host, host:port or scheme://host:port"))?;
-        if rest.contains(['/', '@', '?', '#']) || authority.host().is_empty() {
+        if rest.contains(['/', '@', '?', '#']) {
             return Err(format!("`{text}`: give a host only, without a path or credentials"));
         }
+        let authority: http::uri::Authority = rest
+            .parse()
+            .ok()
+            .filter(|a: &http::uri::Authority| !a.host().is_empty())
+            .ok_or_else(|| format!("`{text}` is not a host, host:port or scheme://host:port"))?;
         let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
         Ok(HostGrant { scheme, host, port: authority.port_u16() })
     }
