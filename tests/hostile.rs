@@ -213,3 +213,20 @@ async fn a_stdout_flood_and_an_oversized_result_are_refused() {
     assert!(failed_with(&big, ErrorKind::OutputTooLarge).contains("over the limit"));
     still_works(&tool).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_state_survives_from_one_call_to_the_next() {
+    let tool = std::sync::Arc::new(hostile(Grants::default(), Limits::default()).await);
+    for _ in 0..50 {
+        assert_eq!(call(&tool, "count", json!({})).await.result, Ok(json!(1)), "every call starts fresh");
+    }
+    let concurrent: Vec<_> = (0..32)
+        .map(|_| {
+            let tool = tool.clone();
+            tokio::spawn(async move { call(&tool, "count", json!({})).await.result })
+        })
+        .collect();
+    for call in concurrent {
+        assert_eq!(call.await.unwrap(), Ok(json!(1)));
+    }
+}

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 mod http;
 
-const TOOLS: &[&str] = &["ok", "read", "write", "get", "env", "alloc", "spin", "flood", "big", "connect"];
+const TOOLS: &[&str] = &["ok", "count", "read", "write", "get", "env", "alloc", "spin", "flood", "big", "connect"];
 
 struct Hostile;
 
@@ -27,6 +27,13 @@ impl Guest for Hostile {
         let number = |key: &str| args[key].as_u64().unwrap_or_default() as usize;
         let result = match name.as_str() {
             "ok" => json!("fine"),
+            // A static counter and heap garbage: a reused instance would show them.
+            "count" => {
+                static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let garbage = vec![0xAB_u8; 256 << 10];
+                std::hint::black_box(&garbage);
+                json!(CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1)
+            }
             "read" => json!(std::fs::read_to_string(text("path")).map_err(io_error)?),
             "write" => {
                 std::fs::write(text("path"), text("content")).map_err(io_error)?;
