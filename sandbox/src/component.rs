@@ -45,6 +45,7 @@ pub struct ToolComponent {
     engine: Engine,
     _ticker: Arc<EpochTicker>,
     pre: PluginPre<CallState>,
+    imports: Vec<String>,
     tools: Vec<ToolDescription>,
     grants: CallGrants,
     limits: Limits,
@@ -64,11 +65,12 @@ impl ToolComponent {
         engine: &Engine,
         ticker: Arc<EpochTicker>,
         pre: PluginPre<CallState>,
+        imports: Vec<String>,
         grants: CallGrants,
         limits: Limits,
     ) -> Result<Self, String> {
         let mut component =
-            ToolComponent { engine: engine.clone(), _ticker: ticker, pre, tools: Vec::new(), grants, limits };
+            ToolComponent { engine: engine.clone(), _ticker: ticker, pre, imports, tools: Vec::new(), grants, limits };
         let (json, _log) = component.invoke(Export::Describe).await;
         component.tools = parse_descriptions(&json.map_err(|e| e.to_string())?)?;
         Ok(component)
@@ -80,6 +82,12 @@ impl ToolComponent {
 
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// The interfaces the component imports, e.g. `wasi:http/outgoing-handler@0.2.4`: what it
+    /// could use if granted.
+    pub fn imports(&self) -> &[String] {
+        &self.imports
     }
 
     /// Calls `tool` with `arguments` (a JSON object as text) in a fresh instance.

@@ -71,7 +71,8 @@ impl Sandbox {
             .map_err(|e| LoadError::Link { path: path.to_path_buf(), reason: link_reason(&e) })?;
         let pre = PluginPre::new(instance_pre)
             .map_err(|e| LoadError::Link { path: path.to_path_buf(), reason: one_line(&format!("{e:#}")) })?;
-        ToolComponent::describe(&self.engine, self.ticker.clone(), pre, grants.into(), limits)
+        let imports = component.component_type().imports(&self.engine).map(|(name, _)| name.to_string()).collect();
+        ToolComponent::describe(&self.engine, self.ticker.clone(), pre, imports, grants.into(), limits)
             .await
             .map_err(|reason| LoadError::Describe { path: path.to_path_buf(), reason })
     }

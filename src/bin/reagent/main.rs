@@ -1,6 +1,7 @@
 //! The `reagent` command line.
 
 mod human;
+mod tool;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,7 +21,8 @@ Exit codes:
   3  invalid agent file, or a file it names (e.g. a replay script): the message says file:line:col
   4  a tool component is missing or broken
   5  the agent ran out of steps (limits.max_steps) without answering
-  6  the model failed (e.g. a replay script ran out of turns)";
+  6  the model failed (e.g. a replay script ran out of turns)
+  7  `reagent tool call`: the tool returned an error";
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +50,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write, build, inspect and call tool components.
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Tool(tool::ToolCommand),
     /// Print the exact first prompt the model would see (EXAONE 4.0 chat format).
     #[command(after_help = EXIT_CODES)]
     Prompt {
@@ -58,13 +63,15 @@ enum Command {
     },
 }
 
-enum Exit {
+pub(crate) enum Exit {
     Success = 0,
     Internal = 1,
+    Usage = 2,
     InvalidAgent = 3,
     BrokenTool = 4,
     StepsExhausted = 5,
     ModelFailed = 6,
+    ToolFailed = 7,
 }
 
 fn main() -> ExitCode {
@@ -77,6 +84,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { agent, task, json } => run(&agent, &task, json).await,
             Command::Prompt { agent, task } => prompt(&agent, &task).await,
+            Command::Tool(command) => tool::run(command).await,
         }
     })
 }
@@ -129,7 +137,7 @@ fn launch_failure(error: &LaunchError) -> ExitCode {
     fail(code, &error.to_string())
 }
 
-fn fail(code: Exit, message: &str) -> ExitCode {
+pub(crate) fn fail(code: Exit, message: &str) -> ExitCode {
     eprintln!("reagent: {message}");
     ExitCode::from(code as u8)
 }
