@@ -23,6 +23,8 @@
 //! }
 //! ```
 
+pub mod http;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
