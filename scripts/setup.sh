@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what reagent's tools need and builds them: the wasm32-wasip2 target, then every tool
-# crate in tools/ as a WebAssembly component, copied to tools/dist/NAME.wasm.
+# crate in tools/ as a WebAssembly component, copied to tools/dist/NAME.wasm. Also installs
+# componentize-py (Python tools; its wheel ships the compiler) into tools/.venv.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
@@ -18,3 +19,10 @@ for wasm in "$target_dir"/wasm32-wasip2/release/*.wasm; do
     cp "$wasm" "$root/tools/dist/"
     echo "setup: tools/dist/$(basename "$wasm")" >&2
 done
+
+venv="$root/tools/.venv"
+if [ ! -x "$venv/bin/componentize-py" ]; then
+    echo "setup: installing componentize-py into tools/.venv (for tools written in Python)" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check componentize-py==0.25.1
+fi

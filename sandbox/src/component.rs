@@ -214,11 +214,9 @@ fn classify_trap(error: &wasmtime::Error, memory_refused: bool, flooded: bool, l
             format!("the tool wrote more than {} bytes to stdout or stderr", limits.log_bytes),
         );
     }
-    ToolError::new(ErrorKind::Trap, format!("the tool crashed: {}", first_line(&format!("{error:#}"))))
-}
-
-fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or(text)
+    // The root cause says what happened (e.g. `wasm trap: ... unreachable`); the outer layers only
+    // carry a backtrace. The guest's own words, such as a panic message, are in the log.
+    ToolError::new(ErrorKind::Trap, format!("the tool crashed: {} (see its log)", error.root_cause()))
 }
 
 fn captured_log(stdout: &MemoryOutputPipe, stderr: &MemoryOutputPipe) -> String {

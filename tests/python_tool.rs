@@ -1,0 +1,62 @@
+//! The tool contract is language-neutral: a tool written in Python (tests/components/python_tool),
+//! built with componentize-py, runs in the same sandbox and in an agent like a Rust tool.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use reagent_sandbox::{ErrorKind, Grants, Limits, Sandbox};
+use serde_json::json;
+
+fn build_python_tool() -> std::path::PathBuf {
+    let componentize = repo_root().join("tools/.venv/bin/componentize-py");
+    assert!(componentize.is_file(), "{} is missing: run scripts/setup.sh", componentize.display());
+    let out = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+        .join("test-components/word_frequencies.wasm");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let status = Command::new(componentize)
+        .args(["-d", repo_root().join("tools/wit").to_str().unwrap(), "-w", "plugin", "componentize", "app", "-o"])
+        .arg(&out)
+        .current_dir(repo_root().join("tests/components/python_tool"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "componentize-py failed");
+    out
+}
+
+#[tokio::test]
+async fn a_python_tool_runs_in_the_sandbox_and_in_an_agent() {
+    let wasm = build_python_tool();
+    let cache = wasm.with_file_name("cache");
+    let tool =
+        Sandbox::with_cache(Some(cache)).unwrap().load(&wasm, Grants::default(), Limits::default()).await.unwrap();
+    assert_eq!(tool.tools()[0].name, "word_frequencies");
+
+    let counted = tool.call("word_frequencies", r#"{"text": "to be or not to be", "top": 2}"#).await;
+    assert_eq!(counted.result, Ok(json!([{"word": "to", "count": 2}, {"word": "be", "count": 2}])));
+    let refused = tool.call("word_frequencies", r#"{"text": "  "}"#).await.result.unwrap_err();
+    assert_eq!(refused.kind, ErrorKind::InvalidArguments);
+    let unknown = tool.call("nope", "{}").await.result.unwrap_err();
+    assert_eq!(unknown.kind, ErrorKind::UnknownTool);
+
+    // In an agent, the loop validates arguments against the schema the Python code declared.
+    let agent = TestAgent::from_files(
+        &format!(
+            "name: words\nmodel:\n  backend: replay\n  script: script.yaml\ntools:\n  - component: {}\n",
+            wasm.display()
+        ),
+        &[
+            r#"<tool_call>{"name": "word_frequencies", "arguments": {"text": "a b a", "top": 0}}</tool_call>"#,
+            r#"<tool_call>{"name": "word_frequencies", "arguments": {"text": "a b a", "top": 1}}</tool_call>"#,
+            "`a`, twice.",
+        ],
+    );
+    let (code, events) = agent.run_json("Most frequent word?");
+    assert_eq!(code, Some(0));
+    let results = events_of(&events, "tool_result");
+    assert_eq!(results[0]["error"]["kind"], "invalid_arguments", "top: 0 breaks `minimum: 1`");
+    assert_eq!(results[1]["result"], json!([{"word": "a", "count": 2}]));
+}
