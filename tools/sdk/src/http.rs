@@ -44,7 +44,7 @@ pub fn send(request: &Request, max_body: usize) -> Result<Response, ToolError> {
     let headers = Fields::new();
     for (name, value) in &request.headers {
         headers
-            .append(name, &value.as_bytes().to_vec())
+            .append(name, value.as_bytes())
             .map_err(|e| ToolError::invalid_arguments(format!("header `{name}`: {e:?}")))?;
     }
     let outgoing = OutgoingRequest::new(headers);
