@@ -6,7 +6,7 @@
 //! of the arguments and result are derived from the types (doc comments become descriptions),
 //! and arguments are parsed for you. See `tools/README.md`.
 //!
-//! ```ignore
+//! ```
 //! #[derive(serde::Deserialize, schemars::JsonSchema)]
 //! #[serde(deny_unknown_fields)]
 //! struct Args {
@@ -21,6 +21,11 @@
 //! reagent_tool::export_tools! {
 //!     greet: Pure => "Greets someone by name.",
 //! }
+//!
+//! // What the host sees: the exports of the `reagent:tool` contract.
+//! use reagent_tool::bindings::exports::reagent::tool::tools::Guest;
+//! assert_eq!(ReagentTools::call("greet".into(), r#"{"name": "Ada"}"#.into()).unwrap(), r#""Hello, Ada!""#);
+//! assert!(ReagentTools::describe().contains(r#""required":["name"]"#));
 //! ```
 
 pub mod http;
