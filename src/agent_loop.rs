@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use futures::stream::{self, StreamExt};
 use serde_json::Value;
 
 use crate::conversation::{Message, ToolCall, ToolDeclaration};
@@ -13,6 +14,9 @@ use crate::events::{EVENTS_VERSION, Event, EventSink, RunStatus};
 use crate::model::{Model, ModelError, ModelRequest};
 use crate::spec::ReasoningMode;
 use crate::toolbox::{ToolError, ToolOutcome, Toolbox};
+
+/// Calls of one turn that run at once; more wait for a slot.
+pub const MAX_PARALLEL_CALLS: usize = 8;
 
 /// What the loop needs from an agent's spec.
 #[derive(Debug, Clone)]
@@ -138,23 +142,29 @@ impl Agent {
             let readable: Vec<ToolCall> = reply.calls.iter().filter_map(|c| c.as_ref().ok().cloned()).collect();
             messages.push(Message::Assistant { content: text, tool_calls: readable });
             recovering = false;
-            for call in reply.calls {
-                let (id, tool, outcome) = match call {
-                    Ok(call) => {
-                        events.emit(&Event::ToolCall {
-                            step,
-                            id: call.id.clone(),
-                            tool: call.name.clone(),
-                            arguments: call.arguments.clone(),
-                        });
-                        let outcome = self.execute(&call).await;
-                        (call.id, Some(call.name), outcome)
+            for call in reply.calls.iter().flatten() {
+                let (id, tool, arguments) = (call.id.clone(), call.name.clone(), call.arguments.clone());
+                events.emit(&Event::ToolCall { step, id, tool, arguments });
+            }
+            // The calls of one turn run concurrently (at most MAX_PARALLEL_CALLS at once); their
+            // results are fed back in the order the model wrote the calls.
+            let outcomes: Vec<(String, Option<String>, ToolOutcome)> = stream::iter(reply.calls)
+                .map(|call| async move {
+                    match call {
+                        Ok(call) => {
+                            let outcome = self.execute(&call).await;
+                            (call.id, Some(call.name), outcome)
+                        }
+                        Err(bad) => {
+                            let message = format!("{} (you wrote: {})", bad.error, bad.raw);
+                            (bad.id, None, failed(ToolError::new("malformed_call", message)))
+                        }
                     }
-                    Err(bad) => {
-                        let error = ToolError::new("malformed_call", format!("{} (you wrote: {})", bad.error, bad.raw));
-                        (bad.id, None, failed(error))
-                    }
-                };
+                })
+                .buffered(MAX_PARALLEL_CALLS)
+                .collect()
+                .await;
+            for (id, tool, outcome) in outcomes {
                 recovering |= outcome.result.is_err();
                 messages.push(Message::Tool { call_id: id.clone(), content: fed_back(&outcome.result) });
                 events.emit(&result_event(step, id, tool, outcome));

@@ -92,3 +92,51 @@ async fn reasoning_policy_decides_thinking_per_step() {
     assert_eq!(thinking_per_step(&run(&on).await.1), vec![true; 4]);
     assert_eq!(thinking_per_step(&run(&off).await.1), vec![false; 4]);
 }
+
+/// A toolbox whose calls each wait until `expected` calls are in flight at once.
+struct RendezvousToolbox {
+    barrier: Arc<tokio::sync::Barrier>,
+}
+
+#[async_trait]
+impl Toolbox for RendezvousToolbox {
+    fn declarations(&self) -> Vec<ToolDeclaration> {
+        RecordingToolbox::default().declarations()
+    }
+
+    async fn call(&self, _name: &str, arguments: &Value) -> ToolOutcome {
+        // Run one after another, the first call would wait here forever.
+        let met = tokio::time::timeout(Duration::from_secs(10), self.barrier.wait()).await.is_ok();
+        let result = if met {
+            Ok(json!(arguments["n"].as_i64().unwrap_or_default() * 2))
+        } else {
+            Err(reagent::toolbox::ToolError::new("timeout", "alone"))
+        };
+        ToolOutcome { result, log: String::new(), duration: Duration::ZERO }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_calls_of_one_turn_run_concurrently_and_report_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("script.yaml");
+    let turn = (1..=3)
+        .map(|n| format!(r#"<tool_call>{{"name": "double", "arguments": {{"n": {n}}}}}</tool_call>"#))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&script, json!({ "turns": [turn, "done"] }).to_string()).unwrap();
+    let config =
+        LoopConfig { name: "t".into(), instructions: String::new(), reasoning: ReasoningMode::Off, max_steps: 3 };
+    let toolbox = RendezvousToolbox { barrier: Arc::new(tokio::sync::Barrier::new(3)) };
+    let agent = Agent::new(config, Box::new(ReplayModel::load(&script).unwrap()), Box::new(toolbox)).unwrap();
+    let (outcome, events) = run(&agent).await;
+    assert_eq!(outcome, RunOutcome::Answered { answer: "done".into(), steps: 2 });
+    let results: Vec<Value> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ToolResult { result, error, .. } => Some(result.clone().unwrap_or_else(|| json!(error))),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(results, vec![json!(2), json!(4), json!(6)], "all three met at the barrier; results in call order");
+}
