@@ -74,6 +74,8 @@ pub enum RunStatus {
     Answered,
     StepsExhausted,
     ModelFailed,
+    /// The model repeated a call it had been told would not change.
+    Loop,
 }
 
 /// Where a run's events go.

@@ -140,3 +140,20 @@ async fn the_calls_of_one_turn_run_concurrently_and_report_in_order() {
         .collect();
     assert_eq!(results, vec![json!(2), json!(4), json!(6)], "all three met at the barrier; results in call order");
 }
+
+#[tokio::test]
+async fn a_repeated_call_is_refused_once_then_the_run_stops_as_a_loop() {
+    let toolbox = RecordingToolbox::default();
+    let other = r#"<tool_call>{"name": "double", "arguments": {"n": 5}}</tool_call>"#;
+    let (agent, _dir) = agent(ReasoningMode::Off, &[GOOD, GOOD, other, GOOD, GOOD, "never"], toolbox.clone());
+    let (outcome, events) = run(&agent).await;
+    assert_eq!(outcome, RunOutcome::Looped { steps: 5, tool: "double".into() });
+    // Two identical calls ran; the third was refused with an explanation; the fourth stopped the run.
+    assert_eq!(*toolbox.received.lock().unwrap(), vec![json!({"n": 4}), json!({"n": 4}), json!({"n": 5})]);
+    let refused: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e, Event::ToolResult { error: Some(error), .. } if error.kind == "repeated_call"))
+        .collect();
+    assert_eq!(refused.len(), 1);
+    assert!(matches!(events.last(), Some(Event::RunFinished { status: reagent::events::RunStatus::Loop, .. })));
+}

@@ -157,3 +157,11 @@ fn prompt_prints_the_exact_first_prompt() {
     assert!(prompt.contains("<tool>{\"type\": \"function\", \"function\": {\"name\": \"calc\""));
     assert!(prompt.ends_with("[|user|]\nWhat is (17*23)+4?[|endofturn|]\n[|assistant|]\n<think>\n"), "{prompt}");
 }
+
+#[test]
+fn a_model_stuck_in_a_loop_exits_8() {
+    let agent = TestAgent::new("", &[CALC_395, CALC_395, CALC_395, CALC_395, "never"]);
+    let output = agent.run("task");
+    assert_eq!(output.status.code(), Some(8), "{}", stderr(&output));
+    assert!(stderr(&output).contains("kept calling `calc` with the same arguments"), "{}", stderr(&output));
+}

@@ -22,7 +22,8 @@ Exit codes:
   4  a tool component is missing or broken
   5  the agent ran out of steps (limits.max_steps) without answering
   6  the model failed (e.g. a replay script ran out of turns)
-  7  `reagent tool call`: the tool returned an error";
+  7  `reagent tool call`: the tool returned an error
+  8  the agent kept repeating the same tool call (stopped as a loop)";
 
 #[derive(Parser)]
 #[command(
@@ -72,6 +73,7 @@ pub(crate) enum Exit {
     StepsExhausted = 5,
     ModelFailed = 6,
     ToolFailed = 7,
+    Looped = 8,
 }
 
 fn main() -> ExitCode {
@@ -113,6 +115,12 @@ async fn run(file: &std::path::Path, task: &str, json: bool) -> ExitCode {
         Ok(RunOutcome::StepsExhausted { steps }) => fail(
             Exit::StepsExhausted,
             &format!("no answer after {steps} steps: raise limits.max_steps in {}", file.display()),
+        ),
+        Ok(RunOutcome::Looped { tool, .. }) => fail(
+            Exit::Looped,
+            &format!(
+                "stopped: the agent kept calling `{tool}` with the same arguments; it was told the result would not change"
+            ),
         ),
         Err(e) => fail(Exit::ModelFailed, &format!("the model failed: {e}")),
     }

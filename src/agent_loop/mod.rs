@@ -3,6 +3,8 @@
 //! only. Nothing the model writes can crash a run: an unknown tool, an unreadable call or invalid
 //! arguments become an error message the model sees on the next step.
 
+mod repeats;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -14,6 +16,9 @@ use crate::events::{EVENTS_VERSION, Event, EventSink, RunStatus};
 use crate::model::{Model, ModelError, ModelRequest};
 use crate::spec::ReasoningMode;
 use crate::toolbox::{ToolError, ToolOutcome, Toolbox};
+
+pub use repeats::REPEAT_LIMIT;
+use repeats::{RepeatGuard, Verdict};
 
 /// Calls of one turn that run at once; more wait for a slot.
 pub const MAX_PARALLEL_CALLS: usize = 8;
@@ -38,8 +43,18 @@ pub struct Agent {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunOutcome {
-    Answered { answer: String, steps: u32 },
-    StepsExhausted { steps: u32 },
+    Answered {
+        answer: String,
+        steps: u32,
+    },
+    StepsExhausted {
+        steps: u32,
+    },
+    /// The model kept making the same call after it was told the result would not change.
+    Looped {
+        steps: u32,
+        tool: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -102,6 +117,7 @@ impl Agent {
         });
         let mut messages = self.opening(task);
         let mut recovering = false;
+        let mut repeats = RepeatGuard::default();
         for step in 1..=self.config.max_steps {
             let thinking = self.thinking(step, recovering);
             events.emit(&Event::StepStarted { step, thinking });
@@ -142,28 +158,50 @@ impl Agent {
             let readable: Vec<ToolCall> = reply.calls.iter().filter_map(|c| c.as_ref().ok().cloned()).collect();
             messages.push(Message::Assistant { content: text, tool_calls: readable });
             recovering = false;
-            for call in reply.calls.iter().flatten() {
+            let mut refusals = Vec::with_capacity(reply.calls.len());
+            for call in &reply.calls {
+                let Ok(call) = call else {
+                    refusals.push(None);
+                    continue;
+                };
+                match repeats.check(call) {
+                    Verdict::Run => refusals.push(None),
+                    Verdict::Refuse(message) => refusals.push(Some(ToolError::new("repeated_call", message))),
+                    Verdict::Stop => {
+                        let message = format!("stopped: `{}` was called again with the same arguments", call.name);
+                        events.emit(&Event::RunFinished {
+                            status: RunStatus::Loop,
+                            steps: step,
+                            message: Some(message),
+                        });
+                        return Ok(RunOutcome::Looped { steps: step, tool: call.name.clone() });
+                    }
+                }
                 let (id, tool, arguments) = (call.id.clone(), call.name.clone(), call.arguments.clone());
                 events.emit(&Event::ToolCall { step, id, tool, arguments });
             }
             // The calls of one turn run concurrently (at most MAX_PARALLEL_CALLS at once); their
             // results are fed back in the order the model wrote the calls.
-            let outcomes: Vec<(String, Option<String>, ToolOutcome)> = stream::iter(reply.calls)
-                .map(|call| async move {
-                    match call {
-                        Ok(call) => {
-                            let outcome = self.execute(&call).await;
-                            (call.id, Some(call.name), outcome)
+            let outcomes: Vec<(String, Option<String>, ToolOutcome)> =
+                stream::iter(reply.calls.into_iter().zip(refusals))
+                    .map(|(call, refusal)| async move {
+                        match call {
+                            Ok(call) => {
+                                let outcome = match refusal {
+                                    Some(error) => failed(error),
+                                    None => self.execute(&call).await,
+                                };
+                                (call.id, Some(call.name), outcome)
+                            }
+                            Err(bad) => {
+                                let message = format!("{} (you wrote: {})", bad.error, bad.raw);
+                                (bad.id, None, failed(ToolError::new("malformed_call", message)))
+                            }
                         }
-                        Err(bad) => {
-                            let message = format!("{} (you wrote: {})", bad.error, bad.raw);
-                            (bad.id, None, failed(ToolError::new("malformed_call", message)))
-                        }
-                    }
-                })
-                .buffered(MAX_PARALLEL_CALLS)
-                .collect()
-                .await;
+                    })
+                    .buffered(MAX_PARALLEL_CALLS)
+                    .collect()
+                    .await;
             for (id, tool, outcome) in outcomes {
                 recovering |= outcome.result.is_err();
                 messages.push(Message::Tool { call_id: id.clone(), content: fed_back(&outcome.result) });
