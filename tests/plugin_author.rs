@@ -17,11 +17,7 @@ fn a_scaffolded_tool_builds_inspects_calls_and_runs_in_an_agent() {
     assert_eq!(again.status.code(), Some(2), "refuses to overwrite");
     assert_eq!(reagent(&["tool", "new", "Bad Name"]).status.code(), Some(2));
 
-    // Share one target dir between test runs: the SDK's dependencies build once.
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"))
-        .join("test-components");
+    let target_dir = test_components_dir();
     let build = Command::new(env!("CARGO_BIN_EXE_reagent"))
         .args(["tool", "build"])
         .arg(dir.path().join("word-count"))

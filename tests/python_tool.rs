@@ -12,10 +12,7 @@ use serde_json::json;
 fn build_python_tool() -> std::path::PathBuf {
     let componentize = repo_root().join("tools/.venv/bin/componentize-py");
     assert!(componentize.is_file(), "{} is missing: run scripts/setup.sh", componentize.display());
-    let out = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"))
-        .join("test-components/word_frequencies.wasm");
+    let out = test_components_dir().join("word_frequencies.wasm");
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     let status = Command::new(componentize)
         .args(["-d", repo_root().join("tools/wit").to_str().unwrap(), "-w", "plugin", "componentize", "app", "-o"])

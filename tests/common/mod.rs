@@ -81,14 +81,20 @@ pub fn path_str(path: &Path) -> String {
     path.display().to_string()
 }
 
+/// Where components built by the tests go: one folder shared by every test run, so their
+/// dependencies build once.
+pub fn test_components_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+        .join("test-components")
+}
+
 /// Builds a test component from `tests/components/NAME` for wasm32-wasip2 (once per test binary)
 /// and returns the path of its `.wasm`.
 pub fn test_component(name: &str) -> PathBuf {
     static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"))
-        .join("test-components");
+    let target_dir = test_components_dir();
     let wasm = target_dir.join(format!("wasm32-wasip2/release/{name}.wasm"));
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if !built.iter().any(|b| b == name) {
