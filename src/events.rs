@@ -4,6 +4,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::model::{DeltaKind, Usage};
 use crate::toolbox::ToolError;
 
 /// Bumped when an event's shape changes incompatibly.
@@ -23,6 +24,33 @@ pub enum Event {
     StepStarted {
         step: u32,
         thinking: bool,
+    },
+    /// A piece of the model's reply as it is generated (streaming backends; `replay` a word at
+    /// a time).
+    Delta {
+        step: u32,
+        kind: DeltaKind,
+        text: String,
+    },
+    /// What the step's model turn cost; absent where the backend counts no tokens (`replay`).
+    Usage {
+        step: u32,
+        thinking: bool,
+        #[serde(flatten)]
+        usage: Usage,
+    },
+    /// Thinking ran past `reasoning.max_thinking_tokens`: it was stopped there and the step is
+    /// asked again without thinking.
+    ThinkingCut {
+        step: u32,
+        tokens: u32,
+        reasoning: String,
+    },
+    /// `reasoning.before_answer`: the answer drafted without thinking is dropped and the step asked
+    /// again with thinking on.
+    Reconsidering {
+        step: u32,
+        draft: String,
     },
     /// The model's reasoning for this step.
     Reasoning {
@@ -65,6 +93,9 @@ pub enum Event {
         steps: u32,
         #[serde(skip_serializing_if = "Option::is_none")]
         message: Option<String>,
+        /// Tokens over the whole run, where the backend counts them.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        usage: Option<Usage>,
     },
 }
 

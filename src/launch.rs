@@ -6,7 +6,7 @@ use std::path::Path;
 use reagent_sandbox::Sandbox;
 
 use crate::agent_loop::{Agent, LoopConfig};
-use crate::model::{Model, ReplayModel};
+use crate::model::{LocalModel, Model, OpenAiModel, ReplayModel};
 use crate::spec::{AgentSpec, ModelSpec, Position, SpecError};
 use crate::toolbox::WasmToolbox;
 
@@ -20,6 +20,9 @@ pub enum LaunchError {
     Tool(SpecError),
     #[error("{0}")]
     Sandbox(#[from] reagent_sandbox::StartError),
+    /// The model cannot be started: not pulled, not loadable, no API key.
+    #[error("{0}")]
+    Model(SpecError),
 }
 
 pub async fn launch(file: &Path) -> Result<(AgentSpec, Agent), LaunchError> {
@@ -33,6 +36,15 @@ pub async fn launch(file: &Path) -> Result<(AgentSpec, Agent), LaunchError> {
             }
             Box::new(ReplayModel::load(script).map_err(LaunchError::Spec)?)
         }
+        ModelSpec::Local(local) => Box::new(
+            LocalModel::load(local)
+                .await
+                .map_err(|e| LaunchError::Model(SpecError::new(local.at.clone(), e.to_string())))?,
+        ),
+        ModelSpec::OpenAi(openai) => Box::new(
+            OpenAiModel::new(openai.clone())
+                .map_err(|e| LaunchError::Model(SpecError::new(Position::start_of(&spec.file), e)))?,
+        ),
     };
     let sandbox = Sandbox::new().map_err(LaunchError::Sandbox)?;
     let toolbox = WasmToolbox::load(&sandbox, &spec.tools).await.map_err(LaunchError::Tool)?;
@@ -40,6 +52,7 @@ pub async fn launch(file: &Path) -> Result<(AgentSpec, Agent), LaunchError> {
         name: spec.name.clone(),
         instructions: spec.instructions.clone(),
         reasoning: spec.reasoning,
+        tool_choice: spec.tool_choice,
         max_steps: spec.limits.max_steps,
     };
     let agent = Agent::new(config, model, Box::new(toolbox))

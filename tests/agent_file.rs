@@ -38,7 +38,7 @@ fn unknown_backend_and_reasoning_mode_list_the_choices() {
     assert!(err.starts_with("reagent: DIR/agent.yaml:3:12: unknown variant `gpt`, expected one of replay"), "{err}");
     let (code, err) = run_agent(&format!("name: x\n{MODEL}reasoning: sometimes\n"));
     assert_eq!(code, Some(3));
-    assert!(err.contains("agent.yaml:5:12: unknown variant `sometimes`, expected one of on, off, auto"), "{err}");
+    assert!(err.contains("agent.yaml:5:1: unknown variant `sometimes`, expected one of on, off, auto"), "{err}");
 }
 
 #[test]
@@ -135,4 +135,57 @@ fn a_secrets_file_grants_values_by_name() {
     let output = agent.run("task");
     assert_eq!(output.status.code(), Some(3));
     assert!(stderr(&output).contains("secrets.env:1:1: expected NAME=value"), "{}", stderr(&output));
+}
+
+#[test]
+fn the_reasoning_policy_takes_a_mode_or_a_map_and_names_mistakes() {
+    let (code, err) = run_agent(&format!("name: x\n{MODEL}reasoning:\n  mode: often\n"));
+    assert_eq!(code, Some(3));
+    assert!(err.contains("agent.yaml:6:9: unknown variant `often`, expected one of on, off, auto"), "{err}");
+    let (code, err) = run_agent(&format!("name: x\n{MODEL}reasoning:\n  mode: auto\n  budget: 3\n"));
+    assert_eq!(code, Some(3));
+    assert!(err.contains("agent.yaml:7:3: unknown field `budget`, expected one of mode, max_thinking_tokens"), "{err}");
+    let (code, err) = run_agent(&format!(
+        "name: x\n{MODEL}reasoning:\n  mode: auto\n  max_thinking_tokens: 64\n  before_answer: true\n"
+    ));
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn model_settings_are_checked_per_backend() {
+    // A setting of another backend is named where it is written.
+    let (code, err) = run_agent("name: x\nmodel:\n  backend: replay\n  script: script.yaml\n  url: http://x\n");
+    assert_eq!(code, Some(3));
+    assert!(err.contains("agent.yaml:5:8: `url` is a setting of the openai backend, not of replay"), "{err}");
+    let (_, err) = run_agent("name: x\nmodel:\n  backend: local\n");
+    assert!(err.contains("agent.yaml:3:3: the local backend needs exactly one of `model:`"), "{err}");
+    let (_, err) = run_agent("name: x\nmodel:\n  backend: local\n  model: a\n  path: b.gguf\n");
+    assert!(err.contains("agent.yaml:5:9: the local backend needs exactly one of"), "{err}");
+    let (_, err) = run_agent("name: x\nmodel:\n  backend: local\n  path: missing.gguf\n");
+    assert!(err.contains("agent.yaml:4:9: DIR/missing.gguf does not exist"), "{err}");
+    let (_, err) = run_agent("name: x\nmodel:\n  backend: openai\n  name: m\n");
+    assert!(err.contains("agent.yaml:3:3: the openai backend needs `url:`"), "{err}");
+    let (_, err) = run_agent("name: x\nmodel:\n  backend: openai\n  url: ftp://x\n  name: m\n");
+    assert!(err.contains("agent.yaml:4:8: `url` must start with http:// or https://"), "{err}");
+    let (_, err) = run_agent("name: x\nmodel:\n  backend: local\n  model: x\n  temperature: 9\n");
+    assert!(err.contains("agent.yaml:5:16: `temperature` must be from 0 to 2"), "{err}");
+}
+
+#[test]
+fn a_model_that_cannot_start_exits_6_and_says_what_to_do() {
+    let (code, err) = run_agent("name: x\nmodel:\n  backend: local\n  model: no-such-model\n");
+    assert_eq!(code, Some(6));
+    assert!(err.contains("agent.yaml:4:10: no model `no-such-model` in the catalogue; `reagent model list`"), "{err}");
+    let yaml = "name: x\nmodel:\n  backend: openai\n  url: http://127.0.0.1:9/v1\n  name: m\n  api_key_env: REAGENT_TEST_UNSET_KEY\n";
+    let (code, err) = run_agent(yaml);
+    assert_eq!(code, Some(6));
+    assert!(err.contains("REAGENT_TEST_UNSET_KEY (named by `api_key_env`) is not set"), "{err}");
+}
+
+#[test]
+fn an_unreachable_server_fails_the_run_with_the_address_not_a_hang() {
+    let yaml = "name: x\nmodel:\n  backend: openai\n  url: http://127.0.0.1:9/v1\n  name: m\n  retries: 1\n";
+    let (code, err) = run_agent(yaml);
+    assert_eq!(code, Some(6));
+    assert!(err.contains("cannot reach http://127.0.0.1:9/v1/chat/completions after 2 attempt(s)"), "{err}");
 }

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use reagent::agent_loop::{Agent, LoopConfig, RunOutcome};
-use reagent::conversation::ToolDeclaration;
+use reagent::conversation::{Message, ToolChoice, ToolDeclaration};
 use reagent::events::Event;
-use reagent::model::ReplayModel;
-use reagent::spec::ReasoningMode;
+use reagent::model::{Model, ModelError, ModelReply, ModelRequest, ReplayModel};
+use reagent::spec::{ReasoningMode, ReasoningPolicy};
 use reagent::toolbox::{ToolOutcome, Toolbox};
 use serde_json::{Value, json};
 
@@ -35,13 +35,67 @@ impl Toolbox for RecordingToolbox {
     }
 }
 
-fn agent(reasoning: ReasoningMode, turns: &[&str], toolbox: RecordingToolbox) -> (Agent, tempfile::TempDir) {
+fn config(mode: ReasoningMode) -> LoopConfig {
+    LoopConfig {
+        name: "t".into(),
+        instructions: String::new(),
+        reasoning: ReasoningPolicy { mode, ..ReasoningPolicy::default() },
+        tool_choice: ToolChoice::Auto,
+        max_steps: 5,
+    }
+}
+
+fn replay(turns: &[&str]) -> (ReplayModel, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("script.yaml");
     std::fs::write(&script, json!({ "turns": turns }).to_string()).unwrap();
-    let config = LoopConfig { name: "t".into(), instructions: String::new(), reasoning, max_steps: 5 };
-    let model = ReplayModel::load(&script).unwrap();
-    (Agent::new(config, Box::new(model), Box::new(toolbox)).unwrap(), dir)
+    (ReplayModel::load(&script).unwrap(), dir)
+}
+
+fn agent(reasoning: ReasoningMode, turns: &[&str], toolbox: RecordingToolbox) -> (Agent, tempfile::TempDir) {
+    let (model, dir) = replay(turns);
+    (Agent::new(config(reasoning), Box::new(model), Box::new(toolbox)).unwrap(), dir)
+}
+
+/// What the model was asked, step by step: the thinking flag, the tool choice, the messages.
+#[derive(Clone, Debug)]
+struct Asked {
+    thinking: bool,
+    tool_choice: ToolChoice,
+    messages: Vec<Message>,
+}
+
+/// A replay model that records each request it receives.
+struct RecordingModel {
+    inner: ReplayModel,
+    asked: Arc<Mutex<Vec<Asked>>>,
+}
+
+#[async_trait]
+impl Model for RecordingModel {
+    fn label(&self) -> String {
+        "recording".into()
+    }
+
+    async fn complete(&self, request: ModelRequest<'_>) -> Result<ModelReply, ModelError> {
+        self.asked.lock().unwrap().push(Asked {
+            thinking: request.thinking,
+            tool_choice: request.tool_choice,
+            messages: request.messages.to_vec(),
+        });
+        self.inner.complete(request).await
+    }
+}
+
+fn recorded(config: LoopConfig, turns: &[&str]) -> (Agent, Arc<Mutex<Vec<Asked>>>, tempfile::TempDir) {
+    let (inner, dir) = replay(turns);
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let model = RecordingModel { inner, asked: asked.clone() };
+    (Agent::new(config, Box::new(model), Box::new(RecordingToolbox::default())).unwrap(), asked, dir)
+}
+
+fn thinking_asked(asked: &Mutex<Vec<Asked>>) -> Vec<bool> {
+    asked.lock().unwrap().iter().map(|a| a.thinking).collect()
 }
 
 async fn run(agent: &Agent) -> (RunOutcome, Vec<Event>) {
@@ -84,13 +138,82 @@ fn thinking_per_step(events: &[Event]) -> Vec<bool> {
 #[tokio::test]
 async fn reasoning_policy_decides_thinking_per_step() {
     let turns = [GOOD, BAD, GOOD, "8"];
-    let (auto, _a) = agent(ReasoningMode::Auto, &turns, RecordingToolbox::default());
-    let (on, _b) = agent(ReasoningMode::On, &turns, RecordingToolbox::default());
-    let (off, _c) = agent(ReasoningMode::Off, &turns, RecordingToolbox::default());
-    // auto: plan on step 1, act on step 2, recover on step 3 after the rejected call, act on 4.
-    assert_eq!(thinking_per_step(&run(&auto).await.1), vec![true, false, true, false]);
-    assert_eq!(thinking_per_step(&run(&on).await.1), vec![true; 4]);
-    assert_eq!(thinking_per_step(&run(&off).await.1), vec![false; 4]);
+    for (mode, expected) in [
+        // auto: plan on step 1, act on step 2, recover on step 3 after the rejected call, act on 4.
+        (ReasoningMode::Auto, vec![true, false, true, false]),
+        (ReasoningMode::On, vec![true; 4]),
+        (ReasoningMode::Off, vec![false; 4]),
+    ] {
+        let (agent, asked, _dir) = recorded(config(mode), &turns);
+        let (_, events) = run(&agent).await;
+        assert_eq!(thinking_per_step(&events), expected, "{mode:?}: events");
+        assert_eq!(thinking_asked(&asked), expected, "{mode:?}: what the model was asked");
+    }
+}
+
+#[tokio::test]
+async fn earlier_reasoning_is_in_the_events_but_not_in_later_prompts() {
+    let plan = "<think>Plan: double four with the tool.</think>";
+    let (agent, asked, _dir) = recorded(config(ReasoningMode::Auto), &[&format!("{plan}{GOOD}"), "8"]);
+    let (_, events) = run(&agent).await;
+    assert!(events.iter().any(|e| matches!(e, Event::Reasoning { step: 1, text } if text.contains("Plan: double"))));
+    let second = &asked.lock().unwrap()[1];
+    assert!(!format!("{:?}", second.messages).contains("Plan: double"), "{:?}", second.messages);
+}
+
+#[tokio::test]
+async fn before_answer_reconsiders_an_unthought_answer_with_thinking() {
+    let mut config = config(ReasoningMode::Auto);
+    config.reasoning.before_answer = true;
+    let (agent, asked, _dir) = recorded(config, &[GOOD, "9", "<think>4 doubled is 8, not 9.</think>8"]);
+    let (outcome, events) = run(&agent).await;
+    assert_eq!(outcome, RunOutcome::Answered { answer: "8".into(), steps: 2 });
+    assert_eq!(thinking_asked(&asked), vec![true, false, true]);
+    assert!(events.iter().any(|e| matches!(e, Event::Reconsidering { step: 2, draft } if draft == "9")));
+}
+
+#[tokio::test]
+async fn thinking_past_its_budget_is_cut_and_the_step_asked_again_without() {
+    let mut config = config(ReasoningMode::On);
+    config.reasoning.max_thinking_tokens = Some(3);
+    let long = format!("<think>one two three four five six</think>{GOOD}");
+    let (agent, asked, _dir) = recorded(config, &[&long, GOOD, "<think>short</think>8"]);
+    let (outcome, events) = run(&agent).await;
+    assert_eq!(outcome, RunOutcome::Answered { answer: "8".into(), steps: 2 });
+    // Step 1 thought too long and was asked again without thinking; step 2 stayed in budget.
+    assert_eq!(thinking_asked(&asked), vec![true, false, true]);
+    let cuts: Vec<u32> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ThinkingCut { step, tokens, .. } => Some(*step * 100 + *tokens),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cuts, vec![103], "one cut, on step 1, after 3 tokens");
+}
+
+#[tokio::test]
+async fn required_tool_choice_holds_until_a_call_succeeds() {
+    let mut config = config(ReasoningMode::Off);
+    config.tool_choice = ToolChoice::Required;
+    let (agent, asked, _dir) = recorded(config, &[BAD, GOOD, "8"]);
+    run(&agent).await;
+    let choices: Vec<ToolChoice> = asked.lock().unwrap().iter().map(|a| a.tool_choice).collect();
+    assert_eq!(choices, vec![ToolChoice::Required, ToolChoice::Required, ToolChoice::Auto]);
+}
+
+#[tokio::test]
+async fn replies_stream_into_the_events_as_deltas() {
+    let (agent, _asked, _dir) = recorded(config(ReasoningMode::On), &["<think>a b</think>eight it is"]);
+    let (_, events) = run(&agent).await;
+    let streamed: String = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Delta { text, .. } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(streamed, "a beight it is");
 }
 
 /// A toolbox whose calls each wait until `expected` calls are in flight at once.
@@ -125,8 +248,7 @@ async fn the_calls_of_one_turn_run_concurrently_and_report_in_order() {
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(&script, json!({ "turns": [turn, "done"] }).to_string()).unwrap();
-    let config =
-        LoopConfig { name: "t".into(), instructions: String::new(), reasoning: ReasoningMode::Off, max_steps: 3 };
+    let config = LoopConfig { max_steps: 3, ..config(ReasoningMode::Off) };
     let toolbox = RendezvousToolbox { barrier: Arc::new(tokio::sync::Barrier::new(3)) };
     let agent = Agent::new(config, Box::new(ReplayModel::load(&script).unwrap()), Box::new(toolbox)).unwrap();
     let (outcome, events) = run(&agent).await;

@@ -9,7 +9,7 @@ const CALC_395: &str = r#"<tool_call>{"name": "calc", "arguments": {"expression"
 
 #[test]
 fn calculator_example_answers_395_by_running_calc_in_wasmtime() {
-    let output = reagent(&["run", "agents/calculator.yaml", "What is (17*23)+4?"]);
+    let output = reagent(&["run", "agents/calculator-replay.yaml", "What is (17*23)+4?"]);
     assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
     assert_eq!(stdout(&output).trim(), "(17*23)+4 = 395.");
     let steps = stderr(&output);
@@ -17,7 +17,7 @@ fn calculator_example_answers_395_by_running_calc_in_wasmtime() {
     assert!(steps.contains(r#"call     │ calc {"expression":"(17*23)+4"}"#), "{steps}");
     assert!(steps.contains("result   │ 395  ["), "the calc component's own result is shown: {steps}");
 
-    let json = reagent(&["run", "--json", "agents/calculator.yaml", "What is (17*23)+4?"]);
+    let json = reagent(&["run", "--json", "agents/calculator-replay.yaml", "What is (17*23)+4?"]);
     let events: Vec<serde_json::Value> =
         stdout(&json).lines().map(|l| serde_json::from_str(l).expect("JSON event")).collect();
     let results = events_of(&events, "tool_result");
@@ -150,7 +150,7 @@ fn replay_script_running_out_exits_6() {
 
 #[test]
 fn prompt_prints_the_exact_first_prompt() {
-    let output = reagent(&["prompt", "agents/calculator.yaml", "What is (17*23)+4?"]);
+    let output = reagent(&["prompt", "agents/calculator-replay.yaml", "What is (17*23)+4?"]);
     assert_eq!(output.status.code(), Some(0));
     let prompt = stdout(&output);
     assert!(prompt.starts_with("[|system|]\nYou are a careful calculator."), "{prompt}");

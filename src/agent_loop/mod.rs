@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use serde_json::Value;
+use tokio::sync::mpsc;
 
-use crate::conversation::{Message, ToolCall, ToolDeclaration};
+use crate::conversation::{Message, ToolCall, ToolChoice, ToolDeclaration};
 use crate::events::{EVENTS_VERSION, Event, EventSink, RunStatus};
-use crate::model::{Model, ModelError, ModelRequest};
-use crate::spec::ReasoningMode;
+use crate::model::{Delta, DeltaKind, Model, ModelError, ModelReply, ModelRequest, Usage};
+use crate::spec::{ReasoningMode, ReasoningPolicy};
 use crate::toolbox::{ToolError, ToolOutcome, Toolbox};
 
 pub use repeats::REPEAT_LIMIT;
@@ -28,7 +29,8 @@ pub const MAX_PARALLEL_CALLS: usize = 8;
 pub struct LoopConfig {
     pub name: String,
     pub instructions: String,
-    pub reasoning: ReasoningMode,
+    pub reasoning: ReasoningPolicy,
+    pub tool_choice: ToolChoice,
     pub max_steps: u32,
 }
 
@@ -99,7 +101,7 @@ impl Agent {
     /// Whether step `step` reasons: `auto` thinks to plan (first step) and to recover (after a
     /// failed or rejected call), and acts fast otherwise.
     pub fn thinking(&self, step: u32, recovering: bool) -> bool {
-        match self.config.reasoning {
+        match self.config.reasoning.mode {
             ReasoningMode::On => true,
             ReasoningMode::Off => false,
             ReasoningMode::Auto => step == 1 || recovering,
@@ -118,21 +120,29 @@ impl Agent {
         let mut messages = self.opening(task);
         let mut recovering = false;
         let mut repeats = RepeatGuard::default();
+        let mut total: Option<Usage> = None;
+        // `required`: calls are forced until one has run successfully; then the model may answer.
+        let mut tool_choice = self.config.tool_choice;
         for step in 1..=self.config.max_steps {
             let thinking = self.thinking(step, recovering);
             events.emit(&Event::StepStarted { step, thinking });
-            let request = ModelRequest { messages: &messages, tools: &self.tools, thinking };
-            let reply = match self.model.complete(request).await {
+            let mut reply = match self.ask(step, &messages, thinking, tool_choice, &mut total, events).await {
                 Ok(reply) => reply,
-                Err(error) => {
-                    events.emit(&Event::RunFinished {
-                        status: RunStatus::ModelFailed,
-                        steps: step,
-                        message: Some(error.to_string()),
-                    });
-                    return Err(error);
-                }
+                Err(error) => return Err(model_failed(step, error, total, events)),
             };
+            let reconsider = self.config.reasoning.mode == ReasoningMode::Auto
+                && self.config.reasoning.before_answer
+                && !thinking
+                && reply.calls.is_empty()
+                && !reply.text.trim().is_empty();
+            if reconsider {
+                // The draft is dropped: the answer comes from the same step, asked again with thinking.
+                events.emit(&Event::Reconsidering { step, draft: reply.text.trim().to_string() });
+                reply = match self.ask(step, &messages, true, tool_choice, &mut total, events).await {
+                    Ok(reply) => reply,
+                    Err(error) => return Err(model_failed(step, error, total, events)),
+                };
+            }
             if let Some(text) = reply.reasoning.filter(|r| !r.trim().is_empty()) {
                 events.emit(&Event::Reasoning { step, text });
             }
@@ -141,7 +151,12 @@ impl Agent {
             if reply.calls.is_empty() {
                 if !text.is_empty() {
                     events.emit(&Event::Answer { step, text: text.clone() });
-                    events.emit(&Event::RunFinished { status: RunStatus::Answered, steps: step, message: None });
+                    events.emit(&Event::RunFinished {
+                        status: RunStatus::Answered,
+                        steps: step,
+                        message: None,
+                        usage: total,
+                    });
                     return Ok(RunOutcome::Answered { answer: text, steps: step });
                 }
                 messages.push(Message::Assistant { content: String::new(), tool_calls: Vec::new() });
@@ -173,6 +188,7 @@ impl Agent {
                             status: RunStatus::Loop,
                             steps: step,
                             message: Some(message),
+                            usage: total,
                         });
                         return Ok(RunOutcome::Looped { steps: step, tool: call.name.clone() });
                     }
@@ -204,6 +220,9 @@ impl Agent {
                     .await;
             for (id, tool, outcome) in outcomes {
                 recovering |= outcome.result.is_err();
+                if outcome.result.is_ok() {
+                    tool_choice = ToolChoice::Auto;
+                }
                 messages.push(Message::Tool { call_id: id.clone(), content: fed_back(&outcome.result) });
                 events.emit(&result_event(step, id, tool, outcome));
             }
@@ -213,8 +232,65 @@ impl Agent {
             status: RunStatus::StepsExhausted,
             steps,
             message: Some(format!("no answer after {steps} steps (limits.max_steps)")),
+            usage: total,
         });
         Ok(RunOutcome::StepsExhausted { steps })
+    }
+
+    /// One model turn, its deltas streamed into the events as they come. Thinking past
+    /// `max_thinking_tokens` is cut off and the step asked again without thinking.
+    async fn ask(
+        &self,
+        step: u32,
+        messages: &[Message],
+        thinking: bool,
+        tool_choice: ToolChoice,
+        total: &mut Option<Usage>,
+        events: &mut dyn EventSink,
+    ) -> Result<ModelReply, ModelError> {
+        let budget = self.config.reasoning.max_thinking_tokens.filter(|_| thinking);
+        let (deltas, mut incoming) = mpsc::unbounded_channel();
+        let request = ModelRequest { messages, tools: &self.tools, thinking, tool_choice, deltas: Some(deltas) };
+        let mut thought = String::new();
+        let mut thought_tokens = 0u32;
+        let mut over_budget = |delta: Delta, events: &mut dyn EventSink| {
+            if delta.kind == DeltaKind::Reasoning {
+                thought_tokens += 1;
+                thought.push_str(&delta.text);
+            }
+            events.emit(&Event::Delta { step, kind: delta.kind, text: delta.text });
+            budget.is_some_and(|max| thought_tokens > max)
+        };
+        let mut pending = std::pin::pin!(self.model.complete(request));
+        let mut cut = false;
+        let mut finished = None;
+        while finished.is_none() && !cut {
+            tokio::select! {
+                biased;
+                Some(delta) = incoming.recv() => cut = over_budget(delta, events),
+                result = &mut pending => finished = Some(result),
+            }
+        }
+        while let (false, Ok(delta)) = (cut, incoming.try_recv()) {
+            cut = over_budget(delta, events);
+        }
+        if !cut {
+            let reply = finished.unwrap_or_else(|| Err(ModelError("the model stopped without a reply".into())))?;
+            if let Some(usage) = reply.usage {
+                total.get_or_insert_default().add(usage);
+                events.emit(&Event::Usage { step, thinking, usage });
+            }
+            return Ok(reply);
+        }
+        drop(pending);
+        let spent = thought_tokens - 1;
+        events.emit(&Event::ThinkingCut { step, tokens: spent, reasoning: thought });
+        total.get_or_insert_default().add(Usage {
+            completion_tokens: spent,
+            reasoning_tokens: spent,
+            ..Usage::default()
+        });
+        Box::pin(self.ask(step, messages, false, tool_choice, total, events)).await
     }
 
     /// Checks a call against the declared tools and their schemas, then runs it.
@@ -241,6 +317,16 @@ impl Agent {
         }
         self.toolbox.call(&call.name, &call.arguments).await
     }
+}
+
+fn model_failed(step: u32, error: ModelError, total: Option<Usage>, events: &mut dyn EventSink) -> ModelError {
+    events.emit(&Event::RunFinished {
+        status: RunStatus::ModelFailed,
+        steps: step,
+        message: Some(error.to_string()),
+        usage: total,
+    });
+    error
 }
 
 fn failed(error: ToolError) -> ToolOutcome {

@@ -2,12 +2,21 @@
 //! structured turns out (reasoning, tool calls, text). One module per backend behind one trait;
 //! the loop never knows which backend it talks to.
 
+mod call_grammar;
+pub mod catalog;
+mod local;
+mod openai;
 mod replay;
+mod sse;
 
 use async_trait::async_trait;
+use serde::Serialize;
+use tokio::sync::mpsc::UnboundedSender;
 
-use crate::conversation::{MalformedCall, Message, ToolCall, ToolDeclaration};
+use crate::conversation::{MalformedCall, Message, ToolCall, ToolChoice, ToolDeclaration};
 
+pub use local::{LocalModel, LocalModelError};
+pub use openai::OpenAiModel;
 pub use replay::ReplayModel;
 
 pub struct ModelRequest<'a> {
@@ -15,6 +24,41 @@ pub struct ModelRequest<'a> {
     pub tools: &'a [ToolDeclaration],
     /// Whether the model reasons before it acts on this step.
     pub thinking: bool,
+    /// `Required` on a step where the model must call a tool.
+    pub tool_choice: ToolChoice,
+    /// Where the reply's text goes as it is generated, for backends that stream.
+    pub deltas: Option<UnboundedSender<Delta>>,
+}
+
+/// A piece of the reply as it is generated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Delta {
+    pub kind: DeltaKind,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeltaKind {
+    Reasoning,
+    Text,
+}
+
+/// What a step cost, in tokens, as the backend counted them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    /// All generated tokens, reasoning included.
+    pub completion_tokens: u32,
+    pub reasoning_tokens: u32,
+}
+
+impl Usage {
+    pub fn add(&mut self, other: Usage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.reasoning_tokens += other.reasoning_tokens;
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -24,6 +68,17 @@ pub struct ModelReply {
     pub text: String,
     /// The calls in the order the model wrote them, including those that could not be read.
     pub calls: Vec<Result<ToolCall, MalformedCall>>,
+    /// `None` where the backend counts no tokens (`replay`).
+    pub usage: Option<Usage>,
+}
+
+/// Sends a delta if someone listens; a closed listener is not the model's problem.
+pub(crate) fn send_delta(deltas: &Option<UnboundedSender<Delta>>, kind: DeltaKind, text: &str) {
+    if let Some(deltas) = deltas
+        && !text.is_empty()
+    {
+        let _ = deltas.send(Delta { kind, text: text.to_string() });
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{Model, ModelError, ModelReply, ModelRequest};
+use super::{DeltaKind, Model, ModelError, ModelReply, ModelRequest, send_delta};
 use crate::chat_format::parse_output;
 use crate::conversation::{MalformedCall, ToolCall};
 use crate::spec::{SpecError, yaml};
@@ -38,7 +38,7 @@ impl Model for ReplayModel {
         format!("replay ({})", self.script.display())
     }
 
-    async fn complete(&self, _request: ModelRequest<'_>) -> Result<ModelReply, ModelError> {
+    async fn complete(&self, request: ModelRequest<'_>) -> Result<ModelReply, ModelError> {
         let turn = self.next.fetch_add(1, Ordering::SeqCst);
         let Some(raw) = self.turns.get(turn) else {
             return Err(ModelError(format!(
@@ -49,6 +49,13 @@ impl Model for ReplayModel {
             )));
         };
         let parsed = parse_output(raw);
+        // Streamed a word at a time, as a real model streams tokens.
+        for (kind, text) in [(DeltaKind::Reasoning, parsed.reasoning.as_deref()), (DeltaKind::Text, Some(&parsed.text))]
+        {
+            for word in text.unwrap_or_default().split_inclusive(char::is_whitespace) {
+                send_delta(&request.deltas, kind, word);
+            }
+        }
         let calls = parsed
             .calls
             .into_iter()
@@ -61,6 +68,6 @@ impl Model for ReplayModel {
                 }
             })
             .collect();
-        Ok(ModelReply { reasoning: parsed.reasoning, text: parsed.text, calls })
+        Ok(ModelReply { reasoning: parsed.reasoning, text: parsed.text, calls, usage: None })
     }
 }

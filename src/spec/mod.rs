@@ -2,6 +2,7 @@
 //! every error names `file:line:col`, and paths are resolved against the YAML file's folder.
 //! YAML is data only: nothing in it is ever executed.
 
+mod model;
 mod tools;
 mod units;
 pub(crate) mod yaml;
@@ -14,7 +15,13 @@ use reagent_sandbox::{Grants, Limits as ToolLimits};
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
+pub use model::{
+    DEFAULT_MAX_TOKENS, LocalModelSpec, LocalSource, ModelSpec, OpenAiModelSpec, PromptFormat, ReasoningControl,
+    Sampling,
+};
 pub use yaml::{Position, SpecError};
+
+use crate::conversation::ToolChoice;
 
 /// The steps an agent gets when its file does not say.
 pub const DEFAULT_MAX_STEPS: u32 = 10;
@@ -26,17 +33,13 @@ pub struct AgentSpec {
     pub name: String,
     pub description: Option<String>,
     pub model: ModelSpec,
-    pub reasoning: ReasoningMode,
+    pub reasoning: ReasoningPolicy,
+    /// Whether the model must call a tool before it may answer.
+    pub tool_choice: ToolChoice,
     /// The system prompt.
     pub instructions: String,
     pub tools: Vec<ToolSpec>,
     pub limits: Limits,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum ModelSpec {
-    /// A scripted model: its raw outputs, turn by turn, from a YAML file.
-    Replay { script: PathBuf, at: Position },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +57,16 @@ pub struct ToolSpec {
 pub struct Limits {
     /// Model turns before the run stops unanswered.
     pub max_steps: u32,
+}
+
+/// When the model thinks, and how much.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReasoningPolicy {
+    pub mode: ReasoningMode,
+    /// Reasoning tokens a step may spend; past them the step is asked again without thinking.
+    pub max_thinking_tokens: Option<u32>,
+    /// In `auto`, an answer given without thinking is reconsidered once with thinking on.
+    pub before_answer: bool,
 }
 
 /// When the model thinks before it acts.
@@ -79,15 +92,11 @@ impl AgentSpec {
         if name.is_empty() {
             return Err(SpecError::new(at(raw.name.referenced), "`name` must not be empty"));
         }
-        let model = match raw.model.value.backend {
-            Backend::Replay => {
-                let Some(script) = raw.model.value.script else {
-                    return Err(SpecError::new(
-                        at(raw.model.referenced),
-                        "the replay backend needs `script:`, the YAML file of the model's outputs (see README, \"Replay scripts\")",
-                    ));
-                };
-                ModelSpec::Replay { script: dir.join(&script.value), at: at(script.referenced) }
+        let model = raw.model.value.resolve(file, dir, at(raw.model.referenced))?;
+        let reasoning = match raw.reasoning {
+            RawReasoning::Mode(mode) => ReasoningPolicy { mode, ..ReasoningPolicy::default() },
+            RawReasoning::Policy(RawReasoningPolicy { mode, max_thinking_tokens, before_answer }) => {
+                ReasoningPolicy { mode, max_thinking_tokens, before_answer }
             }
         };
         let file_values = match &raw.secrets_file {
@@ -107,7 +116,8 @@ impl AgentSpec {
             name,
             description: raw.description,
             model,
-            reasoning: raw.reasoning,
+            reasoning,
+            tool_choice: raw.tool_choice,
             instructions: raw.instructions,
             tools,
             limits: Limits { max_steps },
@@ -121,9 +131,11 @@ struct RawAgent {
     name: Spanned<String>,
     #[serde(default)]
     description: Option<String>,
-    model: Spanned<RawModel>,
+    model: Spanned<model::RawModel>,
     #[serde(default)]
-    reasoning: ReasoningMode,
+    reasoning: RawReasoning,
+    #[serde(default)]
+    tool_choice: ToolChoice,
     #[serde(default)]
     instructions: String,
     #[serde(default)]
@@ -134,18 +146,56 @@ struct RawAgent {
     limits: RawLimits,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawModel {
-    backend: Backend,
-    #[serde(default)]
-    script: Option<Spanned<String>>,
+/// `reasoning: auto`, or `reasoning: {mode: auto, max_thinking_tokens: 512, before_answer: true}`.
+enum RawReasoning {
+    Mode(ReasoningMode),
+    Policy(RawReasoningPolicy),
+}
+
+impl Default for RawReasoning {
+    fn default() -> Self {
+        RawReasoning::Mode(ReasoningMode::default())
+    }
+}
+
+/// By hand rather than `untagged`, so that a wrong mode still lists the modes, at its position.
+impl<'de> Deserialize<'de> for RawReasoning {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawReasoning;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mode (on, off, auto) or a map {mode, max_thinking_tokens, before_answer}")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<RawReasoning, E> {
+                ReasoningMode::deserialize(serde::de::value::StrDeserializer::new(text)).map(RawReasoning::Mode)
+            }
+
+            /// YAML 1.1 reads a bare `on`/`off` as a boolean.
+            fn visit_bool<E: serde::de::Error>(self, on: bool) -> Result<RawReasoning, E> {
+                Ok(RawReasoning::Mode(if on { ReasoningMode::On } else { ReasoningMode::Off }))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawReasoning, A::Error> {
+                RawReasoningPolicy::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawReasoning::Policy)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Backend {
-    Replay,
+#[serde(deny_unknown_fields)]
+struct RawReasoningPolicy {
+    #[serde(default)]
+    mode: ReasoningMode,
+    #[serde(default)]
+    max_thinking_tokens: Option<u32>,
+    #[serde(default)]
+    before_answer: bool,
 }
 
 #[derive(Deserialize, Default)]

@@ -52,13 +52,19 @@ impl TestAgent {
 
     /// Runs with `--json` and returns the exit code and the events.
     pub fn run_json(&self, task: &str) -> (Option<i32>, Vec<Value>) {
-        let output = reagent(&["run", "--json", self.file().to_str().unwrap(), task]);
-        let events = String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(|line| serde_json::from_str(line).expect("each stdout line is a JSON event"))
-            .collect();
-        (output.status.code(), events)
+        let (code, events, _) = reagent_json(&["run", "--json", self.file().to_str().unwrap(), task]);
+        (code, events)
     }
+}
+
+/// Runs `reagent` with `args` (which include `--json`): the exit code, the events, stderr.
+pub fn reagent_json(args: &[&str]) -> (Option<i32>, Vec<Value>, String) {
+    let output = reagent(args);
+    let events = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each stdout line is a JSON event"))
+        .collect();
+    (output.status.code(), events, stderr(&output))
 }
 
 pub fn reagent(args: &[&str]) -> Output {

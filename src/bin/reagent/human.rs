@@ -24,6 +24,22 @@ impl Printer {
             Event::StepStarted { step, thinking } => {
                 format!("── step {step}{}", if *thinking { " (thinking)" } else { "" })
             }
+            // The whole text follows in its own event; the terminal shows it once.
+            Event::Delta { .. } => return,
+            Event::Usage { usage, .. } => labelled(
+                "tokens",
+                &format!(
+                    "{} in · {} out ({} thinking)",
+                    usage.prompt_tokens, usage.completion_tokens, usage.reasoning_tokens
+                ),
+            ),
+            Event::ThinkingCut { tokens, .. } => labelled(
+                "cut",
+                &format!("thinking stopped at {tokens} tokens (reasoning.max_thinking_tokens); asking again without"),
+            ),
+            Event::Reconsidering { draft, .. } => {
+                labelled("draft", &format!("{draft}\n(reasoning.before_answer: thinking it over)"))
+            }
             Event::Reasoning { text, .. } => labelled("thinking", text),
             Event::Text { text, .. } => labelled("says", text),
             Event::ToolCall { tool, arguments, .. } => labelled("call", &format!("{tool} {arguments}")),

@@ -1,6 +1,7 @@
 //! The `reagent` command line.
 
 mod human;
+mod model;
 mod tool;
 
 use std::io::Write;
@@ -21,7 +22,8 @@ Exit codes:
   3  invalid agent file, or a file it names (e.g. a replay script): the message says file:line:col
   4  a tool component is missing or broken
   5  the agent ran out of steps (limits.max_steps) without answering
-  6  the model failed (e.g. a replay script ran out of turns)
+  6  the model failed or cannot start (a replay script ran out of turns, a local model is not
+     pulled, a server refused the request or its API key variable is unset)
   7  `reagent tool call`: the tool returned an error
   8  the agent kept repeating the same tool call (stopped as a loop)";
 
@@ -46,11 +48,14 @@ enum Command {
         agent: PathBuf,
         /// The task, in words
         task: String,
-        /// Print one JSON event per line on stdout instead (run_started, step_started, reasoning,
-        /// text, tool_call, tool_result, answer, run_finished)
+        /// Print one JSON event per line on stdout instead (run_started, step_started, delta,
+        /// usage, reasoning, text, tool_call, tool_result, answer, run_finished, …; see README)
         #[arg(long)]
         json: bool,
     },
+    /// List and fetch the local models reagent knows by name.
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Model(model::ModelCommand),
     /// Write, build, inspect and call tool components.
     #[command(subcommand, after_help = EXIT_CODES)]
     Tool(tool::ToolCommand),
@@ -87,6 +92,7 @@ fn main() -> ExitCode {
             Command::Run { agent, task, json } => run(&agent, &task, json).await,
             Command::Prompt { agent, task } => prompt(&agent, &task).await,
             Command::Tool(command) => tool::run(command).await,
+            Command::Model(command) => model::run(command),
         }
     })
 }
@@ -141,6 +147,7 @@ fn launch_failure(error: &LaunchError) -> ExitCode {
         LaunchError::Spec(_) => Exit::InvalidAgent,
         LaunchError::Tool(_) => Exit::BrokenTool,
         LaunchError::Sandbox(_) => Exit::Internal,
+        LaunchError::Model(_) => Exit::ModelFailed,
     };
     fail(code, &error.to_string())
 }

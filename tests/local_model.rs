@@ -1,0 +1,55 @@
+//! The local backend through the real mistralrs path, on the real small models that
+//! `scripts/setup.sh` pulls (`reagent model pull --all`). These never skip: a missing model fails.
+
+mod common;
+
+use common::*;
+use reagent::model::catalog;
+use serde_json::json;
+
+fn require_pulled(name: &str) {
+    let model = catalog::find(name).expect("a catalogue model");
+    assert!(
+        model.pulled().is_some(),
+        "model {name} is not pulled: run scripts/setup.sh (it runs `reagent model pull --all`)"
+    );
+}
+
+#[test]
+fn calculator_on_the_default_model_calls_calc_and_answers_395() {
+    require_pulled(catalog::DEFAULT_MODEL);
+    let (code, events, err) = reagent_json(&["run", "--json", "agents/calculator.yaml", "What is (17*23)+4?"]);
+    assert_eq!(code, Some(0), "{err}\n{events:#?}");
+    let calls = events_of(&events, "tool_call");
+    assert_eq!(calls[0]["tool"], "calc", "{events:#?}");
+    let results = events_of(&events, "tool_result");
+    assert_eq!(results[0]["result"], json!({"result": 395}), "{events:#?}");
+    let answer = events_of(&events, "answer");
+    assert!(answer[0]["text"].as_str().unwrap_or_default().contains("395"), "{answer:?}");
+    // Token usage is counted per step and over the run.
+    let usage = events_of(&events, "usage");
+    assert!(usage.iter().all(|u| u["prompt_tokens"].as_u64() > Some(0) && u["completion_tokens"].as_u64() > Some(0)));
+    let finished = events_of(&events, "run_finished");
+    assert!(finished[0]["usage"]["completion_tokens"].as_u64() > Some(0), "{finished:?}");
+}
+
+#[test]
+fn smollm2_under_constrained_decoding_makes_a_schema_valid_call_into_a_wasm_tool() {
+    require_pulled("smollm2-135m");
+    let yaml = format!(
+        "name: smoke\nmodel:\n  backend: local\n  model: smollm2-135m\n  max_tokens: 64\n\
+         tool_choice: required\ninstructions: Use the calc tool to compute.\n\
+         tools:\n  - component: {}\nlimits:\n  max_steps: 2\n",
+        calc_component().display()
+    );
+    let agent = TestAgent::from_files(&yaml, &[]);
+    let (code, events, err) = reagent_json(&["run", "--json", agent.file().to_str().unwrap(), "What is 12*12?"]);
+    assert!(matches!(code, Some(0) | Some(5)), "{err}\n{events:#?}");
+    let call = &events_of(&events, "tool_call")[0];
+    assert_eq!(call["tool"], "calc");
+    assert!(call["arguments"]["expression"].is_string(), "{call}");
+    // The call passed the loop's schema check and reached the Wasm tool: any error is calc's own.
+    let result = &events_of(&events, "tool_result")[0];
+    let kind = result["error"]["kind"].as_str().unwrap_or("none");
+    assert!(!["invalid_arguments", "malformed_call", "unknown_tool"].contains(&kind), "{result}");
+}
