@@ -9,7 +9,7 @@ version="0.3.36"
 if ! "$venv/bin/python" -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$version')" 2>/dev/null; then
     echo "setup: building llama-cpp-python $version (llama.cpp server) into $venv; this takes a while once" >&2
     python3 -m venv "$venv"
-    CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=ON}" "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=ON -DLLAVA_BUILD=OFF}" "$venv/bin/pip" install --quiet --disable-pip-version-check \
         "llama-cpp-python[server]==$version" >&2
 fi
 echo "$venv/bin/python"

@@ -19,11 +19,11 @@ fn require_pulled(name: &str) {
 fn calculator_on_the_default_model_calls_calc_and_answers_395() {
     require_pulled(catalog::DEFAULT_MODEL);
     let (code, events, err) = reagent_json(&["run", "--json", "agents/calculator.yaml", "What is (17*23)+4?"]);
-    assert_eq!(code, Some(0), "{err}\n{events:#?}");
+    assert_eq!(code, Some(0), "{err}\n{}", shown(&events));
     let calls = events_of(&events, "tool_call");
-    assert_eq!(calls[0]["tool"], "calc", "{events:#?}");
+    assert_eq!(calls[0]["tool"], "calc", "{}", shown(&events));
     let results = events_of(&events, "tool_result");
-    assert_eq!(results[0]["result"], json!({"result": 395}), "{events:#?}");
+    assert_eq!(results[0]["result"], json!(395), "{}", shown(&events));
     let answer = events_of(&events, "answer");
     assert!(answer[0]["text"].as_str().unwrap_or_default().contains("395"), "{answer:?}");
     // Token usage is counted per step and over the run.
@@ -33,23 +33,39 @@ fn calculator_on_the_default_model_calls_calc_and_answers_395() {
     assert!(finished[0]["usage"]["completion_tokens"].as_u64() > Some(0), "{finished:?}");
 }
 
-#[test]
-fn smollm2_under_constrained_decoding_makes_a_schema_valid_call_into_a_wasm_tool() {
+/// SmolLM2 with calc, a call required on the first step; `model_extra` adds settings.
+fn smoke_run(model_extra: &str) -> (Option<i32>, Vec<serde_json::Value>, String) {
     require_pulled("smollm2-135m");
     let yaml = format!(
-        "name: smoke\nmodel:\n  backend: local\n  model: smollm2-135m\n  max_tokens: 64\n\
+        "name: smoke\nmodel:\n  backend: local\n  model: smollm2-135m\n  max_tokens: 64\n{model_extra}\
          tool_choice: required\ninstructions: Use the calc tool to compute.\n\
          tools:\n  - component: {}\nlimits:\n  max_steps: 2\n",
         calc_component().display()
     );
     let agent = TestAgent::from_files(&yaml, &[]);
-    let (code, events, err) = reagent_json(&["run", "--json", agent.file().to_str().unwrap(), "What is 12*12?"]);
-    assert!(matches!(code, Some(0) | Some(5)), "{err}\n{events:#?}");
-    let call = &events_of(&events, "tool_call")[0];
+    reagent_json(&["run", "--json", agent.file().to_str().unwrap(), "What is 12*12?"])
+}
+
+/// The first call passed the loop's schema check and reached the Wasm tool: any error is calc's.
+fn assert_first_call_reached_calc(code: Option<i32>, events: &[serde_json::Value], err: &str) {
+    assert!(matches!(code, Some(0) | Some(5)), "{err}\n{}", shown(events));
+    let call = &events_of(events, "tool_call")[0];
     assert_eq!(call["tool"], "calc");
     assert!(call["arguments"]["expression"].is_string(), "{call}");
-    // The call passed the loop's schema check and reached the Wasm tool: any error is calc's own.
-    let result = &events_of(&events, "tool_result")[0];
+    let result = &events_of(events, "tool_result")[0];
     let kind = result["error"]["kind"].as_str().unwrap_or("none");
     assert!(!["invalid_arguments", "malformed_call", "unknown_tool"].contains(&kind), "{result}");
+}
+
+#[test]
+fn smollm2_under_constrained_decoding_makes_a_schema_valid_call_into_a_wasm_tool() {
+    let (code, events, err) = smoke_run("");
+    assert_first_call_reached_calc(code, &events, &err);
+}
+
+#[test]
+fn the_exaone_format_renders_the_prompt_and_constrained_calls_still_hold() {
+    // A raw completion rendered by reagent's EXAONE 4.0 format instead of the model's template.
+    let (code, events, err) = smoke_run("  format: exaone\n");
+    assert_first_call_reached_calc(code, &events, &err);
 }

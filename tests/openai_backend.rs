@@ -65,11 +65,11 @@ fn a_tool_call_round_trips_through_llama_cpps_openai_server() {
     );
     let agent = TestAgent::from_files(&yaml, &[]);
     let (code, events, err) = reagent_json(&["run", "--json", agent.file().to_str().unwrap(), "What is (17*23)+4?"]);
-    assert_eq!(code, Some(0), "{err}\n{events:#?}");
+    assert_eq!(code, Some(0), "{err}\n{}", shown(&events));
     let call = &events_of(&events, "tool_call")[0];
-    assert_eq!(call["tool"], "calc", "{events:#?}");
-    assert_eq!(events_of(&events, "tool_result")[0]["result"], json!({"result": 395}), "{events:#?}");
-    assert!(events_of(&events, "answer")[0]["text"].as_str().unwrap_or_default().contains("395"), "{events:#?}");
+    assert_eq!(call["tool"], "calc", "{}", shown(&events));
+    assert_eq!(events_of(&events, "tool_result")[0]["result"], json!(395), "{}", shown(&events));
+    assert!(events_of(&events, "answer")[0]["text"].as_str().unwrap_or_default().contains("395"), "{}", shown(&events));
     assert!(!events_of(&events, "delta").is_empty(), "the reply was streamed");
 }
 

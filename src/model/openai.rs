@@ -251,11 +251,14 @@ impl StreamedReply {
                 Err(bad) => Err(MalformedCall { id, raw: bad.raw, error: bad.error }),
             }
         }));
-        let mut usage = self.usage.unwrap_or_default();
-        if usage.reasoning_tokens == 0 {
-            usage.reasoning_tokens = self.reasoning_chunks;
-        }
-        ModelReply { reasoning, text: parsed.text, calls, usage: Some(usage) }
+        // Servers that count nothing (llama.cpp's Python server) leave usage unknown, not zero.
+        let usage = self.usage.map(|mut usage| {
+            if usage.reasoning_tokens == 0 {
+                usage.reasoning_tokens = self.reasoning_chunks;
+            }
+            usage
+        });
+        ModelReply { reasoning, text: parsed.text, calls, usage }
     }
 }
 
@@ -273,7 +276,8 @@ fn wire_message(message: &Message) -> Value {
         Message::Assistant { content, tool_calls } => {
             let mut wire = Map::new();
             wire.insert("role".into(), json!("assistant"));
-            wire.insert("content".into(), if content.is_empty() { Value::Null } else { json!(content) });
+            // OpenAI allows null beside tool calls; llama.cpp's server does not. "" suits both.
+            wire.insert("content".into(), json!(content));
             if !tool_calls.is_empty() {
                 let calls: Vec<Value> = tool_calls
                     .iter()
@@ -296,5 +300,89 @@ fn wire_message(message: &Message) -> Value {
             };
             json!({"role": "tool", "tool_call_id": call_id, "content": text})
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(chunks: &[Value]) -> ModelReply {
+        let request =
+            ModelRequest { messages: &[], tools: &[], thinking: true, tool_choice: ToolChoice::Auto, deltas: None };
+        let mut reply = StreamedReply::default();
+        for chunk in chunks {
+            reply.absorb(chunk, &request).expect("a valid chunk");
+        }
+        reply.finish()
+    }
+
+    fn delta(delta: Value) -> Value {
+        json!({"choices": [{"index": 0, "delta": delta}]})
+    }
+
+    #[test]
+    fn reasoning_content_and_tool_call_fragments_are_assembled() {
+        let reply = stream(&[
+            delta(json!({"reasoning_content": "Add "})),
+            delta(json!({"reasoning_content": "them."})),
+            delta(
+                json!({"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "calc", "arguments": "{\"expr"}}]}),
+            ),
+            delta(json!({"tool_calls": [{"index": 0, "function": {"arguments": "ession\": \"1+1\"}"}}]})),
+            json!({"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 7, "completion_tokens_details": {"reasoning_tokens": 2}}}),
+        ]);
+        assert_eq!(reply.reasoning.as_deref(), Some("Add them."));
+        assert_eq!(
+            reply.calls,
+            vec![Ok(ToolCall { id: "c1".into(), name: "calc".into(), arguments: json!({"expression": "1+1"}) })]
+        );
+        assert_eq!(reply.usage, Some(Usage { prompt_tokens: 9, completion_tokens: 7, reasoning_tokens: 2 }));
+    }
+
+    #[test]
+    fn inline_reasoning_up_to_the_closing_tag_is_split_off() {
+        // EXAONE on vLLM without a reasoning parser: the opening tag is in the prompt.
+        let reply = stream(&[delta(json!({"content": "Plan first.</think>"})), delta(json!({"content": "2"}))]);
+        assert_eq!(reply.reasoning.as_deref(), Some("Plan first."));
+        assert_eq!(reply.text, "2");
+        assert_eq!(reply.usage, None, "a server that counts nothing reports no usage");
+    }
+
+    #[test]
+    fn broken_arguments_become_a_malformed_call_not_a_crash() {
+        let reply = stream(&[delta(
+            json!({"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "calc", "arguments": "{\"x\": "}}]}),
+        )]);
+        assert!(matches!(&reply.calls[..], [Err(MalformedCall { .. })]), "{:?}", reply.calls);
+        let request =
+            ModelRequest { messages: &[], tools: &[], thinking: false, tool_choice: ToolChoice::Auto, deltas: None };
+        let error = StreamedReply::default().absorb(&json!({"error": {"message": "overloaded"}}), &request);
+        assert!(error.is_err_and(|e| e.0.contains("overloaded")));
+    }
+
+    #[test]
+    fn the_thinking_switch_is_sent_as_the_agent_file_says() {
+        let spec = |control| OpenAiModelSpec {
+            url: "http://x/v1".into(),
+            name: "m".into(),
+            api_key_env: None,
+            reasoning_control: control,
+            timeout: Duration::from_secs(1),
+            retries: 0,
+            sampling: crate::spec::Sampling { max_tokens: 10, temperature: 0.0 },
+        };
+        let request = |thinking| ModelRequest {
+            messages: &[],
+            tools: &[],
+            thinking,
+            tool_choice: ToolChoice::Auto,
+            deltas: None,
+        };
+        let kwargs = OpenAiModel::new(spec(ReasoningControl::ChatTemplateKwargs)).expect("a model");
+        assert_eq!(kwargs.body(&request(false))["chat_template_kwargs"], json!({"enable_thinking": false}));
+        let effort = OpenAiModel::new(spec(ReasoningControl::ReasoningEffort)).expect("a model");
+        assert_eq!(effort.body(&request(true))["reasoning_effort"], "high");
+        assert!(effort.body(&request(true)).get("chat_template_kwargs").is_none());
     }
 }

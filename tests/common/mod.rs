@@ -71,6 +71,12 @@ pub fn reagent(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_reagent")).args(args).current_dir(repo_root()).output().expect("run reagent")
 }
 
+/// The events without the streamed deltas, for readable assertion messages.
+pub fn shown(events: &[Value]) -> String {
+    let kept: Vec<&Value> = events.iter().filter(|e| e["event"] != "delta").collect();
+    serde_json::to_string_pretty(&kept).unwrap_or_default()
+}
+
 pub fn events_of<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["event"] == kind).collect()
 }
