@@ -37,7 +37,7 @@ fn calculator_on_the_default_model_calls_calc_and_answers_395() {
 fn smoke_run(model_extra: &str) -> (Option<i32>, Vec<serde_json::Value>, String) {
     require_pulled("smollm2-135m");
     let yaml = format!(
-        "name: smoke\nmodel:\n  backend: local\n  model: smollm2-135m\n  max_tokens: 64\n{model_extra}\
+        "name: smoke\nmodel:\n  backend: local\n  model: smollm2-135m\n  max_tokens: 200\n{model_extra}\
          tool_choice: required\ninstructions: Use the calc tool to compute.\n\
          tools:\n  - component: {}\nlimits:\n  max_steps: 2\n",
         calc_component().display()
@@ -51,10 +51,14 @@ fn assert_first_call_reached_calc(code: Option<i32>, events: &[serde_json::Value
     assert!(matches!(code, Some(0) | Some(5)), "{err}\n{}", shown(events));
     let call = &events_of(events, "tool_call")[0];
     assert_eq!(call["tool"], "calc");
-    assert!(call["arguments"]["expression"].is_string(), "{call}");
+    let arguments = call["arguments"].as_object().expect("an arguments object");
+    assert!(arguments.len() == 1 && arguments["expression"].is_string(), "{call}");
     let result = &events_of(events, "tool_result")[0];
     let kind = result["error"]["kind"].as_str().unwrap_or("none");
-    assert!(!["invalid_arguments", "malformed_call", "unknown_tool"].contains(&kind), "{result}");
+    assert!(!["malformed_call", "unknown_tool"].contains(&kind), "{result}");
+    // Only the loop's schema check words its rejection so; calc's own errors are fine.
+    let message = result["error"]["message"].as_str().unwrap_or_default();
+    assert!(!message.starts_with("invalid arguments for `calc`"), "{result}");
 }
 
 #[test]

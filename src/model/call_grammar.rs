@@ -6,14 +6,22 @@ use serde_json::{Map, Value, json};
 
 use crate::conversation::ToolDeclaration;
 
-/// The grammar of one reply. `may_answer` is false on a step where a call is required.
-pub fn reply_schema(tools: &[ToolDeclaration], may_answer: bool) -> Value {
+/// The characters a string argument may have in a constrained call of a step with `max_tokens`:
+/// half the budget (or the tool's own `maxLength`, if smaller), so that a small model that never
+/// closes its string still finishes the call before the budget runs out.
+pub fn string_cap(max_tokens: u32) -> u64 {
+    u64::from(max_tokens / 2).max(16)
+}
+
+/// The grammar of one reply. `may_answer` is false on a step where a call is required; strings
+/// are capped at `cap` characters.
+pub fn reply_schema(tools: &[ToolDeclaration], may_answer: bool, cap: u64) -> Value {
     let mut choices: Vec<Value> = tools
         .iter()
         .map(|tool| {
             json!({
                 "type": "object",
-                "properties": {"name": {"const": tool.name}, "arguments": tool.parameters},
+                "properties": {"name": {"const": tool.name}, "arguments": capped_strings(&tool.parameters, cap)},
                 "required": ["name", "arguments"],
                 "additionalProperties": false,
             })
@@ -33,6 +41,24 @@ pub fn reply_schema(tools: &[ToolDeclaration], may_answer: bool) -> Value {
         "anyOf": choices,
         "x-guidance": {"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "},
     })
+}
+
+/// The schema with every string's `maxLength` at most `cap`, at any depth.
+fn capped_strings(schema: &Value, cap: u64) -> Value {
+    match schema {
+        Value::Object(map) => {
+            let mut out: Map<String, Value> = map.iter().map(|(k, v)| (k.clone(), capped_strings(v, cap))).collect();
+            let is_string = map.get("type").is_some_and(|t| t == "string");
+            let fixed = map.contains_key("enum") || map.contains_key("const");
+            if is_string && !fixed {
+                let own = map.get("maxLength").and_then(Value::as_u64).unwrap_or(u64::MAX);
+                out.insert("maxLength".into(), own.min(cap).into());
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => Value::Array(items.iter().map(|item| capped_strings(item, cap)).collect()),
+        other => other.clone(),
+    }
 }
 
 /// What the model is told about the reply format, appended to its instructions.
@@ -93,7 +119,7 @@ mod tests {
 
     #[test]
     fn every_reply_the_schema_admits_is_read_back() {
-        let schema = reply_schema(&[calc()], true);
+        let schema = reply_schema(&[calc()], true, 100);
         let validator = jsonschema::validator_for(&schema).expect("a valid schema");
         let call = json!({"name": "calc", "arguments": {"expression": "1+1"}});
         let answer = json!({"answer": "2"});
@@ -108,8 +134,26 @@ mod tests {
     }
 
     #[test]
+    fn strings_are_capped_to_fit_the_budget_and_tighter_bounds_kept() {
+        let tool = ToolDeclaration {
+            name: "t".into(),
+            description: String::new(),
+            parameters: json!({"type": "object", "properties": {
+                "free": {"type": "string"},
+                "short": {"type": "string", "maxLength": 5},
+                "list": {"type": "array", "items": {"type": "string"}},
+            }}),
+        };
+        let schema = reply_schema(&[tool], false, string_cap(200));
+        let arguments = &schema["anyOf"][0]["properties"]["arguments"]["properties"];
+        assert_eq!(arguments["free"]["maxLength"], 100);
+        assert_eq!(arguments["short"]["maxLength"], 5);
+        assert_eq!(arguments["list"]["items"]["maxLength"], 100);
+    }
+
+    #[test]
     fn a_required_call_leaves_no_way_to_answer() {
-        let validator = jsonschema::validator_for(&reply_schema(&[calc()], false)).expect("a valid schema");
+        let validator = jsonschema::validator_for(&reply_schema(&[calc()], false, 100)).expect("a valid schema");
         assert!(!validator.is_valid(&json!({"answer": "2"})));
     }
 

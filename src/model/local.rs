@@ -16,7 +16,7 @@ use mistralrs::{
 };
 use serde_json::Value;
 
-use super::call_grammar::{ConstrainedReply, format_note, read_reply, reply_schema};
+use super::call_grammar::{ConstrainedReply, format_note, read_reply, reply_schema, string_cap};
 use super::catalog;
 use super::{DeltaKind, Model, ModelError, ModelReply, ModelRequest, Usage, send_delta};
 use crate::chat_format::{exaone, parse_output};
@@ -139,7 +139,7 @@ impl Model for LocalModel {
             },
             thinking: request.thinking,
             constraint: if constrained {
-                Constraint::JsonSchema(reply_schema(request.tools, may_answer))
+                Constraint::JsonSchema(reply_schema(request.tools, may_answer, string_cap(self.sampling.max_tokens)))
             } else {
                 Constraint::None
             },
