@@ -261,7 +261,8 @@ impl Agent {
             events.emit(&Event::Delta { step, kind: delta.kind, text: delta.text });
             budget.is_some_and(|max| thought_tokens > max)
         };
-        let mut pending = std::pin::pin!(self.model.complete(request));
+        // Boxed by the trait, so dropping it below really cancels the request.
+        let mut pending = self.model.complete(request);
         let mut cut = false;
         let mut finished = None;
         while finished.is_none() && !cut {
@@ -282,7 +283,7 @@ impl Agent {
             }
             return Ok(reply);
         }
-        drop(pending);
+        drop(pending); // stop generating before the step is asked again
         let spent = thought_tokens - 1;
         events.emit(&Event::ThinkingCut { step, tokens: spent, reasoning: thought });
         total.get_or_insert_default().add(Usage {
