@@ -255,7 +255,7 @@ impl Agent {
         let mut thought_tokens = 0u32;
         let mut over_budget = |delta: Delta, events: &mut dyn EventSink| {
             if delta.kind == DeltaKind::Reasoning {
-                thought_tokens += 1;
+                thought_tokens = thought_tokens.saturating_add(1);
                 thought.push_str(&delta.text);
             }
             events.emit(&Event::Delta { step, kind: delta.kind, text: delta.text });

@@ -155,13 +155,13 @@ impl Model for LocalModel {
             match response {
                 Response::Chunk(chunk) => {
                     if let Some(counted) = chunk.usage {
-                        usage.prompt_tokens = counted.prompt_tokens as u32;
-                        usage.completion_tokens = counted.completion_tokens as u32;
+                        usage.prompt_tokens = u32::try_from(counted.prompt_tokens).unwrap_or(u32::MAX);
+                        usage.completion_tokens = u32::try_from(counted.completion_tokens).unwrap_or(u32::MAX);
                     }
                     for choice in chunk.choices {
                         if let Some(piece) = choice.delta.reasoning_content {
                             send_delta(&request.deltas, DeltaKind::Reasoning, &piece);
-                            usage.reasoning_tokens += 1;
+                            usage.reasoning_tokens = usage.reasoning_tokens.saturating_add(1);
                             reasoning.push_str(&piece);
                         }
                         if let Some(piece) = choice.delta.content {
@@ -173,7 +173,7 @@ impl Model for LocalModel {
                 }
                 Response::CompletionChunk(chunk) => {
                     for choice in chunk.choices {
-                        chunks += 1;
+                        chunks = chunks.saturating_add(1);
                         send_delta(&request.deltas, DeltaKind::Text, &choice.text);
                         text.push_str(&choice.text);
                     }

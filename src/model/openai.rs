@@ -180,7 +180,10 @@ impl StreamedReply {
             return Err(ModelError(format!("the server reported an error mid-stream: {message}")));
         }
         if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
-            let count = |pointer: &str| usage.pointer(pointer).and_then(Value::as_u64).unwrap_or(0) as u32;
+            let count = |pointer: &str| {
+                let counted = usage.pointer(pointer).and_then(Value::as_u64).unwrap_or(0);
+                u32::try_from(counted).unwrap_or(u32::MAX)
+            };
             self.usage = Some(Usage {
                 prompt_tokens: count("/prompt_tokens"),
                 completion_tokens: count("/completion_tokens"),
@@ -192,7 +195,7 @@ impl StreamedReply {
         if let Some(piece) = delta.get("reasoning_content").or_else(|| delta.get("reasoning")).and_then(Value::as_str) {
             send_delta(&request.deltas, DeltaKind::Reasoning, piece);
             self.reasoning.push_str(piece);
-            self.reasoning_chunks += 1;
+            self.reasoning_chunks = self.reasoning_chunks.saturating_add(1);
         }
         if let Some(piece) = delta.get("content").and_then(Value::as_str) {
             send_delta(&request.deltas, DeltaKind::Text, piece);
