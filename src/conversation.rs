@@ -25,6 +25,17 @@ pub enum Message {
     },
 }
 
+impl Message {
+    /// A tool result as text, for wire formats whose tool messages carry a string: a string
+    /// result as it is, anything else as JSON.
+    pub fn tool_text(content: &Value) -> String {
+        match content {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// A call the model asked for.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ToolCall {

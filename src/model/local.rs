@@ -312,10 +312,7 @@ fn chat_messages(messages: &[Message], note: Option<&str>) -> Vec<IndexMap<Strin
                 entry
             }
             Message::Tool { call_id, content } => {
-                let body = match content {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
+                let body = Message::tool_text(content);
                 let mut entry = text("tool", body);
                 entry.insert("tool_call_id".to_string(), Either::Left(call_id.clone()));
                 entry

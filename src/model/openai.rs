@@ -297,10 +297,7 @@ fn wire_message(message: &Message) -> Value {
             Value::Object(wire)
         }
         Message::Tool { call_id, content } => {
-            let text = match content {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
+            let text = Message::tool_text(content);
             json!({"role": "tool", "tool_call_id": call_id, "content": text})
         }
     }

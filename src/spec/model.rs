@@ -214,43 +214,42 @@ impl RawModel {
     }
 
     fn sampling(&self, file: &Path) -> Result<Sampling, SpecError> {
+        let error = |location: Option<serde_saphyr::Location>, message: &str| {
+            let place = location.map_or_else(|| Position::start_of(file), |l| Position::new(file, l));
+            SpecError::new(place, message)
+        };
         let max_tokens = self.max_tokens.as_ref().map_or(DEFAULT_MAX_TOKENS, |m| m.value);
         if max_tokens == 0 {
-            let place = self.max_tokens.as_ref().map(|m| Position::new(file, m.referenced));
-            return Err(SpecError::new(
-                place.unwrap_or_else(|| Position::start_of(file)),
-                "`max_tokens` must be at least 1",
-            ));
+            return Err(error(location(&self.max_tokens), "`max_tokens` must be at least 1"));
         }
         let temperature = self.temperature.as_ref().map_or(0.0, |t| t.value);
         if !(0.0..=2.0).contains(&temperature) {
-            let place = self.temperature.as_ref().map(|t| Position::new(file, t.referenced));
-            return Err(SpecError::new(
-                place.unwrap_or_else(|| Position::start_of(file)),
-                "`temperature` must be from 0 to 2",
-            ));
+            return Err(error(location(&self.temperature), "`temperature` must be from 0 to 2"));
         }
         Ok(Sampling { max_tokens, temperature })
     }
 
     /// A field of another backend is a mistake worth naming, not something to ignore.
     fn refuse_foreign_fields(&self, file: &Path) -> Result<(), SpecError> {
+        const LOCAL: &[Backend] = &[Backend::Local];
+        const OPENAI: &[Backend] = &[Backend::Openai];
+        const BOTH: &[Backend] = &[Backend::Local, Backend::Openai];
         let fields: [(&str, Option<serde_saphyr::Location>, &[Backend]); 15] = [
-            ("script", self.script.as_ref().map(|s| s.referenced), &[Backend::Replay]),
-            ("model", self.model.as_ref().map(|s| s.referenced), &[Backend::Local]),
-            ("path", self.path.as_ref().map(|s| s.referenced), &[Backend::Local]),
-            ("hub", self.hub.as_ref().map(|s| s.referenced), &[Backend::Local]),
-            ("file", self.file.as_ref().map(|s| s.referenced), &[Backend::Local]),
-            ("constrained", self.constrained.as_ref().map(|s| s.referenced), &[Backend::Local]),
-            ("format", self.format.as_ref().map(|s| s.referenced), &[Backend::Local]),
-            ("url", self.url.as_ref().map(|s| s.referenced), &[Backend::Openai]),
-            ("name", self.name.as_ref().map(|s| s.referenced), &[Backend::Openai]),
-            ("api_key_env", self.api_key_env.as_ref().map(|s| s.referenced), &[Backend::Openai]),
-            ("reasoning_control", self.reasoning_control.as_ref().map(|s| s.referenced), &[Backend::Openai]),
-            ("timeout", self.timeout.as_ref().map(|s| s.referenced), &[Backend::Openai]),
-            ("retries", self.retries.as_ref().map(|s| s.referenced), &[Backend::Openai]),
-            ("max_tokens", self.max_tokens.as_ref().map(|s| s.referenced), &[Backend::Local, Backend::Openai]),
-            ("temperature", self.temperature.as_ref().map(|s| s.referenced), &[Backend::Local, Backend::Openai]),
+            ("script", location(&self.script), &[Backend::Replay]),
+            ("model", location(&self.model), LOCAL),
+            ("path", location(&self.path), LOCAL),
+            ("hub", location(&self.hub), LOCAL),
+            ("file", location(&self.file), LOCAL),
+            ("constrained", location(&self.constrained), LOCAL),
+            ("format", location(&self.format), LOCAL),
+            ("url", location(&self.url), OPENAI),
+            ("name", location(&self.name), OPENAI),
+            ("api_key_env", location(&self.api_key_env), OPENAI),
+            ("reasoning_control", location(&self.reasoning_control), OPENAI),
+            ("timeout", location(&self.timeout), OPENAI),
+            ("retries", location(&self.retries), OPENAI),
+            ("max_tokens", location(&self.max_tokens), BOTH),
+            ("temperature", location(&self.temperature), BOTH),
         ];
         for (field, location, backends) in fields {
             if let Some(location) = location
@@ -269,4 +268,8 @@ impl RawModel {
         }
         Ok(())
     }
+}
+
+fn location<T>(field: &Option<Spanned<T>>) -> Option<serde_saphyr::Location> {
+    field.as_ref().map(|spanned| spanned.referenced)
 }
