@@ -5,10 +5,13 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::model::{DeltaKind, Usage};
+use crate::spec::{Budget, Limits};
 use crate::toolbox::ToolError;
 
 /// Bumped when an event's shape changes incompatibly.
-pub const EVENTS_VERSION: u32 = 1;
+/// 2: `run_started` carries `limits`; `run_finished` says `incomplete` with the `budget` that ran
+/// out (was `steps_exhausted`); `budget_spent` announces the wrap-up turn.
+pub const EVENTS_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -19,7 +22,7 @@ pub enum Event {
         task: String,
         model: String,
         tools: Vec<String>,
-        max_steps: u32,
+        limits: Limits,
     },
     StepStarted {
         step: u32,
@@ -84,12 +87,21 @@ pub enum Event {
         log: String,
         duration_ms: f64,
     },
+    /// A budget ran out: step `step` is one last turn, without tools, asking for the best answer.
+    BudgetSpent {
+        step: u32,
+        budget: Budget,
+        message: String,
+    },
     Answer {
         step: u32,
         text: String,
     },
     RunFinished {
         status: RunStatus,
+        /// With `incomplete`: the budget that ran out.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        budget: Option<Budget>,
         steps: u32,
         #[serde(skip_serializing_if = "Option::is_none")]
         message: Option<String>,
@@ -103,7 +115,8 @@ pub enum Event {
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Answered,
-    StepsExhausted,
+    /// A budget ran out; the answer, if any, came from the wrap-up turn.
+    Incomplete,
     ModelFailed,
     /// The model repeated a call it had been told would not change.
     Loop,

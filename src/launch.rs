@@ -53,7 +53,7 @@ pub async fn launch(file: &Path) -> Result<(AgentSpec, Agent), LaunchError> {
         instructions: spec.instructions.clone(),
         reasoning: spec.reasoning,
         tool_choice: spec.tool_choice,
-        max_steps: spec.limits.max_steps,
+        limits: spec.limits,
     };
     let agent = Agent::new(config, model, Box::new(toolbox))
         .map_err(|e| LaunchError::Tool(SpecError::new(Position::start_of(&spec.file), e.to_string())))?;

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use reagent::agent_loop::{Agent, LoopConfig, RunOutcome};
 use reagent::conversation::{Message, ToolChoice, ToolDeclaration};
 use reagent::events::Event;
-use reagent::model::{Model, ModelError, ModelReply, ModelRequest, ReplayModel};
-use reagent::spec::{ReasoningMode, ReasoningPolicy};
+use reagent::model::{Model, ModelError, ModelReply, ModelRequest, ReplayModel, Usage};
+use reagent::spec::{Budget, Limits, ReasoningMode, ReasoningPolicy};
 use reagent::toolbox::{ToolOutcome, Toolbox};
 use serde_json::{Value, json};
 
@@ -41,7 +41,7 @@ fn config(mode: ReasoningMode) -> LoopConfig {
         instructions: String::new(),
         reasoning: ReasoningPolicy { mode, ..ReasoningPolicy::default() },
         tool_choice: ToolChoice::Auto,
-        max_steps: 5,
+        limits: Limits { max_steps: 5, ..Limits::default() },
     }
 }
 
@@ -61,14 +61,18 @@ fn agent(reasoning: ReasoningMode, turns: &[&str], toolbox: RecordingToolbox) ->
 #[derive(Clone, Debug)]
 struct Asked {
     thinking: bool,
+    tools: usize,
     tool_choice: ToolChoice,
     messages: Vec<Message>,
 }
 
-/// A replay model that records each request it receives.
+/// A replay model that records each request it receives; it may count tokens, and take its time
+/// over its first turn.
 struct RecordingModel {
     inner: ReplayModel,
     asked: Arc<Mutex<Vec<Asked>>>,
+    usage_per_turn: Option<Usage>,
+    first_turn_delay: Duration,
 }
 
 #[async_trait]
@@ -78,20 +82,40 @@ impl Model for RecordingModel {
     }
 
     async fn complete(&self, request: ModelRequest<'_>) -> Result<ModelReply, ModelError> {
-        self.asked.lock().unwrap().push(Asked {
-            thinking: request.thinking,
-            tool_choice: request.tool_choice,
-            messages: request.messages.to_vec(),
-        });
-        self.inner.complete(request).await
+        let first = {
+            let mut asked = self.asked.lock().unwrap();
+            asked.push(Asked {
+                thinking: request.thinking,
+                tools: request.tools.len(),
+                tool_choice: request.tool_choice,
+                messages: request.messages.to_vec(),
+            });
+            asked.len() == 1
+        };
+        if first {
+            tokio::time::sleep(self.first_turn_delay).await;
+        }
+        let reply = self.inner.complete(request).await?;
+        Ok(ModelReply { usage: self.usage_per_turn, ..reply })
     }
 }
 
 fn recorded(config: LoopConfig, turns: &[&str]) -> (Agent, Arc<Mutex<Vec<Asked>>>, tempfile::TempDir) {
+    recorded_with(config, turns, |_| {}, Box::new(RecordingToolbox::default()))
+}
+
+fn recorded_with(
+    config: LoopConfig,
+    turns: &[&str],
+    adjust: impl FnOnce(&mut RecordingModel),
+    toolbox: Box<dyn Toolbox>,
+) -> (Agent, Arc<Mutex<Vec<Asked>>>, tempfile::TempDir) {
     let (inner, dir) = replay(turns);
     let asked = Arc::new(Mutex::new(Vec::new()));
-    let model = RecordingModel { inner, asked: asked.clone() };
-    (Agent::new(config, Box::new(model), Box::new(RecordingToolbox::default())).unwrap(), asked, dir)
+    let mut model =
+        RecordingModel { inner, asked: asked.clone(), usage_per_turn: None, first_turn_delay: Duration::ZERO };
+    adjust(&mut model);
+    (Agent::new(config, Box::new(model), toolbox).unwrap(), asked, dir)
 }
 
 fn thinking_asked(asked: &Mutex<Vec<Asked>>) -> Vec<bool> {
@@ -248,7 +272,7 @@ async fn the_calls_of_one_turn_run_concurrently_and_report_in_order() {
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(&script, json!({ "turns": [turn, "done"] }).to_string()).unwrap();
-    let config = LoopConfig { max_steps: 3, ..config(ReasoningMode::Off) };
+    let config = LoopConfig { limits: Limits { max_steps: 3, ..Limits::default() }, ..config(ReasoningMode::Off) };
     let toolbox = RendezvousToolbox { barrier: Arc::new(tokio::sync::Barrier::new(3)) };
     let agent = Agent::new(config, Box::new(ReplayModel::load(&script).unwrap()), Box::new(toolbox)).unwrap();
     let (outcome, events) = run(&agent).await;
@@ -278,4 +302,132 @@ async fn a_repeated_call_is_refused_once_then_the_run_stops_as_a_loop() {
         .collect();
     assert_eq!(refused.len(), 1);
     assert!(matches!(events.last(), Some(Event::RunFinished { status: reagent::events::RunStatus::Loop, .. })));
+}
+
+fn limited(limits: Limits) -> LoopConfig {
+    LoopConfig { limits, ..config(ReasoningMode::Off) }
+}
+
+fn double(n: u32) -> String {
+    format!(r#"<tool_call>{{"name": "double", "arguments": {{"n": {n}}}}}</tool_call>"#)
+}
+
+/// The events a budget ending leaves: which budget, the wrap-up answer, the final status.
+fn ending(events: &[Event]) -> (Option<Budget>, Option<String>, Option<String>) {
+    let spent = events.iter().find_map(|e| match e {
+        Event::BudgetSpent { budget, .. } => Some(*budget),
+        _ => None,
+    });
+    let answer = events.iter().find_map(|e| match e {
+        Event::Answer { text, .. } => Some(text.clone()),
+        _ => None,
+    });
+    let finished = events.iter().find_map(|e| match e {
+        Event::RunFinished { status, budget, .. } => Some(format!("{status:?} {budget:?}")),
+        _ => None,
+    });
+    (spent, answer, finished)
+}
+
+#[tokio::test]
+async fn out_of_steps_one_last_turn_without_tools_gives_the_best_answer() {
+    let limits = Limits { max_steps: 2, ..Limits::default() };
+    let (agent, asked, _dir) = recorded(limited(limits), &[&double(1), &double(2), "probably 4"]);
+    let (outcome, events) = run(&agent).await;
+    let answer = Some("probably 4".to_string());
+    assert_eq!(outcome, RunOutcome::Incomplete { budget: Budget::MaxSteps, answer: answer.clone(), steps: 3 });
+    assert_eq!(ending(&events), (Some(Budget::MaxSteps), answer, Some("Incomplete Some(MaxSteps)".into())));
+    let asked = asked.lock().unwrap();
+    let tools: Vec<usize> = asked.iter().map(|a| a.tools).collect();
+    assert_eq!(tools, vec![1, 1, 0], "the wrap-up turn offers no tools");
+    let last = asked[2].messages.last().unwrap();
+    assert!(
+        matches!(last, Message::User { content } if content.contains("limits.max_steps (2 steps)")),
+        "the model is told which budget ran out: {last:?}"
+    );
+}
+
+#[tokio::test]
+async fn out_of_tool_calls_the_calls_past_the_budget_are_not_run() {
+    let toolbox = RecordingToolbox::default();
+    let two = |a, b| format!("{}\n{}", double(a), double(b));
+    let limits = Limits { max_tool_calls: 3, ..Limits::default() };
+    let (agent, _asked, _dir) =
+        recorded_with(limited(limits), &[&two(1, 2), &two(3, 4), "2, 4, 6"], |_| {}, Box::new(toolbox.clone()));
+    let (outcome, events) = run(&agent).await;
+    assert!(matches!(outcome, RunOutcome::Incomplete { budget: Budget::MaxToolCalls, steps: 3, .. }), "{outcome:?}");
+    assert_eq!(*toolbox.received.lock().unwrap(), vec![json!({"n": 1}), json!({"n": 2}), json!({"n": 3})]);
+    let refused: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ToolResult { error: Some(error), .. } => Some(error.kind.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused, vec!["budget"], "the fourth call is refused, saying why");
+    assert_eq!(ending(&events).0, Some(Budget::MaxToolCalls));
+}
+
+#[tokio::test]
+async fn out_of_tokens_counts_prompt_and_completion_over_the_run() {
+    let limits = Limits { max_tokens: 100, ..Limits::default() };
+    let usage = Usage { prompt_tokens: 40, completion_tokens: 20, reasoning_tokens: 5 };
+    let (agent, asked, _dir) = recorded_with(
+        limited(limits),
+        &[&double(1), &double(2), "best so far: 4"],
+        |model| model.usage_per_turn = Some(usage),
+        Box::new(RecordingToolbox::default()),
+    );
+    let (outcome, events) = run(&agent).await;
+    // 60 tokens a turn: two turns pass 100, so the third model turn is the wrap-up.
+    let answer = Some("best so far: 4".to_string());
+    assert_eq!(outcome, RunOutcome::Incomplete { budget: Budget::MaxTokens, answer, steps: 3 });
+    assert_eq!(asked.lock().unwrap().len(), 3);
+    let totals = events.iter().find_map(|e| match e {
+        Event::RunFinished { usage, .. } => *usage,
+        _ => None,
+    });
+    assert_eq!(totals.map(|u| u.prompt_tokens + u.completion_tokens), Some(180), "the wrap-up's tokens count too");
+}
+
+/// A toolbox whose calls never finish.
+struct StuckToolbox;
+
+#[async_trait]
+impl Toolbox for StuckToolbox {
+    fn declarations(&self) -> Vec<ToolDeclaration> {
+        RecordingToolbox::default().declarations()
+    }
+
+    async fn call(&self, _name: &str, _arguments: &Value) -> ToolOutcome {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn out_of_time_a_stuck_call_is_cut_and_the_run_still_answers() {
+    let limits = Limits { timeout: Duration::from_millis(300), ..Limits::default() };
+    let (agent, _asked, _dir) =
+        recorded_with(limited(limits), &[&double(1), "could not finish"], |_| {}, Box::new(StuckToolbox));
+    let (outcome, events) = run(&agent).await;
+    let answer = Some("could not finish".to_string());
+    assert_eq!(outcome, RunOutcome::Incomplete { budget: Budget::Timeout, answer, steps: 2 });
+    let cut =
+        events.iter().any(|e| matches!(e, Event::ToolResult { error: Some(error), .. } if error.kind == "timeout"));
+    assert!(cut, "the stuck call is reported as cut by the run's timeout");
+}
+
+#[tokio::test]
+async fn out_of_time_a_slow_model_turn_is_cancelled_and_the_run_wraps_up() {
+    let limits = Limits { timeout: Duration::from_millis(300), ..Limits::default() };
+    let (agent, asked, _dir) = recorded_with(
+        limited(limits),
+        &["nothing yet"], // the cancelled first turn never reads the script
+        |model| model.first_turn_delay = Duration::from_secs(3600),
+        Box::new(RecordingToolbox::default()),
+    );
+    let (outcome, _events) = run(&agent).await;
+    let answer = Some("nothing yet".to_string());
+    assert_eq!(outcome, RunOutcome::Incomplete { budget: Budget::Timeout, answer, steps: 2 });
+    assert_eq!(asked.lock().unwrap()[1].tools, 0);
 }

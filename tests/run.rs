@@ -128,16 +128,28 @@ fn unreadable_call_is_fed_back_not_fatal() {
 }
 
 #[test]
-fn steps_exhausted_exits_5_with_the_reason() {
-    let agent = TestAgent::new("limits:\n  max_steps: 2\n", &[CALC_395, CALC_395, "never reached"]);
+fn out_of_steps_exits_5_with_the_wrap_up_answer_marked_incomplete() {
+    let agent = TestAgent::new("limits:\n  max_steps: 2\n", &[CALC_395, CALC_395, "395, I believe"]);
     let output = agent.run("task");
     assert_eq!(output.status.code(), Some(5));
-    assert!(
-        stderr(&output).contains("reagent: no answer after 2 steps: raise limits.max_steps"),
-        "{}",
-        stderr(&output)
-    );
-    assert_eq!(stdout(&output), "");
+    let err = stderr(&output);
+    assert!(err.contains("budget   │ limits.max_steps (2 steps) is spent"), "{err}");
+    assert!(err.contains("reagent: incomplete: limits.max_steps ran out and the answer is the model's best"), "{err}");
+    assert!(err.contains("raise limits.max_steps in"), "{err}");
+    assert_eq!(stdout(&output), "395, I believe\n", "the answer still reaches stdout");
+
+    let (code, events) = agent.run_json("task");
+    assert_eq!(code, Some(5));
+    let finished = events.last().unwrap();
+    assert_eq!((finished["status"].as_str(), finished["budget"].as_str()), (Some("incomplete"), Some("max_steps")));
+}
+
+#[test]
+fn out_of_tool_calls_exits_9() {
+    let agent = TestAgent::new("limits:\n  max_tool_calls: 1\n", &[CALC_395, CALC_395, "395"]);
+    let output = agent.run("task");
+    assert_eq!(output.status.code(), Some(9), "{}", stderr(&output));
+    assert!(stderr(&output).contains("limits.max_tool_calls ran out"), "{}", stderr(&output));
 }
 
 #[test]

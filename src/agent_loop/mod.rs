@@ -1,8 +1,9 @@
 //! The agent loop: ask the model, check its calls, run them, feed the results back, until the
-//! model answers without a call or the steps run out. Depends on the `Model` and `Toolbox` traits
+//! model answers without a call or a budget runs out. Depends on the `Model` and `Toolbox` traits
 //! only. Nothing the model writes can crash a run: an unknown tool, an unreadable call or invalid
 //! arguments become an error message the model sees on the next step.
 
+mod budget;
 mod repeats;
 
 use std::collections::HashMap;
@@ -11,18 +12,23 @@ use std::time::Duration;
 use futures::stream::{self, StreamExt};
 use serde_json::Value;
 use tokio::sync::mpsc;
+use tokio::time::timeout_at;
 
 use crate::conversation::{Message, ToolCall, ToolChoice, ToolDeclaration};
 use crate::events::{EVENTS_VERSION, Event, EventSink, RunStatus};
 use crate::model::{Delta, DeltaKind, Model, ModelError, ModelReply, ModelRequest, Usage};
-use crate::spec::{ReasoningMode, ReasoningPolicy};
+use crate::spec::{Budget, Limits, ReasoningMode, ReasoningPolicy};
 use crate::toolbox::{ToolError, ToolOutcome, Toolbox};
 
+use budget::{Spent, deadline_after};
 pub use repeats::REPEAT_LIMIT;
 use repeats::{RepeatGuard, Verdict};
 
 /// Calls of one turn that run at once; more wait for a slot.
 pub const MAX_PARALLEL_CALLS: usize = 8;
+
+/// How long the wrap-up turn after a spent budget may take, on top of the budget.
+pub const WRAP_UP_TIME: Duration = Duration::from_secs(60);
 
 /// What the loop needs from an agent's spec.
 #[derive(Debug, Clone)]
@@ -31,7 +37,7 @@ pub struct LoopConfig {
     pub instructions: String,
     pub reasoning: ReasoningPolicy,
     pub tool_choice: ToolChoice,
-    pub max_steps: u32,
+    pub limits: Limits,
 }
 
 /// An agent ready to run: its model, its tools with their compiled argument schemas.
@@ -49,7 +55,11 @@ pub enum RunOutcome {
         answer: String,
         steps: u32,
     },
-    StepsExhausted {
+    /// A budget ran out. `answer` is the model's best from what it knew, asked for in one last turn
+    /// without tools; `None` if it gave none.
+    Incomplete {
+        budget: Budget,
+        answer: Option<String>,
         steps: u32,
     },
     /// The model kept making the same call after it was told the result would not change.
@@ -115,34 +125,30 @@ impl Agent {
             task: task.to_string(),
             model: self.model.label(),
             tools: self.tools.iter().map(|t| t.name.clone()).collect(),
-            max_steps: self.config.max_steps,
+            limits: self.config.limits,
         });
+        let limits = &self.config.limits;
         let mut messages = self.opening(task);
+        let mut spent = Spent::start(limits);
         let mut recovering = false;
         let mut repeats = RepeatGuard::default();
-        let mut total: Option<Usage> = None;
         // `required`: calls are forced until one has run successfully; then the model may answer.
         let mut tool_choice = self.config.tool_choice;
-        for step in 1..=self.config.max_steps {
+        loop {
+            if let Some(budget) = spent.exhausted(limits) {
+                return self.wrap_up(budget, &mut messages, &mut spent, events).await;
+            }
+            spent.steps += 1;
+            let step = spent.steps;
             let thinking = self.thinking(step, recovering);
             events.emit(&Event::StepStarted { step, thinking });
-            let mut reply = match self.ask(step, &messages, thinking, tool_choice, &mut total, events).await {
-                Ok(reply) => reply,
-                Err(error) => return Err(model_failed(step, error, total, events)),
+            let deadline = spent.deadline;
+            let turn = self.turn(step, &messages, thinking, tool_choice, &mut spent, events);
+            let reply = match timeout_at(deadline, turn).await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(error)) => return Err(model_failed(step, error, spent.usage, events)),
+                Err(_) => continue, // out of time: the next round wraps up
             };
-            let reconsider = self.config.reasoning.mode == ReasoningMode::Auto
-                && self.config.reasoning.before_answer
-                && !thinking
-                && reply.calls.is_empty()
-                && !reply.text.trim().is_empty();
-            if reconsider {
-                // The draft is dropped: the answer comes from the same step, asked again with thinking.
-                events.emit(&Event::Reconsidering { step, draft: reply.text.trim().to_string() });
-                reply = match self.ask(step, &messages, true, tool_choice, &mut total, events).await {
-                    Ok(reply) => reply,
-                    Err(error) => return Err(model_failed(step, error, total, events)),
-                };
-            }
             if let Some(text) = reply.reasoning.filter(|r| !r.trim().is_empty()) {
                 events.emit(&Event::Reasoning { step, text });
             }
@@ -153,9 +159,10 @@ impl Agent {
                     events.emit(&Event::Answer { step, text: text.clone() });
                     events.emit(&Event::RunFinished {
                         status: RunStatus::Answered,
+                        budget: None,
                         steps: step,
                         message: None,
-                        usage: total,
+                        usage: spent.usage,
                     });
                     return Ok(RunOutcome::Answered { answer: text, steps: step });
                 }
@@ -173,24 +180,32 @@ impl Agent {
             let readable: Vec<ToolCall> = reply.calls.iter().filter_map(|c| c.as_ref().ok().cloned()).collect();
             messages.push(Message::Assistant { content: text, tool_calls: readable });
             recovering = false;
+            let calls_left = spent.calls_left(limits) as usize;
+            spent.tool_calls = spent.tool_calls.saturating_add(u32::try_from(reply.calls.len()).unwrap_or(u32::MAX));
             let mut refusals = Vec::with_capacity(reply.calls.len());
-            for call in &reply.calls {
+            for (index, call) in reply.calls.iter().enumerate() {
                 let Ok(call) = call else {
                     refusals.push(None);
                     continue;
                 };
-                match repeats.check(call) {
-                    Verdict::Run => refusals.push(None),
-                    Verdict::Refuse(message) => refusals.push(Some(ToolError::new("repeated_call", message))),
-                    Verdict::Stop => {
-                        let message = format!("stopped: `{}` was called again with the same arguments", call.name);
-                        events.emit(&Event::RunFinished {
-                            status: RunStatus::Loop,
-                            steps: step,
-                            message: Some(message),
-                            usage: total,
-                        });
-                        return Ok(RunOutcome::Looped { steps: step, tool: call.name.clone() });
+                if index >= calls_left {
+                    let message = format!("not run: {} is spent", Budget::MaxToolCalls.describe(limits));
+                    refusals.push(Some(ToolError::new("budget", message)));
+                } else {
+                    match repeats.check(call) {
+                        Verdict::Run => refusals.push(None),
+                        Verdict::Refuse(message) => refusals.push(Some(ToolError::new("repeated_call", message))),
+                        Verdict::Stop => {
+                            let message = format!("stopped: `{}` was called again with the same arguments", call.name);
+                            events.emit(&Event::RunFinished {
+                                status: RunStatus::Loop,
+                                budget: None,
+                                steps: step,
+                                message: Some(message),
+                                usage: spent.usage,
+                            });
+                            return Ok(RunOutcome::Looped { steps: step, tool: call.name.clone() });
+                        }
                     }
                 }
                 let (id, tool, arguments) = (call.id.clone(), call.name.clone(), call.arguments.clone());
@@ -205,7 +220,15 @@ impl Agent {
                             Ok(call) => {
                                 let outcome = match refusal {
                                     Some(error) => failed(error),
-                                    None => self.execute(&call).await,
+                                    None => timeout_at(deadline, self.execute(&call)).await.unwrap_or_else(|_| {
+                                        failed(ToolError::new(
+                                            "timeout",
+                                            format!(
+                                                "{} ran out before this call finished",
+                                                Budget::Timeout.describe(limits)
+                                            ),
+                                        ))
+                                    }),
                                 };
                                 (call.id, Some(call.name), outcome)
                             }
@@ -227,30 +250,91 @@ impl Agent {
                 events.emit(&result_event(step, id, tool, outcome));
             }
         }
-        let steps = self.config.max_steps;
-        events.emit(&Event::RunFinished {
-            status: RunStatus::StepsExhausted,
-            steps,
-            message: Some(format!("no answer after {steps} steps (limits.max_steps)")),
-            usage: total,
-        });
-        Ok(RunOutcome::StepsExhausted { steps })
     }
 
-    /// One model turn, its deltas streamed into the events as they come. Thinking past
-    /// `max_thinking_tokens` is cut off and the step asked again without thinking.
-    async fn ask(
+    /// A budget ran out: one more turn, without tools, asks for the best answer from what is known.
+    /// The run ends incomplete either way, with or without that answer.
+    async fn wrap_up(
+        &self,
+        budget: Budget,
+        messages: &mut Vec<Message>,
+        spent: &mut Spent,
+        events: &mut dyn EventSink,
+    ) -> Result<RunOutcome, ModelError> {
+        let limits = &self.config.limits;
+        let step = spent.steps + 1;
+        let described = budget.describe(limits);
+        events.emit(&Event::BudgetSpent { step, budget, message: format!("{described} is spent") });
+        let thinking = self.config.reasoning.mode == ReasoningMode::On;
+        events.emit(&Event::StepStarted { step, thinking });
+        messages.push(Message::User {
+            content: format!(
+                "You have run out of budget ({described}) and can no longer use tools. Answer the task now, as well \
+                 as you can from what you already know, and say what is still missing."
+            ),
+        });
+        let turn = self.ask(step, messages, thinking, &[], ToolChoice::Auto, spent, events);
+        let answer = match timeout_at(deadline_after(WRAP_UP_TIME), turn).await {
+            Ok(Ok(reply)) => Some(reply.text.trim().to_string()).filter(|text| !text.is_empty()),
+            Ok(Err(_)) | Err(_) => None,
+        };
+        let outcome = match &answer {
+            Some(text) => {
+                events.emit(&Event::Answer { step, text: text.clone() });
+                "its answer is the best from what it knew"
+            }
+            None => "and gave no answer",
+        };
+        events.emit(&Event::RunFinished {
+            status: RunStatus::Incomplete,
+            budget: Some(budget),
+            steps: step,
+            message: Some(format!("ran out of {described}; {outcome}")),
+            usage: spent.usage,
+        });
+        Ok(RunOutcome::Incomplete { budget, answer, steps: step })
+    }
+
+    /// One step's model turn. In `auto` with `before_answer`, an answer drafted without thinking is
+    /// dropped and the step asked again with thinking on.
+    async fn turn(
         &self,
         step: u32,
         messages: &[Message],
         thinking: bool,
         tool_choice: ToolChoice,
-        total: &mut Option<Usage>,
+        spent: &mut Spent,
+        events: &mut dyn EventSink,
+    ) -> Result<ModelReply, ModelError> {
+        let reply = self.ask(step, messages, thinking, &self.tools, tool_choice, spent, events).await?;
+        let reconsider = self.config.reasoning.mode == ReasoningMode::Auto
+            && self.config.reasoning.before_answer
+            && !thinking
+            && reply.calls.is_empty()
+            && !reply.text.trim().is_empty();
+        if !reconsider {
+            return Ok(reply);
+        }
+        events.emit(&Event::Reconsidering { step, draft: reply.text.trim().to_string() });
+        self.ask(step, messages, true, &self.tools, tool_choice, spent, events).await
+    }
+
+    /// One model turn, its deltas streamed into the events as they come. Thinking past
+    /// `max_thinking_tokens` is cut off and the step asked again without thinking.
+    #[allow(clippy::too_many_arguments)] // one step's whole context; a struct would only rename it
+    async fn ask(
+        &self,
+        step: u32,
+        messages: &[Message],
+        thinking: bool,
+        tools: &[ToolDeclaration],
+        tool_choice: ToolChoice,
+        spent: &mut Spent,
         events: &mut dyn EventSink,
     ) -> Result<ModelReply, ModelError> {
         let budget = self.config.reasoning.max_thinking_tokens.filter(|_| thinking);
         let (deltas, mut incoming) = mpsc::unbounded_channel();
-        let request = ModelRequest { messages, tools: &self.tools, thinking, tool_choice, deltas: Some(deltas) };
+        let request = ModelRequest { messages, tools, thinking, tool_choice, deltas: Some(deltas) };
         let mut thought = String::new();
         let mut thought_tokens = 0u32;
         let mut over_budget = |delta: Delta, events: &mut dyn EventSink| {
@@ -278,20 +362,20 @@ impl Agent {
         if !cut {
             let reply = finished.unwrap_or_else(|| Err(ModelError("the model stopped without a reply".into())))?;
             if let Some(usage) = reply.usage {
-                total.get_or_insert_default().add(usage);
+                spent.add_usage(usage);
                 events.emit(&Event::Usage { step, thinking, usage });
             }
             return Ok(reply);
         }
         drop(pending); // stop generating before the step is asked again
-        let spent = thought_tokens - 1;
-        events.emit(&Event::ThinkingCut { step, tokens: spent, reasoning: thought });
-        total.get_or_insert_default().add(Usage {
-            completion_tokens: spent,
-            reasoning_tokens: spent,
+        let thought_tokens = thought_tokens - 1;
+        events.emit(&Event::ThinkingCut { step, tokens: thought_tokens, reasoning: thought });
+        spent.add_usage(Usage {
+            completion_tokens: thought_tokens,
+            reasoning_tokens: thought_tokens,
             ..Usage::default()
         });
-        Box::pin(self.ask(step, messages, false, tool_choice, total, events)).await
+        Box::pin(self.ask(step, messages, false, tools, tool_choice, spent, events)).await
     }
 
     /// Checks a call against the declared tools and their schemas, then runs it.
@@ -320,12 +404,13 @@ impl Agent {
     }
 }
 
-fn model_failed(step: u32, error: ModelError, total: Option<Usage>, events: &mut dyn EventSink) -> ModelError {
+fn model_failed(step: u32, error: ModelError, usage: Option<Usage>, events: &mut dyn EventSink) -> ModelError {
     events.emit(&Event::RunFinished {
         status: RunStatus::ModelFailed,
+        budget: None,
         steps: step,
         message: Some(error.to_string()),
-        usage: total,
+        usage,
     });
     error
 }

@@ -9,6 +9,7 @@ pub(crate) mod yaml;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use reagent_sandbox::{Grants, Limits as ToolLimits};
 
@@ -22,9 +23,6 @@ pub use model::{
 pub use yaml::{Position, SpecError};
 
 use crate::conversation::ToolChoice;
-
-/// The steps an agent gets when its file does not say.
-pub const DEFAULT_MAX_STEPS: u32 = 10;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentSpec {
@@ -53,10 +51,58 @@ pub struct ToolSpec {
     pub limits: ToolLimits,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How much a run may spend. When one runs out, a last turn without tools asks for the best
+/// answer, and the run ends incomplete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Limits {
-    /// Model turns before the run stops unanswered.
+    /// Model turns.
     pub max_steps: u32,
+    /// Tool calls over all turns, refused ones included (the model spent a turn on them).
+    pub max_tool_calls: u32,
+    /// Prompt + completion tokens (reasoning included), where the backend counts them.
+    pub max_tokens: u64,
+    /// Wall clock for the whole run.
+    #[serde(rename = "timeout_ms", serialize_with = "units::as_millis")]
+    pub timeout: Duration,
+}
+
+/// One of the `limits:`, as the one that ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Budget {
+    MaxSteps,
+    MaxToolCalls,
+    MaxTokens,
+    Timeout,
+}
+
+impl Budget {
+    /// The `limits:` key that sets it, as the agent file spells it.
+    pub fn key(self) -> &'static str {
+        match self {
+            Budget::MaxSteps => "max_steps",
+            Budget::MaxToolCalls => "max_tool_calls",
+            Budget::MaxTokens => "max_tokens",
+            Budget::Timeout => "timeout",
+        }
+    }
+
+    /// e.g. `limits.max_steps (4 steps)`.
+    pub fn describe(self, limits: &Limits) -> String {
+        let amount = match self {
+            Budget::MaxSteps => format!("{} steps", limits.max_steps),
+            Budget::MaxToolCalls => format!("{} tool calls", limits.max_tool_calls),
+            Budget::MaxTokens => format!("{} tokens", limits.max_tokens),
+            Budget::Timeout => format!("{:?}", limits.timeout),
+        };
+        format!("limits.{} ({amount})", self.key())
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_steps: 10, max_tool_calls: 50, max_tokens: 200_000, timeout: Duration::from_secs(600) }
+    }
 }
 
 /// When the model thinks, and how much.
@@ -105,12 +151,7 @@ impl AgentSpec {
         };
         let secrets = tools::SecretSource { file_values: &file_values };
         let tools = raw.tools.into_iter().map(|tool| tool.resolve(file, dir, &secrets)).collect::<Result<_, _>>()?;
-        let max_steps = match raw.limits.max_steps {
-            None => DEFAULT_MAX_STEPS,
-            Some(steps) => u32::try_from(steps.value).ok().filter(|&n| n >= 1).ok_or_else(|| {
-                SpecError::new(at(steps.referenced), "`max_steps` must be a whole number from 1 to 4294967295")
-            })?,
-        };
+        let limits = raw.limits.resolve(file)?;
         Ok(AgentSpec {
             file: file.to_path_buf(),
             name,
@@ -120,7 +161,7 @@ impl AgentSpec {
             tool_choice: raw.tool_choice,
             instructions: raw.instructions,
             tools,
-            limits: Limits { max_steps },
+            limits,
         })
     }
 }
@@ -203,4 +244,42 @@ struct RawReasoningPolicy {
 struct RawLimits {
     #[serde(default)]
     max_steps: Option<Spanned<i64>>,
+    #[serde(default)]
+    max_tool_calls: Option<Spanned<i64>>,
+    #[serde(default)]
+    max_tokens: Option<Spanned<i64>>,
+    #[serde(default)]
+    timeout: Option<Spanned<String>>,
+}
+
+impl RawLimits {
+    fn resolve(self, file: &Path) -> Result<Limits, SpecError> {
+        let defaults = Limits::default();
+        let count = |value: Option<Spanned<i64>>, key: &str, default: u64, max: u64| match value {
+            None => Ok(default),
+            Some(n) => u64::try_from(n.value).ok().filter(|&v| (1..=max).contains(&v)).ok_or_else(|| {
+                SpecError::new(
+                    Position::new(file, n.referenced),
+                    format!("`{key}` must be a whole number from 1 to {max} (the default is {default})"),
+                )
+            }),
+        };
+        let small = |value, key, default: u32| {
+            count(value, key, u64::from(default), u64::from(u32::MAX)).map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+        };
+        let timeout = match self.timeout {
+            None => defaults.timeout,
+            Some(text) => units::parse_duration(&text.value)
+                .and_then(|d| {
+                    if d.is_zero() { Err("a timeout of zero would stop every run at once".into()) } else { Ok(d) }
+                })
+                .map_err(|e| SpecError::new(Position::new(file, text.referenced), e))?,
+        };
+        Ok(Limits {
+            max_steps: small(self.max_steps, "max_steps", defaults.max_steps)?,
+            max_tool_calls: small(self.max_tool_calls, "max_tool_calls", defaults.max_tool_calls)?,
+            max_tokens: count(self.max_tokens, "max_tokens", defaults.max_tokens, u64::MAX >> 1)?,
+            timeout,
+        })
+    }
 }

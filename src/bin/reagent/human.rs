@@ -56,6 +56,9 @@ impl Printer {
                 let shown = error.as_ref().map(|e| format!("{}: {}", e.kind, e.message)).unwrap_or_default();
                 labelled("error", &shown)
             }
+            Event::BudgetSpent { message, .. } => {
+                labelled("budget", &format!("{message}: one last turn, without tools, for the best answer"))
+            }
             Event::Answer { text, .. } => labelled("answer", text),
             Event::RunFinished { status: RunStatus::Answered, steps, .. } => format!("── answered in {steps} step(s)"),
             Event::RunFinished { message, .. } => format!("── stopped: {}", message.as_deref().unwrap_or("")),

@@ -13,6 +13,7 @@ use reagent::agent_loop::RunOutcome;
 use reagent::chat_format::exaone;
 use reagent::events::Event;
 use reagent::launch::{LaunchError, launch};
+use reagent::spec::Budget;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -21,11 +22,15 @@ Exit codes:
   2  invalid command-line usage
   3  invalid agent file, or a file it names (e.g. a replay script): the message says file:line:col
   4  a tool component is missing or broken
-  5  the agent ran out of steps (limits.max_steps) without answering
+  5  limits.max_steps ran out: the answer on stdout (if any) is incomplete, the model's best from
+     what it knew when tools were taken away
   6  the model failed or cannot start (a replay script ran out of turns, a local model is not
      pulled, a server refused the request or its API key variable is unset)
   7  `reagent tool call`: the tool returned an error
-  8  the agent kept repeating the same tool call (stopped as a loop)";
+  8  the agent kept repeating the same tool call (stopped as a loop)
+  9  limits.max_tool_calls ran out (incomplete, as for 5)
+ 10  limits.max_tokens ran out (incomplete, as for 5)
+ 11  limits.timeout ran out (incomplete, as for 5)";
 
 #[derive(Parser)]
 #[command(
@@ -75,10 +80,13 @@ pub(crate) enum Exit {
     Usage = 2,
     InvalidAgent = 3,
     BrokenTool = 4,
-    StepsExhausted = 5,
+    OutOfSteps = 5,
     ModelFailed = 6,
     ToolFailed = 7,
     Looped = 8,
+    OutOfToolCalls = 9,
+    OutOfTokens = 10,
+    OutOfTime = 11,
 }
 
 fn main() -> ExitCode {
@@ -118,10 +126,28 @@ async fn run(file: &std::path::Path, task: &str, json: bool) -> ExitCode {
             }
             ExitCode::from(Exit::Success as u8)
         }
-        Ok(RunOutcome::StepsExhausted { steps }) => fail(
-            Exit::StepsExhausted,
-            &format!("no answer after {steps} steps: raise limits.max_steps in {}", file.display()),
-        ),
+        Ok(RunOutcome::Incomplete { budget, answer, .. }) => {
+            let code = match budget {
+                Budget::MaxSteps => Exit::OutOfSteps,
+                Budget::MaxToolCalls => Exit::OutOfToolCalls,
+                Budget::MaxTokens => Exit::OutOfTokens,
+                Budget::Timeout => Exit::OutOfTime,
+            };
+            let key = budget.key();
+            let given = match answer {
+                Some(answer) => {
+                    if !json {
+                        let _ = writeln!(std::io::stdout(), "{answer}");
+                    }
+                    "the answer is the model's best from what it knew"
+                }
+                None => "the model gave no answer",
+            };
+            fail(
+                code,
+                &format!("incomplete: limits.{key} ran out and {given}; raise limits.{key} in {}", file.display()),
+            )
+        }
         Ok(RunOutcome::Looped { tool, .. }) => fail(
             Exit::Looped,
             &format!(
