@@ -10,7 +10,8 @@ use crate::toolbox::ToolError;
 
 /// Bumped when an event's shape changes incompatibly.
 /// 2: `run_started` carries `limits`; `run_finished` says `incomplete` with the `budget` that ran
-/// out (was `steps_exhausted`); `budget_spent` announces the wrap-up turn.
+/// out (was `steps_exhausted`); `budget_spent` announces the wrap-up turn; `output_invalid`, and
+/// `answer.output` with `output.schema`.
 pub const EVENTS_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -93,9 +94,18 @@ pub enum Event {
         budget: Budget,
         message: String,
     },
+    /// `output.schema` rejected the answer: the errors, as fed back to the model for one repair.
+    OutputInvalid {
+        step: u32,
+        answer: String,
+        errors: Vec<String>,
+    },
     Answer {
         step: u32,
         text: String,
+        /// With `output.schema`: the JSON value the schema accepted.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        output: Option<Value>,
     },
     RunFinished {
         status: RunStatus,
@@ -120,6 +130,8 @@ pub enum RunStatus {
     ModelFailed,
     /// The model repeated a call it had been told would not change.
     Loop,
+    /// The answer did not match `output.schema`, even after a repair turn.
+    InvalidOutput,
 }
 
 /// Where a run's events go.

@@ -54,6 +54,7 @@ pub async fn launch(file: &Path) -> Result<(AgentSpec, Agent), LaunchError> {
         reasoning: spec.reasoning,
         tool_choice: spec.tool_choice,
         limits: spec.limits,
+        output_schema: spec.output_schema.clone(),
     };
     let agent = Agent::new(config, model, Box::new(toolbox))
         .map_err(|e| LaunchError::Tool(SpecError::new(Position::start_of(&spec.file), e.to_string())))?;

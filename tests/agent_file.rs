@@ -55,6 +55,29 @@ fn missing_fields_and_bad_values_say_what_to_do() {
 }
 
 #[test]
+fn budgets_and_the_output_schema_are_checked_where_they_are_written() {
+    let (code, err) = run_agent(&format!("name: x\n{MODEL}limits:\n  max_tool_calls: 0\n"));
+    assert_eq!(code, Some(3));
+    assert!(
+        err.contains(
+            "agent.yaml:6:19: `max_tool_calls` must be a whole number from 1 to 4294967295 (the default is 50)"
+        ),
+        "{err}"
+    );
+    let (_, err) = run_agent(&format!("name: x\n{MODEL}limits:\n  timeout: 2 fortnights\n"));
+    assert!(err.contains("agent.yaml:6:12: unknown duration unit `fortnights`"), "{err}");
+    let (_, err) = run_agent(&format!("name: x\n{MODEL}output:\n  schema:\n    type: objet\n"));
+    assert!(
+        err.contains("agent.yaml:7:5: `schema` is not valid JSON Schema at /type: \"objet\" is not valid"),
+        "{err}"
+    );
+    let (code, _) = run_agent(&format!(
+        "name: x\n{MODEL}limits: {{max_steps: 3, max_tool_calls: 9, max_tokens: 5000, timeout: 90s}}\n"
+    ));
+    assert_eq!(code, Some(0), "every budget written is accepted");
+}
+
+#[test]
 fn missing_replay_script_is_reported_where_it_is_named() {
     let (code, err) = run_agent("name: x\nmodel:\n  backend: replay\n  script: missing.yaml\n");
     assert_eq!(code, Some(3));
@@ -110,7 +133,7 @@ fn grants_and_limits_are_checked_where_they_are_written() {
         ),
         ("    grants:\n      secrets: [NOPE_SECRET]\n", "8:17: secret `NOPE_SECRET` is in neither"),
         ("    limits:\n      memory: 2GiB\n", "8:15: `memory` can be at most 1024 MiB"),
-        ("    limits:\n      cpu_time: 5\n", "8:17: `5` needs a unit: ms, s or m"),
+        ("    limits:\n      cpu_time: 5\n", "8:17: `5` needs a unit: ms, s, m or h, e.g. `5s`"),
         ("    limits:\n      timeout: 0s\n", "8:16: a limit of zero would fail every call"),
         ("    grants:\n      network: []\n", "8:7: unknown field `network`, expected one of dirs, http, env, secrets"),
     ];

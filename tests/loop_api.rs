@@ -42,6 +42,7 @@ fn config(mode: ReasoningMode) -> LoopConfig {
         reasoning: ReasoningPolicy { mode, ..ReasoningPolicy::default() },
         tool_choice: ToolChoice::Auto,
         limits: Limits { max_steps: 5, ..Limits::default() },
+        output_schema: None,
     }
 }
 
@@ -137,7 +138,7 @@ async fn invalid_arguments_never_reach_the_tool() {
     let toolbox = RecordingToolbox::default();
     let (agent, _dir) = agent(ReasoningMode::Auto, &[BAD, EXTRA, GOOD, "8"], toolbox.clone());
     let (outcome, events) = run(&agent).await;
-    assert_eq!(outcome, RunOutcome::Answered { answer: "8".into(), steps: 4 });
+    assert_eq!(outcome, RunOutcome::Answered { answer: "8".into(), output: None, steps: 4 });
     assert_eq!(*toolbox.received.lock().unwrap(), vec![json!({"n": 4})], "only the valid call ran");
     let kinds: Vec<String> = events
         .iter()
@@ -191,7 +192,7 @@ async fn before_answer_reconsiders_an_unthought_answer_with_thinking() {
     config.reasoning.before_answer = true;
     let (agent, asked, _dir) = recorded(config, &[GOOD, "9", "<think>4 doubled is 8, not 9.</think>8"]);
     let (outcome, events) = run(&agent).await;
-    assert_eq!(outcome, RunOutcome::Answered { answer: "8".into(), steps: 2 });
+    assert_eq!(outcome, RunOutcome::Answered { answer: "8".into(), output: None, steps: 2 });
     assert_eq!(thinking_asked(&asked), vec![true, false, true]);
     assert!(events.iter().any(|e| matches!(e, Event::Reconsidering { step: 2, draft } if draft == "9")));
 }
@@ -203,7 +204,7 @@ async fn thinking_past_its_budget_is_cut_and_the_step_asked_again_without() {
     let long = format!("<think>one two three four five six</think>{GOOD}");
     let (agent, asked, _dir) = recorded(config, &[&long, GOOD, "<think>short</think>8"]);
     let (outcome, events) = run(&agent).await;
-    assert_eq!(outcome, RunOutcome::Answered { answer: "8".into(), steps: 2 });
+    assert_eq!(outcome, RunOutcome::Answered { answer: "8".into(), output: None, steps: 2 });
     // Step 1 thought too long and was asked again without thinking; step 2 stayed in budget.
     assert_eq!(thinking_asked(&asked), vec![true, false, true]);
     let cuts: Vec<u32> = events
@@ -276,7 +277,7 @@ async fn the_calls_of_one_turn_run_concurrently_and_report_in_order() {
     let toolbox = RendezvousToolbox { barrier: Arc::new(tokio::sync::Barrier::new(3)) };
     let agent = Agent::new(config, Box::new(ReplayModel::load(&script).unwrap()), Box::new(toolbox)).unwrap();
     let (outcome, events) = run(&agent).await;
-    assert_eq!(outcome, RunOutcome::Answered { answer: "done".into(), steps: 2 });
+    assert_eq!(outcome, RunOutcome::Answered { answer: "done".into(), output: None, steps: 2 });
     let results: Vec<Value> = events
         .iter()
         .filter_map(|e| match e {
@@ -430,4 +431,39 @@ async fn out_of_time_a_slow_model_turn_is_cancelled_and_the_run_wraps_up() {
     let answer = Some("nothing yet".to_string());
     assert_eq!(outcome, RunOutcome::Incomplete { budget: Budget::Timeout, answer, steps: 2 });
     assert_eq!(asked.lock().unwrap()[1].tools, 0);
+}
+
+#[tokio::test]
+async fn an_answer_the_output_schema_rejects_gets_one_repair_turn_quoting_the_errors() {
+    let schema = json!({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]});
+    let config = LoopConfig { output_schema: Some(schema), ..config(ReasoningMode::Off) };
+    let (agent, asked, _dir) = recorded(config, &[r#"{"n": "eight"}"#, "```json\n{\"n\": 8}\n```"]);
+    let (outcome, events) = run(&agent).await;
+    let fixed = r#"```json
+{"n": 8}
+```"#;
+    assert_eq!(outcome, RunOutcome::Answered { answer: fixed.into(), output: Some(json!({"n": 8})), steps: 2 });
+    let asked = asked.lock().unwrap();
+    assert!(
+        matches!(&asked[0].messages[0], Message::System { content } if content.contains(r#""required":["n"]"#)),
+        "the model is shown the schema: {:?}",
+        asked[0].messages[0]
+    );
+    let repair = asked[1].messages.last().unwrap();
+    let expected = r#"at /n: "eight" is not of type "integer""#;
+    assert!(matches!(repair, Message::User { content } if content.contains(expected)), "{repair:?}");
+    assert_eq!(asked[1].tools, 0, "the repair turn is an answer, not more work");
+    let invalid =
+        events.iter().any(|e| matches!(e, Event::OutputInvalid { step: 1, errors, .. } if errors == &[expected]));
+    assert!(invalid, "{events:?}");
+}
+
+#[tokio::test]
+async fn an_answer_still_invalid_after_the_repair_ends_the_run_as_invalid_output() {
+    let schema = json!({"type": "array", "items": {"type": "integer"}});
+    let config = LoopConfig { output_schema: Some(schema), ..config(ReasoningMode::Off) };
+    let (agent, _asked, _dir) = recorded(config, &["some numbers", "[1, 2, \"three\"]", "never asked"]);
+    let (outcome, _events) = run(&agent).await;
+    let errors = vec![r#"at /2: "three" is not of type "integer""#.to_string()];
+    assert_eq!(outcome, RunOutcome::InvalidOutput { answer: r#"[1, 2, "three"]"#.into(), errors, steps: 2 });
 }

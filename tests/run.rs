@@ -177,3 +177,28 @@ fn a_model_stuck_in_a_loop_exits_8() {
     assert_eq!(output.status.code(), Some(8), "{}", stderr(&output));
     assert!(stderr(&output).contains("kept calling `calc` with the same arguments"), "{}", stderr(&output));
 }
+
+const PERSON_SCHEMA: &str = "output:\n  schema:\n    type: object\n    properties:\n      name: {type: string}\n      age: {type: integer, minimum: 0}\n    required: [name, age]\n";
+
+#[test]
+fn output_schema_validates_the_answer_and_output_writes_the_json() {
+    let agent = TestAgent::new(PERSON_SCHEMA, &["Here you go: {\"name\": \"Ada\", \"age\": 36}"]);
+    let file = agent.dir.path().join("out.json");
+    let output = reagent(&["run", agent.file().to_str().unwrap(), "who?", "--output", file.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let written: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(written, json!({"name": "Ada", "age": 36}));
+}
+
+#[test]
+fn an_answer_that_stays_invalid_exits_12_and_writes_no_output() {
+    let agent = TestAgent::new(PERSON_SCHEMA, &["{\"name\": \"Ada\"}", "{\"name\": \"Ada\", \"age\": -1}"]);
+    let file = agent.dir.path().join("out.json");
+    let output = reagent(&["run", agent.file().to_str().unwrap(), "who?", "--output", file.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(12), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(err.contains(r#"invalid  │ {"name": "Ada"}"#), "both answers are shown: {err}");
+    assert!(err.contains(r#""age" is a required property"#), "{err}");
+    assert!(err.contains("at /age: -1 is less than the minimum of 0"), "{err}");
+    assert!(!file.exists(), "no output file for an invalid answer");
+}

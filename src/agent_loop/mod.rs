@@ -4,6 +4,7 @@
 //! arguments become an error message the model sees on the next step.
 
 mod budget;
+mod output;
 mod repeats;
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use crate::spec::{Budget, Limits, ReasoningMode, ReasoningPolicy};
 use crate::toolbox::{ToolError, ToolOutcome, Toolbox};
 
 use budget::{Spent, deadline_after};
+use output::OutputCheck;
 pub use repeats::REPEAT_LIMIT;
 use repeats::{RepeatGuard, Verdict};
 
@@ -38,6 +40,8 @@ pub struct LoopConfig {
     pub reasoning: ReasoningPolicy,
     pub tool_choice: ToolChoice,
     pub limits: Limits,
+    /// `output.schema`: the JSON Schema the final answer must match.
+    pub output_schema: Option<Value>,
 }
 
 /// An agent ready to run: its model, its tools with their compiled argument schemas.
@@ -47,51 +51,52 @@ pub struct Agent {
     toolbox: Box<dyn Toolbox>,
     tools: Vec<ToolDeclaration>,
     validators: HashMap<String, jsonschema::Validator>,
+    output: Option<OutputCheck>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunOutcome {
     Answered {
         answer: String,
+        /// With `output.schema`: the answer as the JSON value the schema accepted.
+        output: Option<Value>,
         steps: u32,
     },
+    /// With `output.schema`: the answer still did not match after one repair turn.
+    InvalidOutput { answer: String, errors: Vec<String>, steps: u32 },
     /// A budget ran out. `answer` is the model's best from what it knew, asked for in one last turn
     /// without tools; `None` if it gave none.
-    Incomplete {
-        budget: Budget,
-        answer: Option<String>,
-        steps: u32,
-    },
+    Incomplete { budget: Budget, answer: Option<String>, steps: u32 },
     /// The model kept making the same call after it was told the result would not change.
-    Looped {
-        steps: u32,
-        tool: String,
-    },
+    Looped { steps: u32, tool: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("tool `{tool}` declares a parameters schema that is not valid JSON Schema: {reason}")]
-pub struct InvalidToolSchema {
-    pub tool: String,
+#[error("{of} is not valid JSON Schema: {reason}")]
+pub struct InvalidSchema {
+    /// Whose schema: e.g. "the parameters of tool `calc`", "output.schema".
+    pub of: String,
     pub reason: String,
 }
 
 impl Agent {
-    pub fn new(
-        config: LoopConfig,
-        model: Box<dyn Model>,
-        toolbox: Box<dyn Toolbox>,
-    ) -> Result<Self, InvalidToolSchema> {
+    pub fn new(config: LoopConfig, model: Box<dyn Model>, toolbox: Box<dyn Toolbox>) -> Result<Self, InvalidSchema> {
         let tools = toolbox.declarations();
         let validators = tools
             .iter()
             .map(|tool| {
-                jsonschema::validator_for(&tool.parameters)
-                    .map(|validator| (tool.name.clone(), validator))
-                    .map_err(|e| InvalidToolSchema { tool: tool.name.clone(), reason: e.to_string() })
+                jsonschema::validator_for(&tool.parameters).map(|validator| (tool.name.clone(), validator)).map_err(
+                    |e| InvalidSchema { of: format!("the parameters of tool `{}`", tool.name), reason: e.to_string() },
+                )
             })
             .collect::<Result<_, _>>()?;
-        Ok(Agent { config, model, toolbox, tools, validators })
+        let output = match &config.output_schema {
+            Some(schema) => {
+                Some(OutputCheck::new(schema).map_err(|reason| InvalidSchema { of: "output.schema".into(), reason })?)
+            }
+            None => None,
+        };
+        Ok(Agent { config, model, toolbox, tools, validators, output })
     }
 
     pub fn tools(&self) -> &[ToolDeclaration] {
@@ -101,8 +106,12 @@ impl Agent {
     /// The conversation a run starts from.
     pub fn opening(&self, task: &str) -> Vec<Message> {
         let mut messages = Vec::new();
-        if !self.config.instructions.trim().is_empty() {
-            messages.push(Message::System { content: self.config.instructions.trim_end().to_string() });
+        let mut system = self.config.instructions.trim_end().to_string();
+        if let Some(schema) = &self.config.output_schema {
+            system = format!("{system}\n\n{}", output::instructions_note(schema)).trim_start().to_string();
+        }
+        if !system.is_empty() {
+            messages.push(Message::System { content: system });
         }
         messages.push(Message::User { content: task.to_string() });
         messages
@@ -156,15 +165,7 @@ impl Agent {
 
             if reply.calls.is_empty() {
                 if !text.is_empty() {
-                    events.emit(&Event::Answer { step, text: text.clone() });
-                    events.emit(&Event::RunFinished {
-                        status: RunStatus::Answered,
-                        budget: None,
-                        steps: step,
-                        message: None,
-                        usage: spent.usage,
-                    });
-                    return Ok(RunOutcome::Answered { answer: text, steps: step });
+                    return self.finish(step, text, &mut messages, &mut spent, events).await;
                 }
                 messages.push(Message::Assistant { content: String::new(), tool_calls: Vec::new() });
                 messages.push(Message::User {
@@ -252,6 +253,51 @@ impl Agent {
         }
     }
 
+    /// The model answered. With `output.schema`, an answer that does not match gets one repair
+    /// turn, without tools, that quotes the validator's errors.
+    async fn finish(
+        &self,
+        step: u32,
+        answer: String,
+        messages: &mut Vec<Message>,
+        spent: &mut Spent,
+        events: &mut dyn EventSink,
+    ) -> Result<RunOutcome, ModelError> {
+        let Some(check) = &self.output else {
+            return Ok(answered(step, answer, None, spent, events));
+        };
+        let errors = match check.check(&answer) {
+            Ok(output) => return Ok(answered(step, answer, Some(output), spent, events)),
+            Err(errors) => errors,
+        };
+        events.emit(&Event::OutputInvalid { step, answer: answer.clone(), errors: errors.clone() });
+        messages.push(Message::Assistant { content: answer, tool_calls: Vec::new() });
+        messages.push(Message::User { content: output::repair_request(&errors) });
+        spent.steps += 1;
+        let step = spent.steps;
+        events.emit(&Event::StepStarted { step, thinking: false });
+        let deadline = spent.deadline;
+        let turn = self.ask(step, messages, false, &[], ToolChoice::Auto, spent, events);
+        let repaired = match timeout_at(deadline, turn).await {
+            Ok(Ok(reply)) => reply.text.trim().to_string(),
+            Ok(Err(error)) => return Err(model_failed(step, error, spent.usage, events)),
+            Err(_) => String::new(),
+        };
+        let errors = match check.check(&repaired) {
+            Ok(output) => return Ok(answered(step, repaired, Some(output), spent, events)),
+            Err(errors) => errors,
+        };
+        events.emit(&Event::OutputInvalid { step, answer: repaired.clone(), errors: errors.clone() });
+        events.emit(&Event::RunFinished {
+            status: RunStatus::InvalidOutput,
+            budget: None,
+            steps: step,
+            message: Some(format!("the answer does not match output.schema after one repair: {}", errors.join("; "))),
+            usage: spent.usage,
+        });
+        Ok(RunOutcome::InvalidOutput { answer: repaired, errors, steps: step })
+    }
+
     /// A budget ran out: one more turn, without tools, asks for the best answer from what is known.
     /// The run ends incomplete either way, with or without that answer.
     async fn wrap_up(
@@ -280,7 +326,7 @@ impl Agent {
         };
         let outcome = match &answer {
             Some(text) => {
-                events.emit(&Event::Answer { step, text: text.clone() });
+                events.emit(&Event::Answer { step, text: text.clone(), output: None });
                 "its answer is the best from what it knew"
             }
             None => "and gave no answer",
@@ -402,6 +448,18 @@ impl Agent {
         }
         self.toolbox.call(&call.name, &call.arguments).await
     }
+}
+
+fn answered(step: u32, answer: String, output: Option<Value>, spent: &Spent, events: &mut dyn EventSink) -> RunOutcome {
+    events.emit(&Event::Answer { step, text: answer.clone(), output: output.clone() });
+    events.emit(&Event::RunFinished {
+        status: RunStatus::Answered,
+        budget: None,
+        steps: step,
+        message: None,
+        usage: spent.usage,
+    });
+    RunOutcome::Answered { answer, output, steps: step }
 }
 
 fn model_failed(step: u32, error: ModelError, usage: Option<Usage>, events: &mut dyn EventSink) -> ModelError {

@@ -38,6 +38,8 @@ pub struct AgentSpec {
     pub instructions: String,
     pub tools: Vec<ToolSpec>,
     pub limits: Limits,
+    /// `output.schema`: the JSON Schema the final answer must match.
+    pub output_schema: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -152,6 +154,20 @@ impl AgentSpec {
         let secrets = tools::SecretSource { file_values: &file_values };
         let tools = raw.tools.into_iter().map(|tool| tool.resolve(file, dir, &secrets)).collect::<Result<_, _>>()?;
         let limits = raw.limits.resolve(file)?;
+        let output_schema = match raw.output {
+            None => None,
+            Some(RawOutput { schema }) => {
+                if let Err(e) = jsonschema::validator_for(&schema.value) {
+                    let place = match e.instance_path().to_string() {
+                        path if path.is_empty() => String::new(),
+                        path => format!(" at {path}"),
+                    };
+                    let message = format!("`schema` is not valid JSON Schema{place}: {e}");
+                    return Err(SpecError::new(at(schema.referenced), message));
+                }
+                Some(schema.value)
+            }
+        };
         Ok(AgentSpec {
             file: file.to_path_buf(),
             name,
@@ -162,6 +178,7 @@ impl AgentSpec {
             instructions: raw.instructions,
             tools,
             limits,
+            output_schema,
         })
     }
 }
@@ -185,6 +202,15 @@ struct RawAgent {
     secrets_file: Option<Spanned<String>>,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    output: Option<RawOutput>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutput {
+    /// JSON Schema, written as YAML.
+    schema: Spanned<serde_json::Value>,
 }
 
 /// `reasoning: auto`, or `reasoning: {mode: auto, max_thinking_tokens: 512, before_answer: true}`.

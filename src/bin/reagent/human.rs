@@ -59,6 +59,9 @@ impl Printer {
             Event::BudgetSpent { message, .. } => {
                 labelled("budget", &format!("{message}: one last turn, without tools, for the best answer"))
             }
+            Event::OutputInvalid { answer, errors, .. } => {
+                labelled("invalid", &format!("{answer}\ndoes not match output.schema:\n- {}", errors.join("\n- ")))
+            }
             Event::Answer { text, .. } => labelled("answer", text),
             Event::RunFinished { status: RunStatus::Answered, steps, .. } => format!("── answered in {steps} step(s)"),
             Event::RunFinished { message, .. } => format!("── stopped: {}", message.as_deref().unwrap_or("")),

@@ -5,7 +5,7 @@ mod model;
 mod tool;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -30,7 +30,8 @@ Exit codes:
   8  the agent kept repeating the same tool call (stopped as a loop)
   9  limits.max_tool_calls ran out (incomplete, as for 5)
  10  limits.max_tokens ran out (incomplete, as for 5)
- 11  limits.timeout ran out (incomplete, as for 5)";
+ 11  limits.timeout ran out (incomplete, as for 5)
+ 12  the answer did not match output.schema, even after one repair turn";
 
 #[derive(Parser)]
 #[command(
@@ -57,6 +58,10 @@ enum Command {
         /// usage, reasoning, text, tool_call, tool_result, answer, run_finished, …; see README)
         #[arg(long)]
         json: bool,
+        /// Also write the answer to FILE: the validated JSON when the agent has `output.schema`,
+        /// the answer's text otherwise. Written only when the agent answered (exit 0).
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// List and fetch the local models reagent knows by name.
     #[command(subcommand, after_help = EXIT_CODES)]
@@ -87,6 +92,7 @@ pub(crate) enum Exit {
     OutOfToolCalls = 9,
     OutOfTokens = 10,
     OutOfTime = 11,
+    InvalidOutput = 12,
 }
 
 fn main() -> ExitCode {
@@ -97,7 +103,7 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match cli.command {
-            Command::Run { agent, task, json } => run(&agent, &task, json).await,
+            Command::Run { agent, task, json, output } => run(&agent, &task, json, output.as_deref()).await,
             Command::Prompt { agent, task } => prompt(&agent, &task).await,
             Command::Tool(command) => tool::run(command).await,
             Command::Model(command) => model::run(command),
@@ -105,7 +111,7 @@ fn main() -> ExitCode {
     })
 }
 
-async fn run(file: &std::path::Path, task: &str, json: bool) -> ExitCode {
+async fn run(file: &Path, task: &str, json: bool, output_file: Option<&Path>) -> ExitCode {
     let agent = match launch(file).await {
         Ok((_, agent)) => agent,
         Err(e) => return launch_failure(&e),
@@ -120,12 +126,29 @@ async fn run(file: &std::path::Path, task: &str, json: bool) -> ExitCode {
         }
     };
     match agent.run(task, &mut sink).await {
-        Ok(RunOutcome::Answered { answer, .. }) => {
+        Ok(RunOutcome::Answered { answer, output, .. }) => {
             if !json {
                 let _ = writeln!(std::io::stdout(), "{answer}");
             }
+            if let Some(path) = output_file {
+                let text = match output {
+                    Some(value) => serde_json::to_string_pretty(&value).unwrap_or_default(),
+                    None => answer,
+                };
+                if let Err(e) = write_whole(path, &text) {
+                    return fail(Exit::Internal, &format!("cannot write --output {}: {e}", path.display()));
+                }
+            }
             ExitCode::from(Exit::Success as u8)
         }
+        Ok(RunOutcome::InvalidOutput { errors, .. }) => fail(
+            Exit::InvalidOutput,
+            &format!(
+                "the answer does not match output.schema in {}, even after a repair turn: {}",
+                file.display(),
+                errors.join("; ")
+            ),
+        ),
         Ok(RunOutcome::Incomplete { budget, answer, .. }) => {
             let code = match budget {
                 Budget::MaxSteps => Exit::OutOfSteps,
@@ -158,7 +181,15 @@ async fn run(file: &std::path::Path, task: &str, json: bool) -> ExitCode {
     }
 }
 
-async fn prompt(file: &std::path::Path, task: &str) -> ExitCode {
+/// Writes `text` to `path` whole or not at all: a reader never sees half an answer.
+fn write_whole(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    std::fs::write(&partial, format!("{text}\n"))?;
+    std::fs::rename(&partial, path)
+}
+
+async fn prompt(file: &Path, task: &str) -> ExitCode {
     let agent = match launch(file).await {
         Ok((_, agent)) => agent,
         Err(e) => return launch_failure(&e),
