@@ -7,7 +7,7 @@ use reagent_sandbox::Sandbox;
 
 use crate::agent_loop::{Agent, LoopConfig};
 use crate::model::{LocalModel, Model, OpenAiModel, ReplayModel};
-use crate::spec::{AgentSpec, ModelSpec, Position, SpecError};
+use crate::spec::{AgentSpec, GivenInputs, ModelSpec, Position, SpecError, bind_inputs, render_instructions};
 use crate::toolbox::WasmToolbox;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,10 +23,16 @@ pub enum LaunchError {
     /// The model cannot be started: not pulled, not loadable, no API key.
     #[error("{0}")]
     Model(SpecError),
+    /// The inputs given for the run do not fit the agent's `inputs:`.
+    #[error("{0}")]
+    Inputs(String),
 }
 
-pub async fn launch(file: &Path) -> Result<(AgentSpec, Agent), LaunchError> {
+/// Loads the agent in `file` for one run with `inputs`.
+pub async fn launch(file: &Path, inputs: &GivenInputs) -> Result<(AgentSpec, Agent), LaunchError> {
     let spec = AgentSpec::load(file).map_err(LaunchError::Spec)?;
+    let values =
+        bind_inputs(&spec.inputs, inputs).map_err(|e| LaunchError::Inputs(format!("{}: {e}", file.display())))?;
     let model: Box<dyn Model> = match &spec.model {
         ModelSpec::Replay { script, at } => {
             // A missing script is the agent file's mistake (reported there); a broken one, the script's.
@@ -50,7 +56,7 @@ pub async fn launch(file: &Path) -> Result<(AgentSpec, Agent), LaunchError> {
     let toolbox = WasmToolbox::load(&sandbox, &spec.tools).await.map_err(LaunchError::Tool)?;
     let config = LoopConfig {
         name: spec.name.clone(),
-        instructions: spec.instructions.clone(),
+        instructions: render_instructions(&spec.instructions, &values),
         reasoning: spec.reasoning,
         tool_choice: spec.tool_choice,
         limits: spec.limits,

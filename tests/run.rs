@@ -202,3 +202,45 @@ fn an_answer_that_stays_invalid_exits_12_and_writes_no_output() {
     assert!(err.contains("at /age: -1 is less than the minimum of 0"), "{err}");
     assert!(!file.exists(), "no output file for an invalid answer");
 }
+
+const TRIP_INPUTS: &str = "inputs:\n  city: {type: string, description: Where to}\n  days: {type: integer, default: 3}\ninstructions: |\n  Plan {{days}} days in {{ city }}.\n";
+
+#[test]
+fn inputs_are_typed_and_substituted_into_the_instructions() {
+    let agent = TestAgent::new(TRIP_INPUTS, &["ok"]);
+    let file = agent.file();
+    let prompt = reagent(&["prompt", file.to_str().unwrap(), "go", "--input", "city=Seoul"]);
+    assert_eq!(prompt.status.code(), Some(0), "{}", stderr(&prompt));
+    assert!(stdout(&prompt).contains("Plan 3 days in Seoul."), "{}", stdout(&prompt));
+
+    let values = agent.dir.path().join("inputs.json");
+    std::fs::write(&values, r#"{"city": "Busan", "days": 5}"#).unwrap();
+    let args = ["prompt", file.to_str().unwrap(), "go", "--inputs", values.to_str().unwrap(), "--input", "days=2"];
+    assert!(stdout(&reagent(&args)).contains("Plan 2 days in Busan."), "--input overrides the file");
+
+    for (given, expected) in [
+        (vec![], "input `city` is required: pass --input city=VALUE"),
+        (vec!["--input", "city=x", "--input", "days=three"], "input `days`: expected an integer, got `three`"),
+        (vec!["--input", "town=x"], "the agent has no input `town`; its inputs are: city, days"),
+        (vec!["--input", "city"], "--input city: write KEY=VALUE"),
+    ] {
+        let mut args = vec!["run", file.to_str().unwrap(), "go"];
+        args.extend(given);
+        let output = reagent(&args);
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        assert!(stderr(&output).contains(expected), "{}", stderr(&output));
+    }
+}
+
+#[test]
+fn a_placeholder_that_names_no_input_is_an_error_in_the_agent_file() {
+    let agent = TestAgent::new("instructions: Plan a trip to {{city}}.\n", &["ok"]);
+    let output = agent.run("go");
+    assert_eq!(output.status.code(), Some(3));
+    assert!(
+        stderr(&output)
+            .contains("agent.yaml:7:15: `{{city}}` in the instructions names no input: declare it under `inputs:`"),
+        "{}",
+        stderr(&output)
+    );
+}

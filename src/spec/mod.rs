@@ -2,6 +2,7 @@
 //! every error names `file:line:col`, and paths are resolved against the YAML file's folder.
 //! YAML is data only: nothing in it is ever executed.
 
+mod inputs;
 mod model;
 mod tools;
 mod units;
@@ -16,6 +17,7 @@ use reagent_sandbox::{Grants, Limits as ToolLimits};
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
+pub use inputs::{GivenInputs, InputKind, InputSpec, bind as bind_inputs, render as render_instructions};
 pub use model::{
     DEFAULT_MAX_TOKENS, LocalModelSpec, LocalSource, ModelSpec, OpenAiModelSpec, PromptFormat, ReasoningControl,
     Sampling,
@@ -34,8 +36,10 @@ pub struct AgentSpec {
     pub reasoning: ReasoningPolicy,
     /// Whether the model must call a tool before it may answer.
     pub tool_choice: ToolChoice,
-    /// The system prompt.
+    /// The system prompt; `{{name}}` stands for an input.
     pub instructions: String,
+    /// Typed values given per run and put into the instructions.
+    pub inputs: Vec<InputSpec>,
     pub tools: Vec<ToolSpec>,
     pub limits: Limits,
     /// `output.schema`: the JSON Schema the final answer must match.
@@ -154,6 +158,9 @@ impl AgentSpec {
         let secrets = tools::SecretSource { file_values: &file_values };
         let tools = raw.tools.into_iter().map(|tool| tool.resolve(file, dir, &secrets)).collect::<Result<_, _>>()?;
         let limits = raw.limits.resolve(file)?;
+        let unknown = serde_saphyr::Location::UNKNOWN;
+        let instructions = raw.instructions.unwrap_or_else(|| Spanned::new(String::new(), unknown, unknown));
+        let inputs = inputs::resolve(raw.inputs, &instructions, file)?;
         let output_schema = match raw.output {
             None => None,
             Some(RawOutput { schema }) => {
@@ -175,7 +182,8 @@ impl AgentSpec {
             model,
             reasoning,
             tool_choice: raw.tool_choice,
-            instructions: raw.instructions,
+            instructions: instructions.value,
+            inputs,
             tools,
             limits,
             output_schema,
@@ -195,7 +203,9 @@ struct RawAgent {
     #[serde(default)]
     tool_choice: ToolChoice,
     #[serde(default)]
-    instructions: String,
+    instructions: Option<Spanned<String>>,
+    #[serde(default)]
+    inputs: indexmap::IndexMap<String, inputs::RawInput>,
     #[serde(default)]
     tools: Vec<tools::RawTool>,
     #[serde(default)]

@@ -1,6 +1,7 @@
 //! The `reagent` command line.
 
 mod human;
+mod inputs;
 mod model;
 mod tool;
 
@@ -19,7 +20,7 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  the agent answered
   1  an unexpected error (I/O, the sandbox could not start)
-  2  invalid command-line usage
+  2  invalid command-line usage, or --input values that do not fit the agent's inputs:
   3  invalid agent file, or a file it names (e.g. a replay script): the message says file:line:col
   4  a tool component is missing or broken
   5  limits.max_steps ran out: the answer on stdout (if any) is incomplete, the model's best from
@@ -62,6 +63,8 @@ enum Command {
         /// the answer's text otherwise. Written only when the agent answered (exit 0).
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
+        #[command(flatten)]
+        inputs: inputs::InputArgs,
     },
     /// List and fetch the local models reagent knows by name.
     #[command(subcommand, after_help = EXIT_CODES)]
@@ -76,6 +79,8 @@ enum Command {
         agent: PathBuf,
         /// The task, in words
         task: String,
+        #[command(flatten)]
+        inputs: inputs::InputArgs,
     },
 }
 
@@ -103,16 +108,22 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match cli.command {
-            Command::Run { agent, task, json, output } => run(&agent, &task, json, output.as_deref()).await,
-            Command::Prompt { agent, task } => prompt(&agent, &task).await,
+            Command::Run { agent, task, json, output, inputs } => {
+                run(&agent, &task, &inputs, json, output.as_deref()).await
+            }
+            Command::Prompt { agent, task, inputs } => prompt(&agent, &task, &inputs).await,
             Command::Tool(command) => tool::run(command).await,
             Command::Model(command) => model::run(command),
         }
     })
 }
 
-async fn run(file: &Path, task: &str, json: bool, output_file: Option<&Path>) -> ExitCode {
-    let agent = match launch(file).await {
+async fn run(file: &Path, task: &str, inputs: &inputs::InputArgs, json: bool, output_file: Option<&Path>) -> ExitCode {
+    let given = match inputs.given() {
+        Ok(given) => given,
+        Err(e) => return fail(Exit::Usage, &e),
+    };
+    let agent = match launch(file, &given).await {
         Ok((_, agent)) => agent,
         Err(e) => return launch_failure(&e),
     };
@@ -189,8 +200,12 @@ fn write_whole(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&partial, path)
 }
 
-async fn prompt(file: &Path, task: &str) -> ExitCode {
-    let agent = match launch(file).await {
+async fn prompt(file: &Path, task: &str, inputs: &inputs::InputArgs) -> ExitCode {
+    let given = match inputs.given() {
+        Ok(given) => given,
+        Err(e) => return fail(Exit::Usage, &e),
+    };
+    let agent = match launch(file, &given).await {
         Ok((_, agent)) => agent,
         Err(e) => return launch_failure(&e),
     };
@@ -205,6 +220,7 @@ fn launch_failure(error: &LaunchError) -> ExitCode {
         LaunchError::Tool(_) => Exit::BrokenTool,
         LaunchError::Sandbox(_) => Exit::Internal,
         LaunchError::Model(_) => Exit::ModelFailed,
+        LaunchError::Inputs(_) => Exit::Usage,
     };
     fail(code, &error.to_string())
 }
