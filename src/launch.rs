@@ -5,9 +5,14 @@ use std::path::Path;
 
 use reagent_sandbox::Sandbox;
 
-use crate::agent_loop::{Agent, LoopConfig};
-use crate::model::{LocalModel, Model, OpenAiModel, ReplayModel};
-use crate::spec::{AgentSpec, GivenInputs, ModelSpec, Position, SpecError, bind_inputs, render_instructions};
+use crate::agent_loop::{Agent, InvalidSchema, LoopConfig, check_schemas};
+use crate::conversation::ToolDeclaration;
+use crate::model::{LocalModel, LocalModelError, Model, OpenAiModel, ReplayModel};
+use crate::spec::{
+    AgentSpec, GivenInputs, LocalModelSpec, ModelSpec, OpenAiModelSpec, Position, SpecError, bind_inputs,
+    render_instructions,
+};
+use crate::toolbox::Toolbox;
 use crate::toolbox::WasmToolbox;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,26 +39,11 @@ pub async fn launch(file: &Path, inputs: &GivenInputs) -> Result<(AgentSpec, Age
     let values =
         bind_inputs(&spec.inputs, inputs).map_err(|e| LaunchError::Inputs(format!("{}: {e}", file.display())))?;
     let model: Box<dyn Model> = match &spec.model {
-        ModelSpec::Replay { script, at } => {
-            // A missing script is the agent file's mistake (reported there); a broken one, the script's.
-            if !script.is_file() {
-                let message = format!("replay script {} not found", script.display());
-                return Err(LaunchError::Spec(SpecError::new(at.clone(), message)));
-            }
-            Box::new(ReplayModel::load(script).map_err(LaunchError::Spec)?)
-        }
-        ModelSpec::Local(local) => Box::new(
-            LocalModel::load(local)
-                .await
-                .map_err(|e| LaunchError::Model(SpecError::new(local.at.clone(), e.to_string())))?,
-        ),
-        ModelSpec::OpenAi(openai) => Box::new(
-            OpenAiModel::new(openai.clone())
-                .map_err(|e| LaunchError::Model(SpecError::new(Position::start_of(&spec.file), e)))?,
-        ),
+        ModelSpec::Replay { script, at } => Box::new(replay_model(script, at)?),
+        ModelSpec::Local(local) => Box::new(LocalModel::load(local).await.map_err(|e| local_failed(local, e))?),
+        ModelSpec::OpenAi(openai) => Box::new(openai_model(&spec, openai)?),
     };
-    let sandbox = Sandbox::new().map_err(LaunchError::Sandbox)?;
-    let toolbox = WasmToolbox::load(&sandbox, &spec.tools).await.map_err(LaunchError::Tool)?;
+    let toolbox = load_tools(&spec).await?;
     let config = LoopConfig {
         name: spec.name.clone(),
         instructions: render_instructions(&spec.instructions, &values),
@@ -62,7 +52,47 @@ pub async fn launch(file: &Path, inputs: &GivenInputs) -> Result<(AgentSpec, Age
         limits: spec.limits,
         output_schema: spec.output_schema.clone(),
     };
-    let agent = Agent::new(config, model, Box::new(toolbox))
-        .map_err(|e| LaunchError::Tool(SpecError::new(Position::start_of(&spec.file), e.to_string())))?;
+    let agent = Agent::new(config, model, Box::new(toolbox)).map_err(|e| invalid_schema(&spec, e))?;
     Ok((spec, agent))
+}
+
+/// `reagent validate`: everything `launch` checks, without starting the model: the spec, the
+/// files it names, that the model is on this machine (or its API key set), and that every tool
+/// component loads and describes itself with valid schemas.
+pub async fn validate(file: &Path) -> Result<(AgentSpec, Vec<ToolDeclaration>), LaunchError> {
+    let spec = AgentSpec::load(file).map_err(LaunchError::Spec)?;
+    match &spec.model {
+        ModelSpec::Replay { script, at } => drop(replay_model(script, at)?),
+        ModelSpec::Local(local) => LocalModel::check(local).map_err(|e| local_failed(local, e))?,
+        ModelSpec::OpenAi(openai) => drop(openai_model(&spec, openai)?),
+    }
+    let tools = load_tools(&spec).await?.declarations();
+    check_schemas(&tools, spec.output_schema.as_ref()).map_err(|e| invalid_schema(&spec, e))?;
+    Ok((spec, tools))
+}
+
+fn replay_model(script: &Path, at: &Position) -> Result<ReplayModel, LaunchError> {
+    // A missing script is the agent file's mistake (reported there); a broken one, the script's.
+    if !script.is_file() {
+        let message = format!("replay script {} not found", script.display());
+        return Err(LaunchError::Spec(SpecError::new(at.clone(), message)));
+    }
+    ReplayModel::load(script).map_err(LaunchError::Spec)
+}
+
+fn local_failed(local: &LocalModelSpec, error: LocalModelError) -> LaunchError {
+    LaunchError::Model(SpecError::new(local.at.clone(), error.to_string()))
+}
+
+fn openai_model(spec: &AgentSpec, openai: &OpenAiModelSpec) -> Result<OpenAiModel, LaunchError> {
+    OpenAiModel::new(openai.clone()).map_err(|e| LaunchError::Model(SpecError::new(Position::start_of(&spec.file), e)))
+}
+
+async fn load_tools(spec: &AgentSpec) -> Result<WasmToolbox, LaunchError> {
+    let sandbox = Sandbox::new().map_err(LaunchError::Sandbox)?;
+    WasmToolbox::load(&sandbox, &spec.tools).await.map_err(LaunchError::Tool)
+}
+
+fn invalid_schema(spec: &AgentSpec, error: InvalidSchema) -> LaunchError {
+    LaunchError::Tool(SpecError::new(Position::start_of(&spec.file), error.to_string()))
 }

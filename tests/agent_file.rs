@@ -212,3 +212,26 @@ fn an_unreachable_server_fails_the_run_with_the_address_not_a_hang() {
     assert_eq!(code, Some(6));
     assert!(err.contains("cannot reach http://127.0.0.1:9/v1/chat/completions after 2 attempt(s)"), "{err}");
 }
+
+#[test]
+fn validate_checks_everything_a_run_needs_without_running_it() {
+    let agent = TestAgent::new("inputs:\n  who: {type: string}\ninstructions: Greet {{who}}.\n", &[]);
+    let output = reagent(&["validate", agent.file().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).contains("valid — agent `test-agent`"), "{}", stdout(&output));
+    assert!(stdout(&output).contains("tools   calc"), "the component was loaded and described itself");
+    assert!(stdout(&output).contains("inputs  who (required)"), "{}", stdout(&output));
+
+    let missing = TestAgent::from_files(&format!("name: x\n{MODEL}tools:\n  - component: nowhere.wasm\n"), &[]);
+    assert_eq!(reagent(&["validate", missing.file().to_str().unwrap()]).status.code(), Some(4));
+
+    let empty_cache = tempfile::tempdir().unwrap();
+    let local = TestAgent::from_files("name: x\nmodel:\n  backend: local\n  model: smollm2-135m\n", &[]);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_reagent"))
+        .args(["validate", local.file().to_str().unwrap()])
+        .env("REAGENT_CACHE_DIR", empty_cache.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(6), "a model not pulled is found without loading anything");
+    assert!(stderr(&output).contains("run `reagent model pull smollm2-135m`"), "{}", stderr(&output));
+}

@@ -450,6 +450,31 @@ impl Agent {
     }
 }
 
+type Compiled = (HashMap<String, jsonschema::Validator>, Option<OutputCheck>);
+
+fn compile_schemas(tools: &[ToolDeclaration], output_schema: Option<&Value>) -> Result<Compiled, InvalidSchema> {
+    let validators = tools
+        .iter()
+        .map(|tool| {
+            jsonschema::validator_for(&tool.parameters).map(|validator| (tool.name.clone(), validator)).map_err(|e| {
+                InvalidSchema { of: format!("the parameters of tool `{}`", tool.name), reason: e.to_string() }
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let output = match output_schema {
+        Some(schema) => {
+            Some(OutputCheck::new(schema).map_err(|reason| InvalidSchema { of: "output.schema".into(), reason })?)
+        }
+        None => None,
+    };
+    Ok((validators, output))
+}
+
+/// Whether an agent with these tools and output schema can be built: every schema compiles.
+pub fn check_schemas(tools: &[ToolDeclaration], output_schema: Option<&Value>) -> Result<(), InvalidSchema> {
+    compile_schemas(tools, output_schema).map(drop)
+}
+
 fn answered(step: u32, answer: String, output: Option<Value>, spent: &Spent, events: &mut dyn EventSink) -> RunOutcome {
     events.emit(&Event::Answer { step, text: answer.clone(), output: output.clone() });
     events.emit(&Event::RunFinished {

@@ -73,6 +73,12 @@ impl LocalModel {
         })
     }
 
+    /// Whether the model can be loaded from here, without loading it: a catalogue model must be
+    /// pulled.
+    pub fn check(spec: &LocalModelSpec) -> Result<(), LocalModelError> {
+        builder_for(&spec.source).map(drop)
+    }
+
     fn call_id(&self) -> String {
         format!("call_{}", self.next_call.fetch_add(1, Ordering::Relaxed))
     }

@@ -66,6 +66,13 @@ enum Command {
         #[command(flatten)]
         inputs: inputs::InputArgs,
     },
+    /// Check an agent file without running it: the spec, the files it names, the model (pulled,
+    /// or its API key set), every tool component and schema. Exits 0 when the agent can run.
+    #[command(after_help = EXIT_CODES)]
+    Validate {
+        /// The agent's YAML file, e.g. agents/calculator.yaml
+        agent: PathBuf,
+    },
     /// List and fetch the local models reagent knows by name.
     #[command(subcommand, after_help = EXIT_CODES)]
     Model(model::ModelCommand),
@@ -112,6 +119,7 @@ fn main() -> ExitCode {
                 run(&agent, &task, &inputs, json, output.as_deref()).await
             }
             Command::Prompt { agent, task, inputs } => prompt(&agent, &task, &inputs).await,
+            Command::Validate { agent } => validate(&agent).await,
             Command::Tool(command) => tool::run(command).await,
             Command::Model(command) => model::run(command),
         }
@@ -190,6 +198,35 @@ async fn run(file: &Path, task: &str, inputs: &inputs::InputArgs, json: bool, ou
         ),
         Err(e) => fail(Exit::ModelFailed, &format!("the model failed: {e}")),
     }
+}
+
+async fn validate(file: &Path) -> ExitCode {
+    let (spec, tools) = match reagent::launch::validate(file).await {
+        Ok(checked) => checked,
+        Err(e) => return launch_failure(&e),
+    };
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
+    let inputs: Vec<String> = spec
+        .inputs
+        .iter()
+        .map(|i| format!("{}{}", i.name, if i.default.is_none() { " (required)" } else { "" }))
+        .collect();
+    let limits = &spec.limits;
+    let lines = [
+        format!("{}: valid — agent `{}`", file.display(), spec.name),
+        format!("  tools   {}", if names.is_empty() { "none".into() } else { names.join(", ") }),
+        format!("  inputs  {}", if inputs.is_empty() { "none".into() } else { inputs.join(", ") }),
+        format!(
+            "  limits  {} steps · {} tool calls · {} tokens · {:?}",
+            limits.max_steps, limits.max_tool_calls, limits.max_tokens, limits.timeout
+        ),
+        format!(
+            "  output  {}",
+            if spec.output_schema.is_some() { "JSON checked against output.schema" } else { "text" }
+        ),
+    ];
+    let _ = writeln!(std::io::stdout(), "{}", lines.join("\n"));
+    ExitCode::from(Exit::Success as u8)
 }
 
 /// Writes `text` to `path` whole or not at all: a reader never sees half an answer.
