@@ -21,6 +21,18 @@ pub trait Toolbox: Send + Sync {
     async fn call(&self, name: &str, arguments: &Value) -> ToolOutcome;
 }
 
+/// One toolbox shared by many agents, e.g. by concurrent runs of one agent file.
+#[async_trait]
+impl<T: Toolbox + ?Sized> Toolbox for std::sync::Arc<T> {
+    fn declarations(&self) -> Vec<ToolDeclaration> {
+        (**self).declarations()
+    }
+
+    async fn call(&self, name: &str, arguments: &Value) -> ToolOutcome {
+        (**self).call(name, arguments).await
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolOutcome {
     pub result: Result<Value, ToolError>,

@@ -1,0 +1,198 @@
+//! The agent loop under load: N concurrent runs of a replay agent, 10 model turns each (9 calls
+//! of the real calc component, then the answer). Prints one JSON line: steps/s, peak RSS, and the
+//! memory of one idle run. `benches/loop_vs_peers.sh` runs it beside smolagents and the OpenAI
+//! Agents SDK doing the same work.
+//!
+//!     scripts/setup.sh && cargo bench --profile dev --bench loop -- --runs 10000
+//!
+//! Memory is measured as the peers measure it: every run parks at its first model turn (agent
+//! built, conversation begun); RSS with all N parked, minus RSS after a warm-up run, over N.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use reagent::agent_loop::{Agent, LoopConfig, RunOutcome};
+use reagent::events::Event;
+use reagent::model::{Model, ModelError, ModelReply, ModelRequest, ReplayModel};
+use reagent::spec::AgentSpec;
+use reagent::toolbox::WasmToolbox;
+use reagent_sandbox::Sandbox;
+use serde_json::json;
+use tokio::sync::watch;
+
+/// Nine spellings of (17*23)+4, so that the loop's repeat guard sees nine different calls.
+const EXPRESSIONS: [&str; 9] =
+    ["(17*23)+4", "4+(17*23)", "(23*17)+4", "4+(23*17)", "17*23+4", "4+17*23", "23*17+4", "4+23*17", "(17*23+4)"];
+const STEPS_PER_RUN: u64 = EXPRESSIONS.len() as u64 + 1;
+const TASK: &str = "What is (17*23)+4?";
+
+fn main() {
+    let runs = runs_from_args();
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    runtime.block_on(measure(runs));
+}
+
+/// `--runs N`; cargo's own `--bench` argument is ignored.
+fn runs_from_args() -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1))
+        .map(|n| n.parse().expect("--runs takes a whole number"))
+        .unwrap_or(10_000)
+}
+
+async fn measure(runs: usize) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (config, script, toolbox) = setup(dir.path()).await;
+    let counts = Counts::default();
+    // Warm up: one run, so that the baseline holds what every run shares (compiled component,
+    // allocator pools), not what each run adds.
+    let (_, open) = watch::channel(true);
+    run_one(&config, &script, &toolbox, open, &counts, Arc::new(AtomicUsize::new(0))).await;
+    let baseline_kb = status_kb("VmRSS:");
+    let counts = Counts::default();
+
+    let started = Instant::now();
+    let (gate, closed) = watch::channel(false);
+    let parked = Arc::new(AtomicUsize::new(0));
+    let (config, script, counts_shared) = (Arc::new(config), Arc::new(script), Arc::new(counts));
+    let tasks: Vec<_> = (0..runs)
+        .map(|_| {
+            let (config, script, toolbox, gate, counts, parked) = (
+                config.clone(),
+                script.clone(),
+                toolbox.clone(),
+                closed.clone(),
+                counts_shared.clone(),
+                parked.clone(),
+            );
+            tokio::spawn(async move { run_one(&config, &script, &toolbox, gate, &counts, parked).await })
+        })
+        .collect();
+    while parked.load(Ordering::Acquire) < runs {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let parked_kb = status_kb("VmRSS:");
+    gate.send_replace(true);
+    for task in tasks {
+        task.await.expect("a run task");
+    }
+    let seconds = started.elapsed().as_secs_f64();
+
+    let steps = counts_shared.steps.load(Ordering::Relaxed);
+    let tool_calls = counts_shared.tool_calls.load(Ordering::Relaxed);
+    let expected = (runs as u64 * STEPS_PER_RUN, runs as u64 * (STEPS_PER_RUN - 1));
+    assert_eq!((steps, tool_calls), expected, "every run made 10 model turns and 9 calls");
+    let line = json!({
+        "runtime": "reagent",
+        "version": env!("CARGO_PKG_VERSION"),
+        "runs": runs,
+        "steps": steps,
+        "tool_calls": tool_calls,
+        "seconds": (seconds * 1000.0).round() / 1000.0,
+        "steps_per_s": (steps as f64 / seconds * 10.0).round() / 10.0,
+        "peak_rss_kb": status_kb("VmHWM:"),
+        "rss_per_run_kb": ((parked_kb.saturating_sub(baseline_kb)) as f64 / runs as f64 * 10.0).round() / 10.0,
+        "concurrency": format!("{runs} tokio tasks on {} worker threads", tokio::runtime::Handle::current().metrics().num_workers()),
+        "memory_note": format!("rss_per_run_kb: (RSS with all {runs} runs parked at their first model turn ({parked_kb} KB) - RSS after a warm-up run ({baseline_kb} KB)) / runs"),
+    });
+    println!("{line}");
+}
+
+/// The agent (calc component from tools/dist), its 10-turn replay script, one shared toolbox.
+async fn setup(dir: &Path) -> (LoopConfig, std::path::PathBuf, Arc<WasmToolbox>) {
+    let calc = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/dist/calc.wasm");
+    assert!(calc.is_file(), "{} is missing: run scripts/setup.sh first", calc.display());
+    let mut turns: Vec<String> = EXPRESSIONS
+        .iter()
+        .map(|e| format!(r#"<tool_call>{{"name": "calc", "arguments": {{"expression": "{e}"}}}}</tool_call>"#))
+        .collect();
+    turns.push("(17*23)+4 = 395.".into());
+    let script = dir.join("script.yaml");
+    std::fs::write(&script, json!({ "turns": turns }).to_string()).expect("write the script");
+    let agent_file = dir.join("agent.yaml");
+    let yaml = format!(
+        "name: calculator\nmodel:\n  backend: replay\n  script: script.yaml\ninstructions: |\n  You are a careful calculator. Never compute in your head: call the calc tool for every\n  arithmetic expression, then answer with the result in one short sentence.\ntools:\n  - component: {}\nlimits:\n  max_steps: {STEPS_PER_RUN}\n",
+        calc.display()
+    );
+    std::fs::write(&agent_file, yaml).expect("write the agent");
+    let spec = AgentSpec::load(&agent_file).expect("a valid agent");
+    let sandbox = Sandbox::new().expect("a sandbox");
+    let toolbox = Arc::new(WasmToolbox::load(&sandbox, &spec.tools).await.expect("the calc component"));
+    let config = LoopConfig {
+        name: spec.name,
+        instructions: spec.instructions,
+        reasoning: spec.reasoning,
+        tool_choice: spec.tool_choice,
+        limits: spec.limits,
+        output_schema: None,
+    };
+    (config, script, toolbox)
+}
+
+#[derive(Default)]
+struct Counts {
+    steps: AtomicU64,
+    tool_calls: AtomicU64,
+}
+
+/// One run: its own replay model (the script read from disk, as `reagent run` reads it) and
+/// agent, the toolbox shared.
+async fn run_one(
+    config: &LoopConfig,
+    script: &Path,
+    toolbox: &Arc<WasmToolbox>,
+    gate: watch::Receiver<bool>,
+    counts: &Counts,
+    parked: Arc<AtomicUsize>,
+) {
+    let inner = ReplayModel::load(script).expect("the replay script");
+    let model = Gated { inner, gate, parked, first: AtomicBool::new(true) };
+    let agent = Agent::new(config.clone(), Box::new(model), Box::new(toolbox.clone())).expect("an agent");
+    let mut sink = |event: &Event| match event {
+        Event::StepStarted { .. } => drop(counts.steps.fetch_add(1, Ordering::Relaxed)),
+        Event::ToolResult { ok: true, .. } => drop(counts.tool_calls.fetch_add(1, Ordering::Relaxed)),
+        _ => {}
+    };
+    let outcome = agent.run(TASK, &mut sink).await.expect("the run");
+    assert!(matches!(outcome, RunOutcome::Answered { .. }), "{outcome:?}");
+}
+
+/// The replay model, holding its first turn until the gate opens.
+struct Gated {
+    inner: ReplayModel,
+    gate: watch::Receiver<bool>,
+    parked: Arc<AtomicUsize>,
+    first: AtomicBool,
+}
+
+#[async_trait]
+impl Model for Gated {
+    fn label(&self) -> String {
+        self.inner.label()
+    }
+
+    async fn complete(&self, request: ModelRequest<'_>) -> Result<ModelReply, ModelError> {
+        if self.first.swap(false, Ordering::Relaxed) {
+            self.parked.fetch_add(1, Ordering::Release);
+            let mut gate = self.gate.clone();
+            let _ = gate.wait_for(|open| *open).await;
+        }
+        self.inner.complete(request).await
+    }
+}
+
+/// A figure from /proc/self/status, in KiB (Linux).
+fn status_kb(key: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(key))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kb| kb.parse().ok())
+        .unwrap_or(0)
+}
