@@ -193,7 +193,12 @@ impl RawModel {
                 };
                 let url = self.url.ok_or_else(|| missing("url", "http://127.0.0.1:8000/v1"))?;
                 if !(url.value.starts_with("http://") || url.value.starts_with("https://")) {
-                    return Err(SpecError::new(at(url.referenced), "`url` must start with http:// or https://"));
+                    let example = match url.value.contains("://") {
+                        false => format!("https://{}", url.value.trim()),
+                        true => "http://127.0.0.1:8000/v1".to_string(),
+                    };
+                    let message = format!("`url` must start with http:// or https://, e.g. `url: {example}`");
+                    return Err(SpecError::new(at(url.referenced), message));
                 }
                 let name = self.name.ok_or_else(|| missing("name", "LGAI-EXAONE/EXAONE-4.0-32B"))?;
                 let timeout = match self.timeout {
@@ -220,11 +225,14 @@ impl RawModel {
         };
         let max_tokens = self.max_tokens.as_ref().map_or(DEFAULT_MAX_TOKENS, |m| m.value);
         if max_tokens == 0 {
-            return Err(error(location(&self.max_tokens), "`max_tokens` must be at least 1"));
+            return Err(error(location(&self.max_tokens), "`max_tokens` must be at least 1; the default is 1024"));
         }
         let temperature = self.temperature.as_ref().map_or(0.0, |t| t.value);
         if !(0.0..=2.0).contains(&temperature) {
-            return Err(error(location(&self.temperature), "`temperature` must be from 0 to 2"));
+            return Err(error(
+                location(&self.temperature),
+                "`temperature` must be from 0 to 2; 0 (the default) gives the same reply to the same prompt",
+            ));
         }
         Ok(Sampling { max_tokens, temperature })
     }
@@ -256,12 +264,12 @@ impl RawModel {
                 && !backends.contains(&self.backend)
             {
                 let owners: Vec<String> = backends.iter().map(|b| format!("{b:?}").to_lowercase()).collect();
+                let backend = format!("{:?}", self.backend).to_lowercase();
                 return Err(SpecError::new(
                     Position::new(file, location),
                     format!(
-                        "`{field}` is a setting of the {} backend, not of {}",
+                        "`{field}` is a setting of the {} backend, not of {backend}: remove it, or change `backend:`",
                         owners.join(" and "),
-                        format!("{:?}", self.backend).to_lowercase()
                     ),
                 ));
             }

@@ -75,19 +75,36 @@ impl RawTool {
         for raw in self.grants.dirs {
             let host = dir.join(&raw.host.value);
             if !host.is_dir() {
-                return Err(error(raw.host.referenced, format!("directory {} does not exist", host.display())));
+                return Err(error(
+                    raw.host.referenced,
+                    format!(
+                        "directory {} does not exist: create it, or fix `host:` (relative to the agent file's folder)",
+                        host.display()
+                    ),
+                ));
             }
             if !raw.guest.value.starts_with('/') {
-                return Err(error(raw.guest.referenced, "`guest` must be an absolute path, e.g. /data".into()));
+                let example = match raw.guest.value.trim() {
+                    "" => "/data".to_string(),
+                    relative => format!("/{}", relative.trim_start_matches("./")),
+                };
+                return Err(error(
+                    raw.guest.referenced,
+                    format!("`guest` must be an absolute path (where the tool sees the folder), e.g. `{example}`"),
+                ));
             }
             grants.dirs.push(DirGrant { host, guest: raw.guest.value, writable: raw.mode == DirMode::Rw });
         }
         for host in self.grants.http {
-            grants.http.push(HostGrant::parse(&host.value).map_err(|e| error(host.referenced, e))?);
+            grants.http.push(parse_host_grant(&host.value).map_err(|e| error(host.referenced, e))?);
         }
         for name in self.grants.env {
             let value = std::env::var(&name.value).map_err(|_| {
-                error(name.referenced, format!("`{}` is granted but not set in the environment", name.value))
+                let message = format!(
+                    "`{}` is granted but not set in the environment: set it before running reagent, or remove it from `env:`",
+                    name.value
+                );
+                error(name.referenced, message)
             })?;
             grants.env.push((name.value, value));
         }
@@ -96,7 +113,10 @@ impl RawTool {
             let Some(value) = value else {
                 return Err(error(
                     name.referenced,
-                    format!("secret `{}` is in neither the secrets file nor the environment", name.value),
+                    format!(
+                        "secret `{0}` is in neither the secrets file nor the environment: add a line `{0}=…` to the file named by `secrets_file:`, or set `{0}` in the environment",
+                        name.value
+                    ),
                 ));
             };
             grants.env.push((name.value, value));
@@ -107,7 +127,10 @@ impl RawTool {
         let size = |value: &Spanned<String>| parse_size(&value.value).map_err(|e| error(value.referenced, e));
         let duration = |value: &Spanned<String>| {
             parse_duration(&value.value)
-                .and_then(|d| if d.is_zero() { Err("a limit of zero would fail every call".into()) } else { Ok(d) })
+                .and_then(|d| match d.is_zero() {
+                    true => Err("a limit of zero would fail every call: give a positive duration, e.g. 5s".into()),
+                    false => Ok(d),
+                })
                 .map_err(|e| error(value.referenced, e))
         };
         if let Some(memory) = &raw.memory {
@@ -115,7 +138,10 @@ impl RawTool {
             if limits.memory_bytes > reagent_sandbox::MAX_MEMORY_BYTES {
                 return Err(error(
                     memory.referenced,
-                    format!("`memory` can be at most {} MiB", reagent_sandbox::MAX_MEMORY_BYTES >> 20),
+                    format!(
+                        "`memory` can be at most {} MiB; the default, 64MiB, suits most tools",
+                        reagent_sandbox::MAX_MEMORY_BYTES >> 20
+                    ),
                 ));
             }
         }
@@ -139,18 +165,60 @@ impl RawTool {
 /// Reads a secrets file: `NAME=value` lines; blank lines and `#` comments are skipped.
 pub(super) fn read_secrets(path: &Path, named_at: Position) -> Result<HashMap<String, String>, SpecError> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| SpecError::new(named_at, format!("cannot read secrets file {}: {e}", path.display())))?;
+        .map_err(|e| {
+            let message = format!(
+                "cannot read secrets file {}: {e}; create it (NAME=value lines) or fix `secrets_file:` (relative to the agent file's folder)",
+                path.display()
+            );
+            SpecError::new(named_at, message)
+        })?;
     let mut values = HashMap::new();
     for (index, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
+        // The line itself is never quoted back: it may hold a secret.
+        let at = || Position { file: path.to_path_buf(), line: index as u64 + 1, column: 1 };
         let Some((name, value)) = line.split_once('=') else {
-            let at = Position { file: path.to_path_buf(), line: index as u64 + 1, column: 1 };
-            return Err(SpecError::new(at, "expected NAME=value"));
+            return Err(SpecError::new(
+                at(),
+                "expected NAME=value, e.g. API_TOKEN=abc123 (blank lines and # comments are skipped)",
+            ));
         };
-        values.insert(name.trim().to_string(), value.trim().to_string());
+        let name = name.trim();
+        if let Some(exported) = name.strip_prefix("export ") {
+            let message = format!(
+                "expected NAME=value: drop `export ` (this is not a shell script) and write `{}=…`",
+                exported.trim()
+            );
+            return Err(SpecError::new(at(), message));
+        }
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return Err(SpecError::new(
+                at(),
+                "expected NAME=value, with a NAME of one word before the `=`, e.g. API_TOKEN=abc123",
+            ));
+        }
+        values.insert(name.to_string(), value.trim().to_string());
     }
     Ok(values)
+}
+
+/// An HTTP grant, with the fix in the message when it is written the way people write URLs.
+fn parse_host_grant(text: &str) -> Result<HostGrant, String> {
+    if text.trim().is_empty() {
+        return Err("an empty HTTP grant: give a host, e.g. `api.example.com` or `https://api.example.com:8443`".into());
+    }
+    HostGrant::parse(text).map_err(|error| {
+        // `https://api.example.com/v1/search` → `https://api.example.com`: a grant covers every path.
+        let (scheme, rest) = text.split_once("://").map_or(("", text), |(scheme, rest)| (scheme, rest));
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let host = authority.rsplit('@').next().unwrap_or_default();
+        let suggestion = if scheme.is_empty() { host.to_string() } else { format!("{scheme}://{host}") };
+        match suggestion != text && HostGrant::parse(&suggestion).is_ok() {
+            true => format!("{error}; grant `{suggestion}`, which allows every path on that host"),
+            false => format!("{error}; e.g. `api.example.com` or `https://api.example.com:8443`"),
+        }
+    })
 }

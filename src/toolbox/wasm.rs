@@ -42,7 +42,9 @@ impl WasmToolbox {
 fn load_message(error: &LoadError) -> String {
     match error {
         LoadError::NotFound { .. } => {
-            format!("{error}: build the tools with `scripts/build-tools.sh`, or fix the path")
+            format!(
+                "{error}: build the tools with `scripts/setup.sh`, or fix the path (relative to the agent file's folder)"
+            )
         }
         _ => error.to_string(),
     }
