@@ -1,12 +1,12 @@
 //! From an agent file to a runnable agent: the one place that picks concrete backends for the
 //! traits the loop depends on.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use reagent_sandbox::Sandbox;
 
 use crate::agent_loop::{Agent, InvalidSchema, LoopConfig, check_schemas};
-use crate::conversation::ToolDeclaration;
 use crate::model::{LocalModel, LocalModelError, Model, OpenAiModel, ReplayModel};
 use crate::spec::{
     AgentSpec, GivenInputs, LocalModelSpec, ModelSpec, OpenAiModelSpec, Position, SpecError, bind_inputs,
@@ -14,6 +14,7 @@ use crate::spec::{
 };
 use crate::toolbox::Toolbox;
 use crate::toolbox::WasmToolbox;
+use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -38,37 +39,65 @@ pub async fn launch(file: &Path, inputs: &GivenInputs) -> Result<(AgentSpec, Age
     let spec = AgentSpec::load(file).map_err(LaunchError::Spec)?;
     let values =
         bind_inputs(&spec.inputs, inputs).map_err(|e| LaunchError::Inputs(format!("{}: {e}", file.display())))?;
+    let agent = build(&spec, &values).await?;
+    Ok((spec, agent))
+}
+
+/// The agent and, depth first, its sub-agents (which take their inputs' defaults).
+async fn build(spec: &AgentSpec, values: &BTreeMap<String, Value>) -> Result<Agent, LaunchError> {
     let model: Box<dyn Model> = match &spec.model {
         ModelSpec::Replay { script, at } => Box::new(replay_model(script, at)?),
         ModelSpec::Local(local) => Box::new(LocalModel::load(local).await.map_err(|e| local_failed(local, e))?),
-        ModelSpec::OpenAi(openai) => Box::new(openai_model(&spec, openai)?),
+        ModelSpec::OpenAi(openai) => Box::new(openai_model(spec, openai)?),
     };
-    let toolbox = load_tools(&spec).await?;
+    let toolbox = load_tools(spec).await?;
     let config = LoopConfig {
         name: spec.name.clone(),
-        instructions: render_instructions(&spec.instructions, &values),
+        instructions: render_instructions(&spec.instructions, values),
         reasoning: spec.reasoning,
         tool_choice: spec.tool_choice,
         limits: spec.limits,
         output_schema: spec.output_schema.clone(),
     };
-    let agent = Agent::new(config, model, Box::new(toolbox)).map_err(|e| invalid_schema(&spec, e))?;
-    Ok((spec, agent))
+    let mut agent = Agent::new(config, model, Box::new(toolbox)).map_err(|e| invalid_schema(spec, e))?;
+    for sub in &spec.sub_agents {
+        let defaults = bind_inputs(&sub.spec.inputs, &GivenInputs::default()).map_err(LaunchError::Inputs)?;
+        let sub_agent = Box::pin(build(&sub.spec, &defaults)).await?;
+        agent
+            .add_sub_agent(sub_agent, sub.spec.description.as_deref())
+            .map_err(|e| LaunchError::Spec(SpecError::new(sub.at.clone(), e.to_string())))?;
+    }
+    Ok(agent)
 }
 
-/// `reagent validate`: everything `launch` checks, without starting the model: the spec, the
-/// files it names, that the model is on this machine (or its API key set), and that every tool
-/// component loads and describes itself with valid schemas.
-pub async fn validate(file: &Path) -> Result<(AgentSpec, Vec<ToolDeclaration>), LaunchError> {
+/// `reagent validate`: everything `launch` checks, without starting a model: the spec, the files
+/// it names, that the model is on this machine (or its API key set), that every tool component
+/// loads and describes itself with valid schemas; the same for every sub-agent. Returns the
+/// names of the tools the model would see.
+pub async fn validate(file: &Path) -> Result<(AgentSpec, Vec<String>), LaunchError> {
     let spec = AgentSpec::load(file).map_err(LaunchError::Spec)?;
+    let tools = check(&spec).await?;
+    Ok((spec, tools))
+}
+
+async fn check(spec: &AgentSpec) -> Result<Vec<String>, LaunchError> {
     match &spec.model {
         ModelSpec::Replay { script, at } => drop(replay_model(script, at)?),
         ModelSpec::Local(local) => LocalModel::check(local).map_err(|e| local_failed(local, e))?,
-        ModelSpec::OpenAi(openai) => drop(openai_model(&spec, openai)?),
+        ModelSpec::OpenAi(openai) => drop(openai_model(spec, openai)?),
     }
-    let tools = load_tools(&spec).await?.declarations();
-    check_schemas(&tools, spec.output_schema.as_ref()).map_err(|e| invalid_schema(&spec, e))?;
-    Ok((spec, tools))
+    let declarations = load_tools(spec).await?.declarations();
+    check_schemas(&declarations, spec.output_schema.as_ref()).map_err(|e| invalid_schema(spec, e))?;
+    let mut tools: Vec<String> = declarations.into_iter().map(|t| t.name).collect();
+    for sub in &spec.sub_agents {
+        Box::pin(check(&sub.spec)).await?;
+        if tools.contains(&sub.spec.name) {
+            let message = format!("sub-agent `{}` has the name of a tool: rename one of them", sub.spec.name);
+            return Err(LaunchError::Spec(SpecError::new(sub.at.clone(), message)));
+        }
+        tools.push(sub.spec.name.clone());
+    }
+    Ok(tools)
 }
 
 fn replay_model(script: &Path, at: &Position) -> Result<ReplayModel, LaunchError> {

@@ -9,9 +9,10 @@ use tokio::time::Instant;
 use crate::model::Usage;
 use crate::spec::{Budget, Limits};
 
-/// What a run has spent so far.
+/// What a run may spend and has spent so far.
 #[derive(Debug, Clone)]
 pub(super) struct Spent {
+    pub(super) limits: Limits,
     pub(super) steps: u32,
     pub(super) tool_calls: u32,
     pub(super) usage: Option<Usage>,
@@ -19,8 +20,8 @@ pub(super) struct Spent {
 }
 
 impl Spent {
-    pub(super) fn start(limits: &Limits) -> Self {
-        Spent { steps: 0, tool_calls: 0, usage: None, deadline: deadline_after(limits.timeout) }
+    pub(super) fn start(limits: Limits) -> Self {
+        Spent { limits, steps: 0, tool_calls: 0, usage: None, deadline: deadline_after(limits.timeout) }
     }
 
     pub(super) fn tokens(&self) -> u64 {
@@ -32,7 +33,8 @@ impl Spent {
     }
 
     /// The first budget that has run out, if any.
-    pub(super) fn exhausted(&self, limits: &Limits) -> Option<Budget> {
+    pub(super) fn exhausted(&self) -> Option<Budget> {
+        let limits = &self.limits;
         if Instant::now() >= self.deadline {
             Some(Budget::Timeout)
         } else if self.tokens() >= limits.max_tokens {
@@ -47,8 +49,27 @@ impl Spent {
     }
 
     /// Calls of a turn that may still run.
-    pub(super) fn calls_left(&self, limits: &Limits) -> u32 {
-        limits.max_tool_calls.saturating_sub(self.tool_calls)
+    pub(super) fn calls_left(&self) -> u32 {
+        self.limits.max_tool_calls.saturating_sub(self.tool_calls)
+    }
+
+    /// A sub-agent's budgets: its own, but never more than what this run has left.
+    pub(super) fn carve(&self, own: &Limits) -> Limits {
+        Limits {
+            max_steps: own.max_steps.min(self.limits.max_steps.saturating_sub(self.steps)),
+            max_tool_calls: own.max_tool_calls.min(self.calls_left()),
+            max_tokens: own.max_tokens.min(self.limits.max_tokens.saturating_sub(self.tokens())),
+            timeout: own.timeout.min(self.deadline.saturating_duration_since(Instant::now())),
+        }
+    }
+
+    /// What a sub-agent spent counts against this run.
+    pub(super) fn absorb(&mut self, child: &Spent) {
+        self.steps = self.steps.saturating_add(child.steps);
+        self.tool_calls = self.tool_calls.saturating_add(child.tool_calls);
+        if let Some(usage) = child.usage {
+            self.add_usage(usage);
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 mod budget;
 mod output;
 mod repeats;
+mod sub_agents;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -52,6 +53,8 @@ pub struct Agent {
     tools: Vec<ToolDeclaration>,
     validators: HashMap<String, jsonschema::Validator>,
     output: Option<OutputCheck>,
+    /// Agents this one may hand tasks to, by tool name.
+    sub_agents: HashMap<String, Agent>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +99,22 @@ impl Agent {
             }
             None => None,
         };
-        Ok(Agent { config, model, toolbox, tools, validators, output })
+        Ok(Agent { config, model, toolbox, tools, validators, output, sub_agents: HashMap::new() })
+    }
+
+    /// Offers `agent` to the model as a tool named after it, taking a task.
+    pub fn add_sub_agent(&mut self, agent: Agent, description: Option<&str>) -> Result<(), InvalidSchema> {
+        let name = agent.config.name.clone();
+        if self.validators.contains_key(&name) {
+            let reason = format!("its name `{name}` is already a tool's; rename one of them");
+            return Err(InvalidSchema { of: format!("sub-agent `{name}`"), reason });
+        }
+        let declaration = sub_agents::declaration(&name, description);
+        let (validators, _) = compile_schemas(std::slice::from_ref(&declaration), None)?;
+        self.validators.extend(validators);
+        self.tools.push(declaration);
+        self.sub_agents.insert(name, agent);
+        Ok(())
     }
 
     pub fn tools(&self) -> &[ToolDeclaration] {
@@ -128,31 +146,42 @@ impl Agent {
     }
 
     pub async fn run(&self, task: &str, events: &mut dyn EventSink) -> Result<RunOutcome, ModelError> {
+        let mut spent = Spent::start(self.config.limits);
+        self.run_within(task, &mut spent, events).await
+    }
+
+    /// A run under the budgets in `spent`, which records what it spends.
+    async fn run_within(
+        &self,
+        task: &str,
+        spent: &mut Spent,
+        events: &mut dyn EventSink,
+    ) -> Result<RunOutcome, ModelError> {
         events.emit(&Event::RunStarted {
             version: EVENTS_VERSION,
             agent: self.config.name.clone(),
             task: task.to_string(),
             model: self.model.label(),
             tools: self.tools.iter().map(|t| t.name.clone()).collect(),
-            limits: self.config.limits,
+            limits: spent.limits,
         });
-        let limits = &self.config.limits;
+        let limits = spent.limits;
+        let limits = &limits;
         let mut messages = self.opening(task);
-        let mut spent = Spent::start(limits);
         let mut recovering = false;
         let mut repeats = RepeatGuard::default();
         // `required`: calls are forced until one has run successfully; then the model may answer.
         let mut tool_choice = self.config.tool_choice;
         loop {
-            if let Some(budget) = spent.exhausted(limits) {
-                return self.wrap_up(budget, &mut messages, &mut spent, events).await;
+            if let Some(budget) = spent.exhausted() {
+                return self.wrap_up(budget, &mut messages, spent, events).await;
             }
             spent.steps += 1;
             let step = spent.steps;
             let thinking = self.thinking(step, recovering);
             events.emit(&Event::StepStarted { step, thinking });
             let deadline = spent.deadline;
-            let turn = self.turn(step, &messages, thinking, tool_choice, &mut spent, events);
+            let turn = self.turn(step, &messages, thinking, tool_choice, spent, events);
             let reply = match timeout_at(deadline, turn).await {
                 Ok(Ok(reply)) => reply,
                 Ok(Err(error)) => return Err(model_failed(step, error, spent.usage, events)),
@@ -165,7 +194,7 @@ impl Agent {
 
             if reply.calls.is_empty() {
                 if !text.is_empty() {
-                    return self.finish(step, text, &mut messages, &mut spent, events).await;
+                    return self.finish(step, text, &mut messages, spent, events).await;
                 }
                 messages.push(Message::Assistant { content: String::new(), tool_calls: Vec::new() });
                 messages.push(Message::User {
@@ -181,7 +210,7 @@ impl Agent {
             let readable: Vec<ToolCall> = reply.calls.iter().filter_map(|c| c.as_ref().ok().cloned()).collect();
             messages.push(Message::Assistant { content: text, tool_calls: readable });
             recovering = false;
-            let calls_left = spent.calls_left(limits) as usize;
+            let calls_left = spent.calls_left() as usize;
             spent.tool_calls = spent.tool_calls.saturating_add(u32::try_from(reply.calls.len()).unwrap_or(u32::MAX));
             let mut refusals = Vec::with_capacity(reply.calls.len());
             for (index, call) in reply.calls.iter().enumerate() {
@@ -213,36 +242,40 @@ impl Agent {
                 events.emit(&Event::ToolCall { step, id, tool, arguments });
             }
             // The calls of one turn run concurrently (at most MAX_PARALLEL_CALLS at once); their
-            // results are fed back in the order the model wrote the calls.
-            let outcomes: Vec<(String, Option<String>, ToolOutcome)> =
+            // results are fed back in the order the model wrote the calls. Sub-agents called in
+            // one turn each get budgets carved from what the run had left when the turn began.
+            let before = &*spent;
+            let outcomes: Vec<(String, Option<String>, ToolOutcome, Option<Spent>)> =
                 stream::iter(reply.calls.into_iter().zip(refusals))
                     .map(|(call, refusal)| async move {
                         match call {
                             Ok(call) => {
-                                let outcome = match refusal {
-                                    Some(error) => failed(error),
-                                    None => timeout_at(deadline, self.execute(&call)).await.unwrap_or_else(|_| {
-                                        failed(ToolError::new(
-                                            "timeout",
-                                            format!(
-                                                "{} ran out before this call finished",
-                                                Budget::Timeout.describe(limits)
-                                            ),
-                                        ))
-                                    }),
+                                let (outcome, child) = match refusal {
+                                    Some(error) => (failed(error), None),
+                                    None => {
+                                        let running = timeout_at(deadline, self.execute(&call, before));
+                                        running.await.unwrap_or_else(|_| {
+                                            let limit = Budget::Timeout.describe(limits);
+                                            let message = format!("{limit} ran out before this call finished");
+                                            (failed(ToolError::new("timeout", message)), None)
+                                        })
+                                    }
                                 };
-                                (call.id, Some(call.name), outcome)
+                                (call.id, Some(call.name), outcome, child)
                             }
                             Err(bad) => {
                                 let message = format!("{} (you wrote: {})", bad.error, bad.raw);
-                                (bad.id, None, failed(ToolError::new("malformed_call", message)))
+                                (bad.id, None, failed(ToolError::new("malformed_call", message)), None)
                             }
                         }
                     })
                     .buffered(MAX_PARALLEL_CALLS)
                     .collect()
                     .await;
-            for (id, tool, outcome) in outcomes {
+            for (id, tool, outcome, child) in outcomes {
+                if let Some(child) = child {
+                    spent.absorb(&child);
+                }
                 recovering |= outcome.result.is_err();
                 if outcome.result.is_ok() {
                     tool_choice = ToolChoice::Auto;
@@ -307,9 +340,8 @@ impl Agent {
         spent: &mut Spent,
         events: &mut dyn EventSink,
     ) -> Result<RunOutcome, ModelError> {
-        let limits = &self.config.limits;
         let step = spent.steps + 1;
-        let described = budget.describe(limits);
+        let described = budget.describe(&spent.limits);
         events.emit(&Event::BudgetSpent { step, budget, message: format!("{described} is spent") });
         let thinking = self.config.reasoning.mode == ReasoningMode::On;
         events.emit(&Event::StepStarted { step, thinking });
@@ -424,8 +456,10 @@ impl Agent {
         Box::pin(self.ask(step, messages, false, tools, tool_choice, spent, events)).await
     }
 
-    /// Checks a call against the declared tools and their schemas, then runs it.
-    async fn execute(&self, call: &ToolCall) -> ToolOutcome {
+    /// Checks a call against the declared tools and their schemas, then runs it: on the toolbox,
+    /// or as a sub-agent's run with budgets carved from `parent`'s, whose spending it returns.
+    async fn execute(&self, call: &ToolCall, parent: &Spent) -> (ToolOutcome, Option<Spent>) {
+        let failed = |error| (failed(error), None);
         let Some(validator) = self.validators.get(&call.name) else {
             let known: Vec<&str> = self.tools.iter().map(|t| t.name.as_str()).collect();
             return failed(ToolError::new(
@@ -446,7 +480,23 @@ impl Agent {
                 format!("invalid arguments for `{}`: {}", call.name, problems.join("; ")),
             ));
         }
-        self.toolbox.call(&call.name, &call.arguments).await
+        let Some(sub_agent) = self.sub_agents.get(&call.name) else {
+            return (self.toolbox.call(&call.name, &call.arguments).await, None);
+        };
+        let task = call.arguments["task"].as_str().unwrap_or_default();
+        let mut spent = Spent::start(parent.carve(&sub_agent.config.limits));
+        let started = std::time::Instant::now();
+        let mut steps = Vec::new();
+        let mut record = |event: &Event| {
+            if let Event::ToolCall { tool, .. } = event {
+                steps.push(tool.clone());
+            }
+        };
+        // Boxed: a sub-agent's run is the same async function as its parent's.
+        let outcome = Box::pin(sub_agent.run_within(task, &mut spent, &mut record)).await;
+        let log = format!("sub-agent `{}`: {} step(s), calls: {}", call.name, spent.steps, steps.join(", "));
+        let outcome = ToolOutcome { result: sub_agents::result(outcome), log, duration: started.elapsed() };
+        (outcome, Some(spent))
     }
 }
 

@@ -41,9 +41,18 @@ pub struct AgentSpec {
     /// Typed values given per run and put into the instructions.
     pub inputs: Vec<InputSpec>,
     pub tools: Vec<ToolSpec>,
+    /// Other agents offered to the model as tools (`tools: - agent: FILE`).
+    pub sub_agents: Vec<SubAgentSpec>,
     pub limits: Limits,
     /// `output.schema`: the JSON Schema the final answer must match.
     pub output_schema: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubAgentSpec {
+    pub spec: AgentSpec,
+    /// Where the parent names it.
+    pub at: Position,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -136,6 +145,11 @@ pub enum ReasoningMode {
 
 impl AgentSpec {
     pub fn load(file: &Path) -> Result<Self, SpecError> {
+        Self::load_nested(file, &mut Vec::new())
+    }
+
+    /// `parents`: the files of the agents that name this one, to refuse cycles.
+    fn load_nested(file: &Path, parents: &mut Vec<PathBuf>) -> Result<Self, SpecError> {
         let raw: RawAgent = yaml::read(file)?;
         let dir = file.parent().unwrap_or(Path::new(""));
         let at = |spanned_location| Position::new(file, spanned_location);
@@ -156,7 +170,16 @@ impl AgentSpec {
             None => HashMap::new(),
         };
         let secrets = tools::SecretSource { file_values: &file_values };
-        let tools = raw.tools.into_iter().map(|tool| tool.resolve(file, dir, &secrets)).collect::<Result<_, _>>()?;
+        let (mut tools, mut sub_agents) = (Vec::new(), Vec::new());
+        for entry in raw.tools {
+            match entry.value.resolve(file, dir, &secrets, at(entry.referenced))? {
+                tools::ToolEntry::Component(tool) => tools.push(tool),
+                tools::ToolEntry::Agent(path, named_at) => {
+                    let spec = load_sub_agent(file, &path, &named_at, parents)?;
+                    sub_agents.push(SubAgentSpec { spec, at: named_at });
+                }
+            }
+        }
         let limits = raw.limits.resolve(file)?;
         let unknown = serde_saphyr::Location::UNKNOWN;
         let instructions = raw.instructions.unwrap_or_else(|| Spanned::new(String::new(), unknown, unknown));
@@ -185,10 +208,49 @@ impl AgentSpec {
             instructions: instructions.value,
             inputs,
             tools,
+            sub_agents,
             limits,
             output_schema,
         })
     }
+}
+
+/// Reads the agent file `path` that `parent` names at `named_at`, refusing cycles and inputs that
+/// a task alone cannot give.
+fn load_sub_agent(
+    parent: &Path,
+    path: &Path,
+    named_at: &Position,
+    parents: &mut Vec<PathBuf>,
+) -> Result<AgentSpec, SpecError> {
+    if !path.is_file() {
+        let message = format!("agent file {} not found: fix `agent:` (relative to this file's folder)", path.display());
+        return Err(SpecError::new(named_at.clone(), message));
+    }
+    let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    parents.push(canonical(parent));
+    let child = canonical(path);
+    if parents.contains(&child) {
+        let start = parents.iter().position(|p| *p == child).unwrap_or(0);
+        let chain: Vec<String> = parents[start..]
+            .iter()
+            .chain(std::iter::once(&child))
+            .map(|p| p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned()))
+            .collect();
+        let message =
+            format!("sub-agents form a cycle: {}; an agent cannot hand work back to itself", chain.join(" → "));
+        return Err(SpecError::new(named_at.clone(), message));
+    }
+    let spec = AgentSpec::load_nested(path, parents)?;
+    parents.pop();
+    if let Some(input) = spec.inputs.iter().find(|input| input.default.is_none()) {
+        let message = format!(
+            "sub-agent `{}` requires input `{}`, but a sub-agent is given only a task: give the input a `default:`",
+            spec.name, input.name
+        );
+        return Err(SpecError::new(named_at.clone(), message));
+    }
+    Ok(spec)
 }
 
 #[derive(Deserialize)]
@@ -207,7 +269,7 @@ struct RawAgent {
     #[serde(default)]
     inputs: indexmap::IndexMap<String, inputs::RawInput>,
     #[serde(default)]
-    tools: Vec<tools::RawTool>,
+    tools: Vec<Spanned<tools::RawTool>>,
     #[serde(default)]
     secrets_file: Option<Spanned<String>>,
     #[serde(default)]

@@ -14,11 +14,22 @@ use super::{Position, SpecError, ToolSpec};
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTool {
-    component: Spanned<String>,
     #[serde(default)]
-    grants: RawGrants,
+    component: Option<Spanned<String>>,
+    /// Another agent's file: that agent, offered as a tool.
     #[serde(default)]
-    limits: RawToolLimits,
+    agent: Option<Spanned<String>>,
+    #[serde(default)]
+    grants: Option<Spanned<RawGrants>>,
+    #[serde(default)]
+    limits: Option<Spanned<RawToolLimits>>,
+}
+
+/// One `tools:` entry, read.
+pub(super) enum ToolEntry {
+    Component(ToolSpec),
+    /// A sub-agent's file (resolved against the agent file's folder), and where it is named.
+    Agent(std::path::PathBuf, Position),
 }
 
 #[derive(Deserialize, Default)]
@@ -67,12 +78,52 @@ pub(super) struct SecretSource<'a> {
 }
 
 impl RawTool {
-    pub(super) fn resolve(self, file: &Path, dir: &Path, secrets: &SecretSource) -> Result<ToolSpec, SpecError> {
+    /// `entry` is where the entry starts, for an entry that names neither a component nor an agent.
+    pub(super) fn resolve(
+        mut self,
+        file: &Path,
+        dir: &Path,
+        secrets: &SecretSource,
+        entry: Position,
+    ) -> Result<ToolEntry, SpecError> {
+        let at = |spanned_location| Position::new(file, spanned_location);
+        let component = match (self.component.clone(), self.agent.take()) {
+            (Some(component), None) => component,
+            (None, Some(agent)) => {
+                // A sub-agent's own file grants its tools; the parent cannot widen them.
+                if let Some(extra) =
+                    self.grants.as_ref().map(|g| g.referenced).or(self.limits.as_ref().map(|l| l.referenced))
+                {
+                    let message = "a sub-agent takes no `grants:` or `limits:` here: its own agent file sets them";
+                    return Err(SpecError::new(at(extra), message));
+                }
+                return Ok(ToolEntry::Agent(dir.join(&agent.value), at(agent.referenced)));
+            }
+            (Some(_), Some(agent)) => {
+                let message = "an entry is either `component:` (a .wasm tool) or `agent:` (an agent file), not both";
+                return Err(SpecError::new(at(agent.referenced), message));
+            }
+            (None, None) => {
+                let message = "each tool needs `component:` (a .wasm file) or `agent:` (an agent YAML file)";
+                return Err(SpecError::new(entry, message));
+            }
+        };
+        self.resolve_component(component, file, dir, secrets).map(ToolEntry::Component)
+    }
+
+    fn resolve_component(
+        self,
+        component: Spanned<String>,
+        file: &Path,
+        dir: &Path,
+        secrets: &SecretSource,
+    ) -> Result<ToolSpec, SpecError> {
         let at = |spanned_location| Position::new(file, spanned_location);
         let error = |location, message: String| SpecError::new(at(location), message);
         let mut grants = Grants::default();
+        let raw_grants = self.grants.map(|g| g.value).unwrap_or_default();
 
-        for raw in self.grants.dirs {
+        for raw in raw_grants.dirs {
             let host = dir.join(&raw.host.value);
             if !host.is_dir() {
                 return Err(error(
@@ -95,10 +146,10 @@ impl RawTool {
             }
             grants.dirs.push(DirGrant { host, guest: raw.guest.value, writable: raw.mode == DirMode::Rw });
         }
-        for host in self.grants.http {
+        for host in raw_grants.http {
             grants.http.push(parse_host_grant(&host.value).map_err(|e| error(host.referenced, e))?);
         }
-        for name in self.grants.env {
+        for name in raw_grants.env {
             let value = std::env::var(&name.value).map_err(|_| {
                 let message = format!(
                     "`{}` is granted but not set in the environment: set it before running reagent, or remove it from `env:`",
@@ -108,7 +159,7 @@ impl RawTool {
             })?;
             grants.env.push((name.value, value));
         }
-        for name in self.grants.secrets {
+        for name in raw_grants.secrets {
             let value = secrets.file_values.get(&name.value).cloned().or_else(|| std::env::var(&name.value).ok());
             let Some(value) = value else {
                 return Err(error(
@@ -123,7 +174,7 @@ impl RawTool {
         }
 
         let mut limits = Limits::default();
-        let raw = self.limits;
+        let raw = self.limits.map(|l| l.value).unwrap_or_default();
         let size = |value: &Spanned<String>| parse_size(&value.value).map_err(|e| error(value.referenced, e));
         let duration = |value: &Spanned<String>| {
             parse_duration(&value.value)
@@ -158,7 +209,7 @@ impl RawTool {
             limits.log_bytes = size(max_log)?;
         }
 
-        Ok(ToolSpec { component: dir.join(&self.component.value), at: at(self.component.referenced), grants, limits })
+        Ok(ToolSpec { component: dir.join(&component.value), at: at(component.referenced), grants, limits })
     }
 }
 

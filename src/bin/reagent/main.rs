@@ -205,7 +205,7 @@ async fn validate(file: &Path) -> ExitCode {
         Ok(checked) => checked,
         Err(e) => return launch_failure(&e),
     };
-    let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
+    let names = tools;
     let inputs: Vec<String> = spec
         .inputs
         .iter()

@@ -1,0 +1,49 @@
+//! Sub-agents: another agent offered to the model as a tool that takes a task in words. Its run
+//! spends from its parent's budgets; what it returns is its answer, or an error saying why there
+//! is none.
+
+use serde_json::{Value, json};
+
+use super::RunOutcome;
+use crate::conversation::ToolDeclaration;
+use crate::model::ModelError;
+use crate::toolbox::ToolError;
+
+/// How the parent's model sees a sub-agent.
+pub(super) fn declaration(name: &str, description: Option<&str>) -> ToolDeclaration {
+    let description = description.map_or_else(|| format!("Hands a task to the agent `{name}`."), str::to_string);
+    ToolDeclaration {
+        name: name.to_string(),
+        description,
+        parameters: json!({
+            "type": "object",
+            "properties": {"task": {"type": "string", "description": "The task for this agent, in words"}},
+            "required": ["task"],
+            "additionalProperties": false,
+        }),
+    }
+}
+
+/// The sub-agent's run as a tool result.
+pub(super) fn result(outcome: Result<RunOutcome, ModelError>) -> Result<Value, ToolError> {
+    match outcome {
+        Ok(RunOutcome::Answered { answer, output, .. }) => Ok(output.unwrap_or(Value::String(answer))),
+        Ok(RunOutcome::Incomplete { budget, answer, .. }) => Err(ToolError::new(
+            "incomplete",
+            match answer {
+                Some(answer) => {
+                    format!("it ran out of limits.{} before finishing; its best answer: {answer}", budget.key())
+                }
+                None => format!("it ran out of limits.{} and gave no answer", budget.key()),
+            },
+        )),
+        Ok(RunOutcome::Looped { tool, .. }) => {
+            Err(ToolError::new("loop", format!("it was stopped for repeating the same `{tool}` call")))
+        }
+        Ok(RunOutcome::InvalidOutput { errors, .. }) => Err(ToolError::new(
+            "invalid_output",
+            format!("its answer did not match its output schema: {}", errors.join("; ")),
+        )),
+        Err(error) => Err(ToolError::new("model_failed", format!("its model failed: {error}"))),
+    }
+}
