@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "role", rename_all = "snake_case")]
 pub enum Message {
     System {
@@ -15,7 +15,7 @@ pub enum Message {
     },
     Assistant {
         content: String,
-        #[serde(skip_serializing_if = "Vec::is_empty")]
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         tool_calls: Vec<ToolCall>,
     },
     /// A tool's result (or the error fed back in its place) as a JSON value.
@@ -37,7 +37,7 @@ impl Message {
 }
 
 /// A call the model asked for.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolCall {
     /// Unique within a run; ties a result to its call.
     pub id: String,
@@ -46,7 +46,7 @@ pub struct ToolCall {
 }
 
 /// A call the model tried to make but that could not be read as one.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MalformedCall {
     pub id: String,
     /// The text the model wrote for the call.

@@ -11,7 +11,7 @@ use crate::toolbox::ToolError;
 /// Bumped when an event's shape changes incompatibly.
 /// 2: `run_started` carries `limits`; `run_finished` says `incomplete` with the `budget` that ran
 /// out (was `steps_exhausted`); `budget_spent` announces the wrap-up turn; `output_invalid`, and
-/// `answer.output` with `output.schema`.
+/// `answer.output` with `output.schema`; `approval_required`, `run_resumed`, status `paused`.
 pub const EVENTS_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -94,6 +94,20 @@ pub enum Event {
         budget: Budget,
         message: String,
     },
+    /// A call waits for a person's yes: the run pauses (`run_finished` with `paused`) and is
+    /// resumed with the decision (`reagent resume`).
+    ApprovalRequired {
+        step: u32,
+        id: String,
+        tool: String,
+        arguments: Value,
+    },
+    /// A paused run goes on, with the decisions on the calls it waited for.
+    RunResumed {
+        step: u32,
+        approved: Vec<String>,
+        denied: Vec<String>,
+    },
     /// `output.schema` rejected the answer: the errors, as fed back to the model for one repair.
     OutputInvalid {
         step: u32,
@@ -132,6 +146,8 @@ pub enum RunStatus {
     Loop,
     /// The answer did not match `output.schema`, even after a repair turn.
     InvalidOutput,
+    /// A call waits for approval; the run can be resumed.
+    Paused,
 }
 
 /// Where a run's events go.

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reagent::agent_loop::{Agent, LoopConfig, RunOutcome};
+use reagent::agent_loop::{Agent, Checkpoint, LoopConfig, RunOutcome};
 use reagent::conversation::{Message, ToolChoice, ToolDeclaration};
 use reagent::events::Event;
 use reagent::model::{Model, ModelError, ModelReply, ModelRequest, ReplayModel, Usage};
@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 #[derive(Clone, Default)]
 struct RecordingToolbox {
     received: Arc<Mutex<Vec<Value>>>,
+    /// Whether its calls wait for a person's yes.
+    approval: bool,
 }
 
 #[async_trait]
@@ -32,6 +34,10 @@ impl Toolbox for RecordingToolbox {
         self.received.lock().unwrap().push(arguments.clone());
         let n = arguments["n"].as_i64().unwrap_or_default();
         ToolOutcome { result: Ok(json!(n * 2)), log: String::new(), duration: Duration::ZERO }
+    }
+
+    fn needs_approval(&self, _name: &str) -> bool {
+        self.approval
     }
 }
 
@@ -466,4 +472,39 @@ async fn an_answer_still_invalid_after_the_repair_ends_the_run_as_invalid_output
     let (outcome, _events) = run(&agent).await;
     let errors = vec![r#"at /2: "three" is not of type "integer""#.to_string()];
     assert_eq!(outcome, RunOutcome::InvalidOutput { answer: r#"[1, 2, "three"]"#.into(), errors, steps: 2 });
+}
+
+#[tokio::test]
+async fn a_call_that_needs_approval_pauses_the_run_which_resumes_with_the_decision() {
+    for approve in [true, false] {
+        let toolbox = RecordingToolbox { approval: true, ..RecordingToolbox::default() };
+        let turns = [GOOD, if approve { "8" } else { "I was not allowed to double it" }];
+        let (agent, asked, _dir) = recorded_with(config(ReasoningMode::Off), &turns, |_| {}, Box::new(toolbox.clone()));
+        let (outcome, events) = run(&agent).await;
+        let RunOutcome::Paused(checkpoint) = outcome else { panic!("expected a pause, got {outcome:?}") };
+        assert!(toolbox.received.lock().unwrap().is_empty(), "nothing runs before the decision");
+        assert!(events.iter().any(|e| matches!(e, Event::ApprovalRequired { tool, .. } if tool == "double")));
+        assert!(matches!(events.last(), Some(Event::RunFinished { status: reagent::events::RunStatus::Paused, .. })));
+
+        // The checkpoint survives a trip through a file, as `reagent resume` reads it.
+        let saved = serde_json::to_string(&checkpoint).unwrap();
+        let checkpoint: Checkpoint = serde_json::from_str(&saved).unwrap();
+        let ids: Vec<String> = checkpoint.awaiting().iter().map(|c| c.id.clone()).collect();
+        let decisions = ids.iter().map(|id| (id.clone(), approve)).collect();
+        let mut events = Vec::new();
+        let outcome = agent.resume(checkpoint, &decisions, &mut |e: &Event| events.push(e.clone())).await.unwrap();
+        assert!(matches!(outcome, RunOutcome::Answered { steps: 2, .. }), "{outcome:?}");
+        let ran = toolbox.received.lock().unwrap().len();
+        let result = events.iter().find_map(|e| match e {
+            Event::ToolResult { ok, error, .. } => Some((*ok, error.as_ref().map(|e| e.kind.clone()))),
+            _ => None,
+        });
+        if approve {
+            assert_eq!((ran, result), (1, Some((true, None))));
+        } else {
+            assert_eq!((ran, result), (0, Some((false, Some("denied".to_string())))));
+            let fed_back = format!("{:?}", asked.lock().unwrap()[1].messages.last());
+            assert!(fed_back.contains("a person declined this call"), "{fed_back}");
+        }
+    }
 }

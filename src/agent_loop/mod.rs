@@ -12,11 +12,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::timeout_at;
 
-use crate::conversation::{Message, ToolCall, ToolChoice, ToolDeclaration};
+use crate::conversation::{MalformedCall, Message, ToolCall, ToolChoice, ToolDeclaration};
 use crate::events::{EVENTS_VERSION, Event, EventSink, RunStatus};
 use crate::model::{Delta, DeltaKind, Model, ModelError, ModelReply, ModelRequest, Usage};
 use crate::spec::{Budget, Limits, ReasoningMode, ReasoningPolicy};
@@ -32,6 +33,79 @@ pub const MAX_PARALLEL_CALLS: usize = 8;
 
 /// How long the wrap-up turn after a spent budget may take, on top of the budget.
 pub const WRAP_UP_TIME: Duration = Duration::from_secs(60);
+
+/// What a call refused by a person feeds back.
+const DENIED: &str =
+    "a person declined this call: do not try it again; finish the task another way, or say what is missing";
+
+/// Whether a call that needs approval may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Approve,
+    Deny,
+    /// Nobody can answer now: the run pauses, to be resumed with the decision.
+    Pause,
+}
+
+/// Who decides on calls whose tool has `approval:` (e.g. the CLI asking on a terminal). Without
+/// one, such calls pause the run.
+#[async_trait::async_trait]
+pub trait Approver: Send + Sync {
+    async fn decide(&self, step: u32, call: &ToolCall) -> Decision;
+}
+
+/// A paused run: the conversation, what it has spent, and the calls of the turn it stopped in.
+/// Serialisable, so a run can be resumed by another process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub task: String,
+    progress: Progress,
+    pending: Vec<Pending>,
+    spent: SavedSpend,
+}
+
+impl Checkpoint {
+    /// The calls waiting for a decision: (id, tool, arguments).
+    pub fn awaiting(&self) -> Vec<&ToolCall> {
+        self.pending.iter().filter(|p| p.awaiting).filter_map(|p| p.call.as_ref().ok()).collect()
+    }
+}
+
+/// Where a run is between turns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Progress {
+    messages: Vec<Message>,
+    /// The last turn failed: `auto` thinks on the next.
+    recovering: bool,
+    repeats: RepeatGuard,
+    /// `required`: calls are forced until one has run successfully; then the model may answer.
+    tool_choice: ToolChoice,
+}
+
+/// A call of the current turn, with what the loop decided before running it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Pending {
+    call: Result<ToolCall, MalformedCall>,
+    refusal: Option<ToolError>,
+    /// Waiting for a person's decision.
+    awaiting: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct SavedSpend {
+    steps: u32,
+    tool_calls: u32,
+    usage: Option<Usage>,
+    time_left_ms: u64,
+}
+
+/// How a step ended.
+enum Turn {
+    Calls(Vec<Pending>),
+    Again,
+    Done(RunOutcome),
+    Pause(Vec<Pending>),
+}
 
 /// What the loop needs from an agent's spec.
 #[derive(Debug, Clone)]
@@ -55,9 +129,10 @@ pub struct Agent {
     output: Option<OutputCheck>,
     /// Agents this one may hand tasks to, by tool name.
     sub_agents: HashMap<String, Agent>,
+    approver: Option<Box<dyn Approver>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum RunOutcome {
     Answered {
         answer: String,
@@ -65,6 +140,8 @@ pub enum RunOutcome {
         output: Option<Value>,
         steps: u32,
     },
+    /// A call needs a person's approval and nobody could give it: resume with the checkpoint.
+    Paused(Box<Checkpoint>),
     /// With `output.schema`: the answer still did not match after one repair turn.
     InvalidOutput { answer: String, errors: Vec<String>, steps: u32 },
     /// A budget ran out. `answer` is the model's best from what it knew, asked for in one last turn
@@ -99,7 +176,12 @@ impl Agent {
             }
             None => None,
         };
-        Ok(Agent { config, model, toolbox, tools, validators, output, sub_agents: HashMap::new() })
+        Ok(Agent { config, model, toolbox, tools, validators, output, sub_agents: HashMap::new(), approver: None })
+    }
+
+    /// Who decides on calls that need approval; without one they pause the run.
+    pub fn set_approver(&mut self, approver: Box<dyn Approver>) {
+        self.approver = Some(approver);
     }
 
     /// Offers `agent` to the model as a tool named after it, taking a task.
@@ -165,125 +247,253 @@ impl Agent {
             tools: self.tools.iter().map(|t| t.name.clone()).collect(),
             limits: spent.limits,
         });
-        let limits = spent.limits;
-        let limits = &limits;
-        let mut messages = self.opening(task);
-        let mut recovering = false;
-        let mut repeats = RepeatGuard::default();
-        // `required`: calls are forced until one has run successfully; then the model may answer.
-        let mut tool_choice = self.config.tool_choice;
-        loop {
-            if let Some(budget) = spent.exhausted() {
-                return self.wrap_up(budget, &mut messages, spent, events).await;
-            }
-            spent.steps += 1;
-            let step = spent.steps;
-            let thinking = self.thinking(step, recovering);
-            events.emit(&Event::StepStarted { step, thinking });
-            let deadline = spent.deadline;
-            let turn = self.turn(step, &messages, thinking, tool_choice, spent, events);
-            let reply = match timeout_at(deadline, turn).await {
-                Ok(Ok(reply)) => reply,
-                Ok(Err(error)) => return Err(model_failed(step, error, spent.usage, events)),
-                Err(_) => continue, // out of time: the next round wraps up
-            };
-            if let Some(text) = reply.reasoning.filter(|r| !r.trim().is_empty()) {
-                events.emit(&Event::Reasoning { step, text });
-            }
-            let text = reply.text.trim().to_string();
+        let progress = Progress {
+            messages: self.opening(task),
+            recovering: false,
+            repeats: RepeatGuard::default(),
+            tool_choice: self.config.tool_choice,
+        };
+        self.drive(task, progress, None, spent, events).await
+    }
 
-            if reply.calls.is_empty() {
-                if !text.is_empty() {
-                    return self.finish(step, text, &mut messages, spent, events).await;
-                }
-                messages.push(Message::Assistant { content: String::new(), tool_calls: Vec::new() });
-                messages.push(Message::User {
-                    content: "Your reply was empty. Answer the task, or call one of the tools.".into(),
-                });
-                recovering = true;
-                continue;
-            }
-
-            if !text.is_empty() {
-                events.emit(&Event::Text { step, text: text.clone() });
-            }
-            let readable: Vec<ToolCall> = reply.calls.iter().filter_map(|c| c.as_ref().ok().cloned()).collect();
-            messages.push(Message::Assistant { content: text, tool_calls: readable });
-            recovering = false;
-            let calls_left = spent.calls_left() as usize;
-            spent.tool_calls = spent.tool_calls.saturating_add(u32::try_from(reply.calls.len()).unwrap_or(u32::MAX));
-            let mut refusals = Vec::with_capacity(reply.calls.len());
-            for (index, call) in reply.calls.iter().enumerate() {
-                let Ok(call) = call else {
-                    refusals.push(None);
-                    continue;
-                };
-                if index >= calls_left {
-                    let message = format!("not run: {} is spent", Budget::MaxToolCalls.describe(limits));
-                    refusals.push(Some(ToolError::new("budget", message)));
-                } else {
-                    match repeats.check(call) {
-                        Verdict::Run => refusals.push(None),
-                        Verdict::Refuse(message) => refusals.push(Some(ToolError::new("repeated_call", message))),
-                        Verdict::Stop => {
-                            let message = format!("stopped: `{}` was called again with the same arguments", call.name);
-                            events.emit(&Event::RunFinished {
-                                status: RunStatus::Loop,
-                                budget: None,
-                                steps: step,
-                                message: Some(message),
-                                usage: spent.usage,
-                            });
-                            return Ok(RunOutcome::Looped { steps: step, tool: call.name.clone() });
-                        }
-                    }
-                }
-                let (id, tool, arguments) = (call.id.clone(), call.name.clone(), call.arguments.clone());
-                events.emit(&Event::ToolCall { step, id, tool, arguments });
-            }
-            // The calls of one turn run concurrently (at most MAX_PARALLEL_CALLS at once); their
-            // results are fed back in the order the model wrote the calls. Sub-agents called in
-            // one turn each get budgets carved from what the run had left when the turn began.
-            let before = &*spent;
-            let outcomes: Vec<(String, Option<String>, ToolOutcome, Option<Spent>)> =
-                stream::iter(reply.calls.into_iter().zip(refusals))
-                    .map(|(call, refusal)| async move {
-                        match call {
-                            Ok(call) => {
-                                let (outcome, child) = match refusal {
-                                    Some(error) => (failed(error), None),
-                                    None => {
-                                        let running = timeout_at(deadline, self.execute(&call, before));
-                                        running.await.unwrap_or_else(|_| {
-                                            let limit = Budget::Timeout.describe(limits);
-                                            let message = format!("{limit} ran out before this call finished");
-                                            (failed(ToolError::new("timeout", message)), None)
-                                        })
-                                    }
-                                };
-                                (call.id, Some(call.name), outcome, child)
-                            }
-                            Err(bad) => {
-                                let message = format!("{} (you wrote: {})", bad.error, bad.raw);
-                                (bad.id, None, failed(ToolError::new("malformed_call", message)), None)
-                            }
-                        }
-                    })
-                    .buffered(MAX_PARALLEL_CALLS)
-                    .collect()
-                    .await;
-            for (id, tool, outcome, child) in outcomes {
-                if let Some(child) = child {
-                    spent.absorb(&child);
-                }
-                recovering |= outcome.result.is_err();
-                if outcome.result.is_ok() {
-                    tool_choice = ToolChoice::Auto;
-                }
-                messages.push(Message::Tool { call_id: id.clone(), content: fed_back(&outcome.result) });
-                events.emit(&result_event(step, id, tool, outcome));
+    /// Continues a paused run: each awaited call runs if `approved` says yes for its id, and is
+    /// refused otherwise; then the run goes on as if it had never stopped. Time paused does not
+    /// count against `limits.timeout`.
+    pub async fn resume(
+        &self,
+        checkpoint: Checkpoint,
+        approved: &HashMap<String, bool>,
+        events: &mut dyn EventSink,
+    ) -> Result<RunOutcome, ModelError> {
+        let Checkpoint { task, progress, mut pending, spent: saved } = checkpoint;
+        let mut spent = Spent::start(self.config.limits);
+        (spent.steps, spent.tool_calls, spent.usage) = (saved.steps, saved.tool_calls, saved.usage);
+        spent.deadline = deadline_after(Duration::from_millis(saved.time_left_ms));
+        let (mut yes, mut no) = (Vec::new(), Vec::new());
+        for entry in pending.iter_mut().filter(|p| p.awaiting) {
+            entry.awaiting = false;
+            let id = entry.call.as_ref().map(|c| c.id.clone()).unwrap_or_default();
+            if approved.get(&id).copied().unwrap_or(false) {
+                yes.push(id);
+            } else {
+                entry.refusal = Some(ToolError::new("denied", DENIED));
+                no.push(id);
             }
         }
+        events.emit(&Event::RunResumed { step: spent.steps, approved: yes, denied: no });
+        self.drive(&task, progress, Some(pending), &mut spent, events).await
+    }
+
+    /// The loop proper. `paused`: the calls of the turn a resumed run finishes first.
+    async fn drive(
+        &self,
+        task: &str,
+        mut progress: Progress,
+        mut paused: Option<Vec<Pending>>,
+        spent: &mut Spent,
+        events: &mut dyn EventSink,
+    ) -> Result<RunOutcome, ModelError> {
+        loop {
+            let pending = match paused.take() {
+                Some(pending) => pending,
+                None => match self.step(&mut progress, spent, events).await? {
+                    Turn::Calls(pending) => pending,
+                    Turn::Again => continue,
+                    Turn::Done(outcome) => return Ok(outcome),
+                    Turn::Pause(pending) => return Ok(self.pause(task, progress, pending, spent, events)),
+                },
+            };
+            self.run_calls(pending, &mut progress, spent, events).await;
+        }
+    }
+
+    /// One model turn: an answer ends the run; calls are checked (budget, repeats, approval) and
+    /// returned to be run.
+    async fn step(
+        &self,
+        progress: &mut Progress,
+        spent: &mut Spent,
+        events: &mut dyn EventSink,
+    ) -> Result<Turn, ModelError> {
+        if let Some(budget) = spent.exhausted() {
+            return self.wrap_up(budget, &mut progress.messages, spent, events).await.map(Turn::Done);
+        }
+        spent.steps += 1;
+        let step = spent.steps;
+        let thinking = self.thinking(step, progress.recovering);
+        events.emit(&Event::StepStarted { step, thinking });
+        let deadline = spent.deadline;
+        let turn = self.turn(step, &progress.messages, thinking, progress.tool_choice, spent, events);
+        let reply = match timeout_at(deadline, turn).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(error)) => return Err(model_failed(step, error, spent.usage, events)),
+            Err(_) => return Ok(Turn::Again), // out of time: the next round wraps up
+        };
+        if let Some(text) = reply.reasoning.filter(|r| !r.trim().is_empty()) {
+            events.emit(&Event::Reasoning { step, text });
+        }
+        let text = reply.text.trim().to_string();
+
+        if reply.calls.is_empty() {
+            if !text.is_empty() {
+                return self.finish(step, text, &mut progress.messages, spent, events).await.map(Turn::Done);
+            }
+            progress.messages.push(Message::Assistant { content: String::new(), tool_calls: Vec::new() });
+            progress.messages.push(Message::User {
+                content: "Your reply was empty. Answer the task, or call one of the tools.".into(),
+            });
+            progress.recovering = true;
+            return Ok(Turn::Again);
+        }
+
+        if !text.is_empty() {
+            events.emit(&Event::Text { step, text: text.clone() });
+        }
+        let readable: Vec<ToolCall> = reply.calls.iter().filter_map(|c| c.as_ref().ok().cloned()).collect();
+        progress.messages.push(Message::Assistant { content: text, tool_calls: readable });
+        progress.recovering = false;
+        let calls_left = spent.calls_left() as usize;
+        spent.tool_calls = spent.tool_calls.saturating_add(u32::try_from(reply.calls.len()).unwrap_or(u32::MAX));
+        let mut pending = Vec::with_capacity(reply.calls.len());
+        for (index, call) in reply.calls.into_iter().enumerate() {
+            let Ok(readable) = &call else {
+                pending.push(Pending { call, refusal: None, awaiting: false });
+                continue;
+            };
+            let refusal = if index >= calls_left {
+                let message = format!("not run: {} is spent", Budget::MaxToolCalls.describe(&spent.limits));
+                Some(ToolError::new("budget", message))
+            } else {
+                match progress.repeats.check(readable) {
+                    Verdict::Run => None,
+                    Verdict::Refuse(message) => Some(ToolError::new("repeated_call", message)),
+                    Verdict::Stop => {
+                        let message = format!("stopped: `{}` was called again with the same arguments", readable.name);
+                        events.emit(&Event::RunFinished {
+                            status: RunStatus::Loop,
+                            budget: None,
+                            steps: step,
+                            message: Some(message),
+                            usage: spent.usage,
+                        });
+                        return Ok(Turn::Done(RunOutcome::Looped { steps: step, tool: readable.name.clone() }));
+                    }
+                }
+            };
+            let (id, tool, arguments) = (readable.id.clone(), readable.name.clone(), readable.arguments.clone());
+            events.emit(&Event::ToolCall { step, id, tool, arguments });
+            pending.push(Pending { call, refusal, awaiting: false });
+        }
+        for entry in &mut pending {
+            let Ok(call) = &entry.call else { continue };
+            if entry.refusal.is_some() || !self.toolbox.needs_approval(&call.name) {
+                continue;
+            }
+            let decision = match &self.approver {
+                Some(approver) => approver.decide(step, call).await,
+                None => Decision::Pause,
+            };
+            match decision {
+                Decision::Approve => {}
+                Decision::Deny => entry.refusal = Some(ToolError::new("denied", DENIED)),
+                Decision::Pause => entry.awaiting = true,
+            }
+        }
+        if pending.iter().any(|p| p.awaiting) {
+            return Ok(Turn::Pause(pending));
+        }
+        Ok(Turn::Calls(pending))
+    }
+
+    /// Runs a turn's calls and feeds the results back. The calls run concurrently (at most
+    /// MAX_PARALLEL_CALLS at once); their results are fed back in the order the model wrote them.
+    /// Sub-agents called in one turn each get budgets carved from what the run had left when the
+    /// turn began.
+    async fn run_calls(
+        &self,
+        pending: Vec<Pending>,
+        progress: &mut Progress,
+        spent: &mut Spent,
+        events: &mut dyn EventSink,
+    ) {
+        let step = spent.steps;
+        let deadline = spent.deadline;
+        let before = &*spent;
+        let outcomes: Vec<(String, Option<String>, ToolOutcome, Option<Spent>)> = stream::iter(pending)
+            .map(|Pending { call, refusal, .. }| async move {
+                match call {
+                    Ok(call) => {
+                        let (outcome, child) = match refusal {
+                            Some(error) => (failed(error), None),
+                            None => {
+                                let running = timeout_at(deadline, self.execute(&call, before));
+                                running.await.unwrap_or_else(|_| {
+                                    let limit = Budget::Timeout.describe(&before.limits);
+                                    let message = format!("{limit} ran out before this call finished");
+                                    (failed(ToolError::new("timeout", message)), None)
+                                })
+                            }
+                        };
+                        (call.id, Some(call.name), outcome, child)
+                    }
+                    Err(bad) => {
+                        let message = format!("{} (you wrote: {})", bad.error, bad.raw);
+                        (bad.id, None, failed(ToolError::new("malformed_call", message)), None)
+                    }
+                }
+            })
+            .buffered(MAX_PARALLEL_CALLS)
+            .collect()
+            .await;
+        for (id, tool, outcome, child) in outcomes {
+            if let Some(child) = child {
+                spent.absorb(&child);
+            }
+            progress.recovering |= outcome.result.is_err();
+            if outcome.result.is_ok() {
+                progress.tool_choice = ToolChoice::Auto;
+            }
+            progress.messages.push(Message::Tool { call_id: id.clone(), content: fed_back(&outcome.result) });
+            events.emit(&result_event(step, id, tool, outcome));
+        }
+    }
+
+    /// Stops the run until a person decides on the awaited calls; the checkpoint is all
+    /// `resume` needs.
+    fn pause(
+        &self,
+        task: &str,
+        progress: Progress,
+        pending: Vec<Pending>,
+        spent: &Spent,
+        events: &mut dyn EventSink,
+    ) -> RunOutcome {
+        let step = spent.steps;
+        for entry in pending.iter().filter(|p| p.awaiting) {
+            if let Ok(call) = &entry.call {
+                let (id, tool, arguments) = (call.id.clone(), call.name.clone(), call.arguments.clone());
+                events.emit(&Event::ApprovalRequired { step, id, tool, arguments });
+            }
+        }
+        events.emit(&Event::RunFinished {
+            status: RunStatus::Paused,
+            budget: None,
+            steps: step,
+            message: Some("waiting for a person to approve or deny the calls above".into()),
+            usage: spent.usage,
+        });
+        let time_left = spent.deadline.saturating_duration_since(tokio::time::Instant::now());
+        RunOutcome::Paused(Box::new(Checkpoint {
+            task: task.to_string(),
+            progress,
+            pending,
+            spent: SavedSpend {
+                steps: spent.steps,
+                tool_calls: spent.tool_calls,
+                usage: spent.usage,
+                time_left_ms: u64::try_from(time_left.as_millis()).unwrap_or(u64::MAX),
+            },
+        }))
     }
 
     /// The model answered. With `output.schema`, an answer that does not match gets one repair

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::conversation::ToolCall;
@@ -11,7 +12,7 @@ use crate::conversation::ToolCall;
 /// Identical calls allowed before the model is told to stop repeating itself.
 pub const REPEAT_LIMIT: u32 = 3;
 
-#[derive(Default)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct RepeatGuard {
     seen: HashMap<String, u32>,
 }

@@ -44,6 +44,14 @@ pub(super) fn result(outcome: Result<RunOutcome, ModelError>) -> Result<Value, T
             "invalid_output",
             format!("its answer did not match its output schema: {}", errors.join("; ")),
         )),
+        Ok(RunOutcome::Paused(checkpoint)) => {
+            let tools: Vec<&str> = checkpoint.awaiting().iter().map(|c| c.name.as_str()).collect();
+            let message = format!(
+                "it needs a person's approval for {} and a sub-agent cannot pause: set `approval:` in the parent's file instead",
+                tools.join(", ")
+            );
+            Err(ToolError::new("approval_required", message))
+        }
         Err(error) => Err(ToolError::new("model_failed", format!("its model failed: {error}"))),
     }
 }

@@ -10,7 +10,7 @@ mod replay;
 mod sse;
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::conversation::{MalformedCall, Message, ToolCall, ToolChoice, ToolDeclaration};
@@ -45,7 +45,7 @@ pub enum DeltaKind {
 }
 
 /// What a step cost, in tokens, as the backend counted them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub prompt_tokens: u32,
     /// All generated tokens, reasoning included.

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::{DeltaKind, Model, ModelError, ModelReply, ModelRequest, send_delta};
 use crate::chat_format::parse_output;
-use crate::conversation::{MalformedCall, ToolCall};
+use crate::conversation::{MalformedCall, Message, ToolCall};
 use crate::spec::{SpecError, yaml};
 
 pub struct ReplayModel {
@@ -39,7 +39,11 @@ impl Model for ReplayModel {
     }
 
     async fn complete(&self, request: ModelRequest<'_>) -> Result<ModelReply, ModelError> {
-        let turn = self.next.fetch_add(1, Ordering::SeqCst);
+        // The next turn in this process, but never one the conversation has already had: a run
+        // resumed in another process (after a pause for approval) goes on where it stopped.
+        let answered = request.messages.iter().filter(|m| matches!(m, Message::Assistant { .. })).count();
+        let turn = self.next.fetch_max(answered, Ordering::SeqCst).max(answered);
+        self.next.fetch_max(turn + 1, Ordering::SeqCst);
         let Some(raw) = self.turns.get(turn) else {
             return Err(ModelError(format!(
                 "the replay script {} has {} turn(s) but the agent asked for turn {}: add a turn to `turns:`",

@@ -115,7 +115,7 @@ impl InputKind {
 
 /// Inputs as given for one run: `--input key=value` (text, parsed by the declared type) over the
 /// values of a JSON file (typed already).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, Deserialize)]
 pub struct GivenInputs {
     pub from_file: serde_json::Map<String, Value>,
     pub from_flags: Vec<(String, String)>,

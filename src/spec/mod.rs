@@ -64,6 +64,21 @@ pub struct ToolSpec {
     /// What the tool may reach; nothing else.
     pub grants: Grants,
     pub limits: ToolLimits,
+    /// Which of its calls wait for a person's yes.
+    pub approval: Approval,
+}
+
+/// `approval:` of a tool entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Approval {
+    /// Calls run without asking.
+    #[default]
+    Never,
+    /// Every call waits for a yes.
+    Always,
+    /// Calls of tools that declare side effects wait for a yes; pure and idempotent ones run.
+    SideEffects,
 }
 
 /// How much a run may spend. When one runs out, a last turn without tools asks for the best

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::units::{parse_duration, parse_size};
-use super::{Position, SpecError, ToolSpec};
+use super::{Approval, Position, SpecError, ToolSpec};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +23,8 @@ pub(super) struct RawTool {
     grants: Option<Spanned<RawGrants>>,
     #[serde(default)]
     limits: Option<Spanned<RawToolLimits>>,
+    #[serde(default)]
+    approval: Option<Spanned<Approval>>,
 }
 
 /// One `tools:` entry, read.
@@ -91,10 +93,11 @@ impl RawTool {
             (Some(component), None) => component,
             (None, Some(agent)) => {
                 // A sub-agent's own file grants its tools; the parent cannot widen them.
-                if let Some(extra) =
-                    self.grants.as_ref().map(|g| g.referenced).or(self.limits.as_ref().map(|l| l.referenced))
-                {
-                    let message = "a sub-agent takes no `grants:` or `limits:` here: its own agent file sets them";
+                let own = [self.grants.as_ref().map(|g| g.referenced), self.limits.as_ref().map(|l| l.referenced)];
+                let approval = self.approval.as_ref().map(|a| a.referenced);
+                if let Some(extra) = own.into_iter().chain([approval]).flatten().next() {
+                    let message =
+                        "a sub-agent takes no `grants:`, `limits:` or `approval:` here: its own file sets them";
                     return Err(SpecError::new(at(extra), message));
                 }
                 return Ok(ToolEntry::Agent(dir.join(&agent.value), at(agent.referenced)));
@@ -209,7 +212,8 @@ impl RawTool {
             limits.log_bytes = size(max_log)?;
         }
 
-        Ok(ToolSpec { component: dir.join(&component.value), at: at(component.referenced), grants, limits })
+        let approval = self.approval.map(|a| a.value).unwrap_or_default();
+        Ok(ToolSpec { component: dir.join(&component.value), at: at(component.referenced), grants, limits, approval })
     }
 }
 

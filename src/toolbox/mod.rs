@@ -6,7 +6,7 @@ mod wasm;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::conversation::ToolDeclaration;
@@ -19,6 +19,11 @@ pub trait Toolbox: Send + Sync {
 
     /// Calls a declared tool with arguments already validated against its schema.
     async fn call(&self, name: &str, arguments: &Value) -> ToolOutcome;
+
+    /// Whether a call of `name` must wait for a person's yes (the agent file's `approval:`).
+    fn needs_approval(&self, _name: &str) -> bool {
+        false
+    }
 }
 
 /// One toolbox shared by many agents, e.g. by concurrent runs of one agent file.
@@ -31,6 +36,10 @@ impl<T: Toolbox + ?Sized> Toolbox for std::sync::Arc<T> {
     async fn call(&self, name: &str, arguments: &Value) -> ToolOutcome {
         (**self).call(name, arguments).await
     }
+
+    fn needs_approval(&self, name: &str) -> bool {
+        (**self).needs_approval(name)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -42,7 +51,7 @@ pub struct ToolOutcome {
 }
 
 /// A failed call, as fed back to the model and reported in events.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ToolError {
     /// e.g. `invalid_arguments`, `unknown_tool`, `timeout`, `memory`, `trap`.
     pub kind: String,

@@ -1,18 +1,20 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
-use reagent_sandbox::{LoadError, Sandbox, ToolComponent};
+use reagent_sandbox::{Effect, LoadError, Sandbox, ToolComponent};
 use serde_json::Value;
 
 use super::{ToolError, ToolOutcome, Toolbox};
 use crate::conversation::ToolDeclaration;
-use crate::spec::{SpecError, ToolSpec};
+use crate::spec::{Approval, SpecError, ToolSpec};
 
 /// Tools provided by WebAssembly components, each call in a fresh sandboxed instance.
 pub struct WasmToolbox {
     components: Vec<ToolComponent>,
     /// Tool name → index into `components`.
     owners: HashMap<String, usize>,
+    /// Tools whose calls wait for a person's yes.
+    approval_required: HashSet<String>,
 }
 
 impl WasmToolbox {
@@ -20,12 +22,21 @@ impl WasmToolbox {
     pub async fn load(sandbox: &Sandbox, tools: &[ToolSpec]) -> Result<Self, SpecError> {
         let mut components = Vec::new();
         let mut owners = HashMap::new();
+        let mut approval_required = HashSet::new();
         for spec in tools {
             let component = sandbox
                 .load(&spec.component, spec.grants.clone(), spec.limits)
                 .await
                 .map_err(|e| SpecError::new(spec.at.clone(), load_message(&e)))?;
             for tool in component.tools() {
+                let asks = match spec.approval {
+                    Approval::Never => false,
+                    Approval::Always => true,
+                    Approval::SideEffects => tool.effect == Effect::SideEffect,
+                };
+                if asks {
+                    approval_required.insert(tool.name.clone());
+                }
                 if owners.insert(tool.name.clone(), components.len()).is_some() {
                     return Err(SpecError::new(
                         spec.at.clone(),
@@ -35,7 +46,7 @@ impl WasmToolbox {
             }
             components.push(component);
         }
-        Ok(WasmToolbox { components, owners })
+        Ok(WasmToolbox { components, owners, approval_required })
     }
 }
 
@@ -62,6 +73,10 @@ impl Toolbox for WasmToolbox {
                 parameters: t.parameters.clone(),
             })
             .collect()
+    }
+
+    fn needs_approval(&self, name: &str) -> bool {
+        self.approval_required.contains(name)
     }
 
     async fn call(&self, name: &str, arguments: &Value) -> ToolOutcome {

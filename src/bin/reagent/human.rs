@@ -62,6 +62,12 @@ impl Printer {
             Event::OutputInvalid { answer, errors, .. } => {
                 labelled("invalid", &format!("{answer}\ndoes not match output.schema:\n- {}", errors.join("\n- ")))
             }
+            Event::ApprovalRequired { tool, arguments, .. } => {
+                labelled("approval", &format!("{tool} {arguments} waits for a person's yes"))
+            }
+            Event::RunResumed { approved, denied, .. } => {
+                labelled("resumed", &format!("approved: {} · denied: {}", approved.len(), denied.len()))
+            }
             Event::Answer { text, .. } => labelled("answer", text),
             Event::RunFinished { status: RunStatus::Answered, steps, .. } => format!("── answered in {steps} step(s)"),
             Event::RunFinished { message, .. } => format!("── stopped: {}", message.as_deref().unwrap_or("")),

@@ -3,6 +3,7 @@
 mod human;
 mod inputs;
 mod model;
+mod run;
 mod tool;
 
 use std::io::Write;
@@ -10,11 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use reagent::agent_loop::RunOutcome;
 use reagent::chat_format::exaone;
-use reagent::events::Event;
 use reagent::launch::{LaunchError, launch};
-use reagent::spec::Budget;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -32,7 +30,9 @@ Exit codes:
   9  limits.max_tool_calls ran out (incomplete, as for 5)
  10  limits.max_tokens ran out (incomplete, as for 5)
  11  limits.timeout ran out (incomplete, as for 5)
- 12  the answer did not match output.schema, even after one repair turn";
+ 12  the answer did not match output.schema, even after one repair turn
+ 13  paused: a call needs a person's approval (`approval:`) and no terminal could ask; continue
+     with `reagent resume FILE --approve` or `--deny`, FILE as printed";
 
 #[derive(Parser)]
 #[command(
@@ -65,6 +65,24 @@ enum Command {
         output: Option<PathBuf>,
         #[command(flatten)]
         inputs: inputs::InputArgs,
+    },
+    /// Continue a run that paused for approval (exit 13): approve or deny the calls it waits for.
+    #[command(after_help = EXIT_CODES)]
+    Resume {
+        /// The paused run's file, as printed when it paused
+        state: PathBuf,
+        /// Let the waiting calls run
+        #[arg(long, conflicts_with = "deny", required_unless_present = "deny")]
+        approve: bool,
+        /// Refuse the waiting calls; the model is told a person declined them
+        #[arg(long)]
+        deny: bool,
+        /// Print one JSON event per line on stdout, as `run --json` does
+        #[arg(long)]
+        json: bool,
+        /// Also write the answer to FILE, as `run --output` does
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Check an agent file without running it: the spec, the files it names, the model (pulled,
     /// or its API key set), every tool component and schema. Exits 0 when the agent can run.
@@ -105,6 +123,7 @@ pub(crate) enum Exit {
     OutOfTokens = 10,
     OutOfTime = 11,
     InvalidOutput = 12,
+    Paused = 13,
 }
 
 fn main() -> ExitCode {
@@ -116,7 +135,10 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         match cli.command {
             Command::Run { agent, task, json, output, inputs } => {
-                run(&agent, &task, &inputs, json, output.as_deref()).await
+                run::run(&agent, &task, &inputs, json, output.as_deref()).await
+            }
+            Command::Resume { state, approve, deny: _, json, output } => {
+                run::resume(&state, approve, json, output.as_deref()).await
             }
             Command::Prompt { agent, task, inputs } => prompt(&agent, &task, &inputs).await,
             Command::Validate { agent } => validate(&agent).await,
@@ -124,80 +146,6 @@ fn main() -> ExitCode {
             Command::Model(command) => model::run(command),
         }
     })
-}
-
-async fn run(file: &Path, task: &str, inputs: &inputs::InputArgs, json: bool, output_file: Option<&Path>) -> ExitCode {
-    let given = match inputs.given() {
-        Ok(given) => given,
-        Err(e) => return fail(Exit::Usage, &e),
-    };
-    let agent = match launch(file, &given).await {
-        Ok((_, agent)) => agent,
-        Err(e) => return launch_failure(&e),
-    };
-    let mut human = human::Printer::new();
-    let mut sink = |event: &Event| {
-        if json {
-            // A closed stdout (e.g. piped into `head`) must not crash the run.
-            let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string(event).unwrap_or_default());
-        } else {
-            human.print(event);
-        }
-    };
-    match agent.run(task, &mut sink).await {
-        Ok(RunOutcome::Answered { answer, output, .. }) => {
-            if !json {
-                let _ = writeln!(std::io::stdout(), "{answer}");
-            }
-            if let Some(path) = output_file {
-                let text = match output {
-                    Some(value) => serde_json::to_string_pretty(&value).unwrap_or_default(),
-                    None => answer,
-                };
-                if let Err(e) = write_whole(path, &text) {
-                    return fail(Exit::Internal, &format!("cannot write --output {}: {e}", path.display()));
-                }
-            }
-            ExitCode::from(Exit::Success as u8)
-        }
-        Ok(RunOutcome::InvalidOutput { errors, .. }) => fail(
-            Exit::InvalidOutput,
-            &format!(
-                "the answer does not match output.schema in {}, even after a repair turn: {}",
-                file.display(),
-                errors.join("; ")
-            ),
-        ),
-        Ok(RunOutcome::Incomplete { budget, answer, .. }) => {
-            let code = match budget {
-                Budget::MaxSteps => Exit::OutOfSteps,
-                Budget::MaxToolCalls => Exit::OutOfToolCalls,
-                Budget::MaxTokens => Exit::OutOfTokens,
-                Budget::Timeout => Exit::OutOfTime,
-            };
-            let key = budget.key();
-            let given = match answer {
-                Some(answer) => {
-                    if !json {
-                        let _ = writeln!(std::io::stdout(), "{answer}");
-                    }
-                    "the answer is the model's best from what it knew"
-                }
-                None => "the model gave no answer",
-            };
-            fail(
-                code,
-                &format!("incomplete: limits.{key} ran out and {given}; raise limits.{key} in {}", file.display()),
-            )
-        }
-        Ok(RunOutcome::Looped { tool, .. }) => fail(
-            Exit::Looped,
-            &format!(
-                "stopped: the agent kept calling `{tool}` with the same arguments; it was told the result would not change"
-            ),
-        ),
-        Err(e) => fail(Exit::ModelFailed, &format!("the model failed: {e}")),
-    }
 }
 
 async fn validate(file: &Path) -> ExitCode {
@@ -229,14 +177,6 @@ async fn validate(file: &Path) -> ExitCode {
     ExitCode::from(Exit::Success as u8)
 }
 
-/// Writes `text` to `path` whole or not at all: a reader never sees half an answer.
-fn write_whole(path: &Path, text: &str) -> std::io::Result<()> {
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    std::fs::write(&partial, format!("{text}\n"))?;
-    std::fs::rename(&partial, path)
-}
-
 async fn prompt(file: &Path, task: &str, inputs: &inputs::InputArgs) -> ExitCode {
     let given = match inputs.given() {
         Ok(given) => given,
@@ -251,7 +191,7 @@ async fn prompt(file: &Path, task: &str, inputs: &inputs::InputArgs) -> ExitCode
     ExitCode::from(Exit::Success as u8)
 }
 
-fn launch_failure(error: &LaunchError) -> ExitCode {
+pub(crate) fn launch_failure(error: &LaunchError) -> ExitCode {
     let code = match error {
         LaunchError::Spec(_) => Exit::InvalidAgent,
         LaunchError::Tool(_) => Exit::BrokenTool,
