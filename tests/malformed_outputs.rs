@@ -266,6 +266,8 @@ fn unclear(kind: &str, message: &str) -> Option<&'static str> {
     let says = |needles: &[&str]| needles.iter().all(|n| message.contains(n));
     match kind {
         _ if message.trim().is_empty() => Some("is empty"),
+        // The model reads it back: a huge argument must not come back whole.
+        _ if message.len() > 4_000 => Some("is longer than 4000 bytes"),
         "malformed_call" if !says(&["\"name\"", "\"arguments\""]) => Some("does not show the shape of a call"),
         "unknown_tool" if !says(&["the tools are: calc"]) => Some("does not list the tools"),
         "invalid_arguments" if !says(&["expression"]) => Some("does not name the expected argument"),

@@ -680,8 +680,8 @@ impl Agent {
         let problems: Vec<String> = validator
             .iter_errors(&call.arguments)
             .map(|e| match e.instance_path().to_string() {
-                path if path.is_empty() => e.to_string(),
-                path => format!("{path}: {e}"),
+                path if path.is_empty() => clipped(e.to_string()),
+                path => format!("{path}: {}", clipped(e.to_string())),
             })
             .collect();
         if !problems.is_empty() {
@@ -756,6 +756,17 @@ fn model_failed(step: u32, error: ModelError, usage: Option<Usage>, events: &mut
         usage,
     });
     error
+}
+
+/// A validator's message quotes the offending value; a huge one must not be fed back whole.
+fn clipped(mut message: String) -> String {
+    const MAX: usize = 500;
+    if let Some((cut, _)) = message.char_indices().nth(MAX) {
+        let more = message.len() - cut;
+        message.truncate(cut);
+        message.push_str(&format!("… ({more} more bytes)"));
+    }
+    message
 }
 
 fn failed(error: ToolError) -> ToolOutcome {
