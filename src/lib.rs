@@ -12,3 +12,12 @@ pub mod launch;
 pub mod model;
 pub mod spec;
 pub mod toolbox;
+
+/// Where reagent keeps what it downloads and saves: `$REAGENT_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/reagent`, else `~/.cache/reagent`.
+pub fn cache_dir() -> Option<std::path::PathBuf> {
+    let env = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+    env("REAGENT_CACHE_DIR")
+        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("reagent")))
+        .or_else(|| env("HOME").map(|d| d.join(".cache/reagent")))
+}

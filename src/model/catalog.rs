@@ -82,11 +82,7 @@ pub fn find(name: &str) -> Result<&'static CatalogModel, PullError> {
 
 /// `$REAGENT_CACHE_DIR/models`, else `$XDG_CACHE_HOME/reagent/models`, else `~/.cache/reagent/models`.
 pub fn models_dir() -> Option<PathBuf> {
-    let env = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
-    let base = env("REAGENT_CACHE_DIR")
-        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("reagent")))
-        .or_else(|| env("HOME").map(|d| d.join(".cache/reagent")))?;
-    Some(base.join("models"))
+    crate::cache_dir().map(|dir| dir.join("models"))
 }
 
 impl CatalogModel {

@@ -156,11 +156,7 @@ fn report(
 
 /// Saves a paused run under `$REAGENT_CACHE_DIR/runs` (else `~/.cache/reagent/runs`).
 fn save(paused: &PausedRun) -> std::io::Result<PathBuf> {
-    let env = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
-    let base = env("REAGENT_CACHE_DIR")
-        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("reagent")))
-        .or_else(|| env("HOME").map(|d| d.join(".cache/reagent")))
-        .ok_or_else(|| std::io::Error::other("set REAGENT_CACHE_DIR or HOME"))?;
+    let base = reagent::cache_dir().ok_or_else(|| std::io::Error::other("set REAGENT_CACHE_DIR or HOME"))?;
     let dir = base.join("runs");
     std::fs::create_dir_all(&dir)?;
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
