@@ -1,5 +1,7 @@
-//! Tool-call dispatch: reagent's fast path against compiling per call and against the floor, a
-//! raw typed wasmtime call on an instance made once. Prints p50/p99 latency and calls/s.
+//! Tool-call dispatch: reagent's fast path against compiling per call, against wasmtime alone
+//! doing what the fast path does (a fresh store and instance per call on reagent's engine, with a
+//! minimal host), and against the floor, a raw typed call on an instance made once. Prints p50/p99
+//! latency and calls/s.
 //!
 //! Run after `scripts/setup.sh` (it builds tools/dist/calc.wasm):
 //!     cargo bench --profile dev -p reagent-sandbox --bench dispatch
@@ -18,6 +20,15 @@ mod raw {
     wasmtime::component::bindgen!({ path: "../tools/wit", world: "plugin" });
 }
 
+mod raw_async {
+    wasmtime::component::bindgen!({
+        path: "../tools/wit",
+        world: "plugin",
+        imports: { default: async },
+        exports: { default: async },
+    });
+}
+
 const ARGUMENTS: &str = r#"{"expression": "1+2"}"#;
 
 fn main() {
@@ -26,18 +37,23 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
 
     println!("tool: calc {ARGUMENTS} ({} KB component), {} cores", bytes.len() / 1024, num_cpus());
-    let fast = runtime.block_on(fast_path(&calc, 20_000));
+    let sandbox = Sandbox::with_cache(None).expect("sandbox");
+    let (fast, wasmtime_alone) = runtime.block_on(fast_path_and_wasmtime_alone(&sandbox, &calc, &bytes, 20_000));
     report("reagent fast path (validate + instantiate + call + parse)", &fast);
+    report("wasmtime alone: fresh store + instance + call, same engine", &wasmtime_alone);
     let compile = compile_per_call(&bytes, 20);
     report("compile + instantiate + call, per call", &compile);
     let floor = raw_typed_call(&bytes, 20_000);
     report("floor: raw typed call on one instance", &floor);
+    let p50 = |samples: &[Duration]| percentile(samples, 50).as_secs_f64();
     println!(
-        "fast path vs compile-per-call: {:.0}x faster (p50); fast path vs floor: {:.1}x the floor's p50",
-        percentile(&compile, 50).as_secs_f64() / percentile(&fast, 50).as_secs_f64(),
-        percentile(&fast, 50).as_secs_f64() / percentile(&floor, 50).as_secs_f64(),
+        "fast path vs compile-per-call: {:.0}x faster (p50); fast path vs floor: {:.1}x the floor's p50; \
+         reagent's own share over wasmtime alone: {:+.1} us (p50)",
+        p50(&compile) / p50(&fast),
+        p50(&fast) / p50(&floor),
+        (p50(&fast) - p50(&wasmtime_alone)) * 1e6,
     );
-    let (calls, elapsed) = runtime.block_on(concurrent(&calc, 64, 500));
+    let (calls, elapsed) = runtime.block_on(concurrent(&sandbox, &calc, 64, 500));
     println!(
         "64 concurrent callers: {calls} calls in {:.2} s = {:.0} calls/s",
         elapsed.as_secs_f64(),
@@ -45,26 +61,56 @@ fn main() {
     );
 }
 
-async fn fast_path(calc: &std::path::Path, iterations: usize) -> Vec<Duration> {
-    let sandbox = Sandbox::with_cache(None).expect("sandbox");
+/// The fast path and wasmtime alone, alternating in blocks so that both see the same machine:
+/// on a shared VM the speed of the host drifts from one second to the next.
+async fn fast_path_and_wasmtime_alone(
+    sandbox: &Sandbox,
+    calc: &std::path::Path,
+    bytes: &[u8],
+    iterations: usize,
+) -> (Vec<Duration>, Vec<Duration>) {
+    const BLOCK: usize = 500;
     let component = sandbox.load(calc, Grants::default(), Limits::default()).await.expect("load calc");
     let validator = jsonschema::validator_for(&component.tools()[0].parameters).expect("schema");
-    let mut samples = Vec::with_capacity(iterations);
-    for i in 0..iterations + 1_000 {
-        let started = Instant::now();
-        let arguments: serde_json::Value = serde_json::from_str(ARGUMENTS).expect("json");
-        assert!(validator.is_valid(&arguments));
-        let output = component.call("calc", &arguments.to_string()).await;
-        assert_eq!(output.result, Ok(json!(3)));
-        if i >= 1_000 {
-            samples.push(started.elapsed());
+    let engine = sandbox.engine();
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("link wasi");
+    let pre = raw_async::PluginPre::new(
+        linker.instantiate_pre(&Component::new(engine, bytes).expect("compile")).expect("link"),
+    )
+    .expect("exports");
+
+    let (mut fast, mut alone) = (Vec::with_capacity(iterations), Vec::with_capacity(iterations));
+    for block in 0..2 * (iterations / BLOCK + 1) {
+        let warming_up = block < 2;
+        for _ in 0..BLOCK {
+            let started = Instant::now();
+            if block % 2 == 0 {
+                let arguments: serde_json::Value = serde_json::from_str(ARGUMENTS).expect("json");
+                assert!(validator.is_valid(&arguments));
+                let output = component.call("calc", &arguments.to_string()).await;
+                assert_eq!(output.result, Ok(json!(3)));
+                if !warming_up {
+                    fast.push(started.elapsed());
+                }
+            } else {
+                let mut store = new_store(engine);
+                // reagent's engine interrupts guests at an epoch deadline; this one never comes.
+                store.set_epoch_deadline(u64::MAX / 2);
+                let plugin = pre.instantiate_async(&mut store).await.expect("instantiate");
+                let result = plugin.reagent_tool_tools().call_call(&mut store, "calc", ARGUMENTS).await.expect("call");
+                assert_eq!(result.ok().as_deref(), Some("3"));
+                drop(store);
+                if !warming_up {
+                    alone.push(started.elapsed());
+                }
+            }
         }
     }
-    samples
+    (fast, alone)
 }
 
-async fn concurrent(calc: &std::path::Path, callers: usize, calls_each: usize) -> (usize, Duration) {
-    let sandbox = Sandbox::with_cache(None).expect("sandbox");
+async fn concurrent(sandbox: &Sandbox, calc: &std::path::Path, callers: usize, calls_each: usize) -> (usize, Duration) {
     let component = Arc::new(sandbox.load(calc, Grants::default(), Limits::default()).await.expect("load calc"));
     let started = Instant::now();
     let tasks: Vec<_> = (0..callers)

@@ -50,6 +50,13 @@ impl Sandbox {
         Ok(Sandbox { engine, linker: Arc::new(linker), cache_dir, ticker: Arc::new(ticker) })
     }
 
+    /// The wasmtime engine tools run on (pooling allocator, epoch interruption). For embedders
+    /// that measure or run their own wasmtime code under the same configuration, as the
+    /// dispatch benchmark does for its baseline.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// Compiles (or loads from the cache) a component, links it and reads its tool descriptions.
     pub async fn load(&self, path: &Path, grants: Grants, limits: Limits) -> Result<ToolComponent, LoadError> {
         check_grants(path, &grants, limits)?;
