@@ -230,3 +230,22 @@ async fn no_state_survives_from_one_call_to_the_next() {
         assert_eq!(call.await.unwrap(), Ok(json!(1)));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_concurrent_calls_than_instance_slots_wait_their_turn() {
+    // 300 guests that each spin through a 10 ms CPU budget, all started at once: more than the
+    // sandbox's 256 instance slots. The calls beyond them wait for a slot instead of failing.
+    let limits = Limits { cpu_time: Duration::from_millis(10), ..Limits::default() };
+    let tool = std::sync::Arc::new(hostile(Grants::default(), limits).await);
+    let calls: Vec<_> = (0..300)
+        .map(|_| {
+            let tool = tool.clone();
+            tokio::spawn(async move { call(&tool, "spin", json!({})).await })
+        })
+        .collect();
+    for call in calls {
+        let output = call.await.unwrap();
+        assert!(failed_with(&output, ErrorKind::Timeout).contains("CPU limit"));
+    }
+    still_works(&tool).await;
+}

@@ -24,7 +24,7 @@ fn build_python_tool() -> std::path::PathBuf {
     out
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_tool_runs_in_the_sandbox_and_in_an_agent() {
     let wasm = build_python_tool();
     let cache = wasm.with_file_name("cache");
@@ -38,6 +38,19 @@ async fn a_python_tool_runs_in_the_sandbox_and_in_an_agent() {
     assert_eq!(refused.kind, ErrorKind::InvalidArguments);
     let unknown = tool.call("nope", "{}").await.result.unwrap_err();
     assert_eq!(unknown.kind, ErrorKind::UnknownTool);
+
+    // A componentize-py component instantiates 14 core modules per call, many more than a Rust
+    // tool: a burst of calls must still find room in the sandbox's instance pool.
+    let tool = std::sync::Arc::new(tool);
+    let burst: Vec<_> = (0..100)
+        .map(|_| {
+            let tool = tool.clone();
+            tokio::spawn(async move { tool.call("word_frequencies", r#"{"text": "a b a", "top": 1}"#).await.result })
+        })
+        .collect();
+    for call in burst {
+        assert_eq!(call.await.unwrap(), Ok(json!([{"word": "a", "count": 2}])));
+    }
 
     // In an agent, the loop validates arguments against the schema the Python code declared.
     let agent = TestAgent::from_files(

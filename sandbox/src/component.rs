@@ -2,6 +2,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tokio::sync::Semaphore;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -44,6 +45,7 @@ impl WasiHttpView for CallState {
 pub struct ToolComponent {
     engine: Engine,
     _ticker: Arc<EpochTicker>,
+    slots: Arc<Semaphore>,
     pre: PluginPre<CallState>,
     imports: Vec<String>,
     tools: Vec<ToolDescription>,
@@ -64,13 +66,22 @@ impl ToolComponent {
     pub(crate) async fn describe(
         engine: &Engine,
         ticker: Arc<EpochTicker>,
+        slots: Arc<Semaphore>,
         pre: PluginPre<CallState>,
         imports: Vec<String>,
         grants: CallGrants,
         limits: Limits,
     ) -> Result<Self, String> {
-        let mut component =
-            ToolComponent { engine: engine.clone(), _ticker: ticker, pre, imports, tools: Vec::new(), grants, limits };
+        let mut component = ToolComponent {
+            engine: engine.clone(),
+            _ticker: ticker,
+            slots,
+            pre,
+            imports,
+            tools: Vec::new(),
+            grants,
+            limits,
+        };
         let (json, _log) = component.invoke(Export::Describe).await;
         component.tools = parse_descriptions(&json.map_err(|e| e.to_string())?)?;
         Ok(component)
@@ -102,7 +113,12 @@ impl ToolComponent {
     }
 
     /// Instantiates the component in a fresh store under the grants and limits, runs one export.
+    /// Waiting for an instance slot does not count against the limits.
     async fn invoke(&self, export: Export<'_>) -> (Result<String, ToolError>, String) {
+        // Declared before the store, so dropped after it: the slot is free only once reset.
+        let Ok(_slot) = self.slots.acquire().await else {
+            return (Err(ToolError::new(ErrorKind::Failed, "the sandbox has shut down")), String::new());
+        };
         let limits = self.limits;
         let stdout = MemoryOutputPipe::new(limits.log_bytes);
         let stderr = MemoryOutputPipe::new(limits.log_bytes);

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -18,7 +19,7 @@ use crate::limits::{Limits, MAX_MEMORY_BYTES};
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(2);
 
 /// Calls that may run at once across all tools (pooling-allocator slots); sized for a small
-/// machine running many concurrent agents.
+/// machine running many concurrent agents. Calls beyond it wait for a slot.
 const CONCURRENT_INSTANCES: u32 = 256;
 const DECOMMIT_BATCH: usize = 32;
 const MEMORY_KEEP_RESIDENT: usize = 2 << 20;
@@ -30,6 +31,9 @@ pub struct Sandbox {
     linker: Arc<Linker<CallState>>,
     cache_dir: Option<PathBuf>,
     ticker: Arc<EpochTicker>,
+    /// One permit per pooling-allocator slot: a call holds one from instantiation until its store
+    /// is dropped, so that a burst of calls queues instead of failing with "limit reached".
+    slots: Arc<Semaphore>,
 }
 
 impl Sandbox {
@@ -47,7 +51,13 @@ impl Sandbox {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(|e| StartError(format!("{e:#}")))?;
 
         let ticker = EpochTicker::start(engine.clone()).map_err(|e| StartError(e.to_string()))?;
-        Ok(Sandbox { engine, linker: Arc::new(linker), cache_dir, ticker: Arc::new(ticker) })
+        Ok(Sandbox {
+            engine,
+            linker: Arc::new(linker),
+            cache_dir,
+            ticker: Arc::new(ticker),
+            slots: Arc::new(Semaphore::new(CONCURRENT_INSTANCES as usize)),
+        })
     }
 
     /// The wasmtime engine tools run on (pooling allocator, epoch interruption). For embedders
@@ -79,9 +89,17 @@ impl Sandbox {
         let pre = PluginPre::new(instance_pre)
             .map_err(|e| LoadError::Link { path: path.to_path_buf(), reason: one_line(&format!("{e:#}")) })?;
         let imports = component.component_type().imports(&self.engine).map(|(name, _)| name.to_string()).collect();
-        ToolComponent::describe(&self.engine, self.ticker.clone(), pre, imports, grants.into(), limits)
-            .await
-            .map_err(|reason| LoadError::Describe { path: path.to_path_buf(), reason })
+        ToolComponent::describe(
+            &self.engine,
+            self.ticker.clone(),
+            self.slots.clone(),
+            pre,
+            imports,
+            grants.into(),
+            limits,
+        )
+        .await
+        .map_err(|reason| LoadError::Describe { path: path.to_path_buf(), reason })
     }
 }
 
@@ -119,8 +137,11 @@ fn engine_config() -> Config {
     // fresh instance per call costs microseconds. Slots are sized down from the defaults (which
     // reserve ~6 GiB of address space each) to the largest memory a call may be granted.
     let mut pool = PoolingAllocationConfig::new();
+    // The other totals are per call: a componentize-py tool instantiates 14 core modules (a Rust
+    // tool 3), each with its own counter but no reserved memory; memories and tables reserve
+    // address space, and tools have one memory and two tables.
     pool.total_component_instances(CONCURRENT_INSTANCES)
-        .total_core_instances(CONCURRENT_INSTANCES * 4)
+        .total_core_instances(CONCURRENT_INSTANCES * 32)
         .total_memories(CONCURRENT_INSTANCES * 2)
         .total_tables(CONCURRENT_INSTANCES * 4)
         .total_stacks(CONCURRENT_INSTANCES)
