@@ -2,9 +2,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::sync::Semaphore;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -14,7 +13,7 @@ use crate::bindings::exports::reagent::tool::tools as wit;
 use crate::description::{ToolDescription, parse_descriptions};
 use crate::error::{ErrorKind, ToolError};
 use crate::grants::CallGrants;
-use crate::host::{EPOCH_TICK, EpochTicker};
+use crate::host::{EPOCH_TICK, Shared};
 use crate::limits::{Limits, MemoryCap};
 use crate::network::HttpPolicy;
 
@@ -43,9 +42,7 @@ impl WasiHttpView for CallState {
 
 /// A loaded component: compiled, linked, its tools known. Cheap to call many times, concurrently.
 pub struct ToolComponent {
-    engine: Engine,
-    _ticker: Arc<EpochTicker>,
-    slots: Arc<Semaphore>,
+    shared: Arc<Shared>,
     pre: PluginPre<CallState>,
     imports: Vec<String>,
     tools: Vec<ToolDescription>,
@@ -64,24 +61,13 @@ pub struct CallOutput {
 
 impl ToolComponent {
     pub(crate) async fn describe(
-        engine: &Engine,
-        ticker: Arc<EpochTicker>,
-        slots: Arc<Semaphore>,
+        shared: Arc<Shared>,
         pre: PluginPre<CallState>,
         imports: Vec<String>,
         grants: CallGrants,
         limits: Limits,
     ) -> Result<Self, String> {
-        let mut component = ToolComponent {
-            engine: engine.clone(),
-            _ticker: ticker,
-            slots,
-            pre,
-            imports,
-            tools: Vec::new(),
-            grants,
-            limits,
-        };
+        let mut component = ToolComponent { shared, pre, imports, tools: Vec::new(), grants, limits };
         let (json, _log) = component.invoke(Export::Describe).await;
         component.tools = parse_descriptions(&json.map_err(|e| e.to_string())?)?;
         Ok(component)
@@ -116,7 +102,7 @@ impl ToolComponent {
     /// Waiting for an instance slot does not count against the limits.
     async fn invoke(&self, export: Export<'_>) -> (Result<String, ToolError>, String) {
         // Declared before the store, so dropped after it: the slot is free only once reset.
-        let Ok(_slot) = self.slots.acquire().await else {
+        let Ok(_slot) = self.shared.slots.acquire().await else {
             return (Err(ToolError::new(ErrorKind::Failed, "the sandbox has shut down")), String::new());
         };
         let limits = self.limits;
@@ -136,7 +122,7 @@ impl ToolComponent {
             memory: MemoryCap::new(limits.memory_bytes),
             cpu_ticks_left: (limits.cpu_time.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64,
         };
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(&self.shared.engine, state);
         store.limiter(|state| &mut state.memory);
         // Every tick the guest yields to the executor, so a spinning tool never holds a worker
         // thread, and spends one tick of its CPU budget.

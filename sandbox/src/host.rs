@@ -27,13 +27,18 @@ const SMALL_KEEP_RESIDENT: usize = 64 << 10;
 
 /// One wasmtime engine and WASI linker shared by every tool component of a process.
 pub struct Sandbox {
-    engine: Engine,
+    shared: Arc<Shared>,
     linker: Arc<Linker<CallState>>,
     cache_dir: Option<PathBuf>,
-    ticker: Arc<EpochTicker>,
+}
+
+/// What the sandbox and every component it loaded share; alive while any of them is.
+pub(crate) struct Shared {
+    pub(crate) engine: Engine,
+    _ticker: EpochTicker,
     /// One permit per pooling-allocator slot: a call holds one from instantiation until its store
     /// is dropped, so that a burst of calls queues instead of failing with "limit reached".
-    slots: Arc<Semaphore>,
+    pub(crate) slots: Semaphore,
 }
 
 impl Sandbox {
@@ -51,20 +56,15 @@ impl Sandbox {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(|e| StartError(format!("{e:#}")))?;
 
         let ticker = EpochTicker::start(engine.clone()).map_err(|e| StartError(e.to_string()))?;
-        Ok(Sandbox {
-            engine,
-            linker: Arc::new(linker),
-            cache_dir,
-            ticker: Arc::new(ticker),
-            slots: Arc::new(Semaphore::new(CONCURRENT_INSTANCES as usize)),
-        })
+        let slots = Semaphore::new(CONCURRENT_INSTANCES as usize);
+        Ok(Sandbox { shared: Arc::new(Shared { engine, _ticker: ticker, slots }), linker: Arc::new(linker), cache_dir })
     }
 
     /// The wasmtime engine tools run on (pooling allocator, epoch interruption). For embedders
     /// that measure or run their own wasmtime code under the same configuration, as the
     /// dispatch benchmark does for its baseline.
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.shared.engine
     }
 
     /// Compiles (or loads from the cache) a component, links it and reads its tool descriptions.
@@ -75,7 +75,7 @@ impl Sandbox {
             _ => LoadError::Unreadable { path: path.to_path_buf(), source },
         })?;
         check_is_component(path, &bytes)?;
-        let engine = self.engine.clone();
+        let engine = self.shared.engine.clone();
         let cache_dir = self.cache_dir.clone();
         // Compiling is seconds of CPU for a large component: keep it off the async workers.
         let component = tokio::task::spawn_blocking(move || cache::compile(&engine, &bytes, cache_dir.as_deref()))
@@ -88,24 +88,16 @@ impl Sandbox {
             .map_err(|e| LoadError::Link { path: path.to_path_buf(), reason: link_reason(&e) })?;
         let pre = PluginPre::new(instance_pre)
             .map_err(|e| LoadError::Link { path: path.to_path_buf(), reason: one_line(&format!("{e:#}")) })?;
-        let imports = component.component_type().imports(&self.engine).map(|(name, _)| name.to_string()).collect();
-        ToolComponent::describe(
-            &self.engine,
-            self.ticker.clone(),
-            self.slots.clone(),
-            pre,
-            imports,
-            grants.into(),
-            limits,
-        )
-        .await
-        .map_err(|reason| LoadError::Describe { path: path.to_path_buf(), reason })
+        let imports =
+            component.component_type().imports(&self.shared.engine).map(|(name, _)| name.to_string()).collect();
+        ToolComponent::describe(self.shared.clone(), pre, imports, grants.into(), limits)
+            .await
+            .map_err(|reason| LoadError::Describe { path: path.to_path_buf(), reason })
     }
 }
 
-/// Advances the engine's epoch on a fixed tick so that CPU deadlines fire. Shared by the sandbox
-/// and every component it loaded: it runs while any of them is alive.
-pub(crate) struct EpochTicker {
+/// Advances the engine's epoch on a fixed tick so that CPU deadlines fire, until dropped.
+struct EpochTicker {
     stop: Arc<AtomicBool>,
 }
 
