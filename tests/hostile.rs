@@ -37,7 +37,7 @@ async fn still_works(component: &ToolComponent) {
 }
 
 fn read_only(host: &std::path::Path) -> Grants {
-    Grants { dirs: vec![DirGrant { host: host.into(), guest: "/data".into(), writable: false }], ..Grants::default() }
+    Grants { dirs: vec![DirGrant::read_only(host, "/data")], ..Grants::default() }
 }
 
 #[tokio::test]
@@ -71,10 +71,7 @@ async fn a_read_only_grant_cannot_be_written() {
     still_works(&tool).await;
 
     // The same call under a read-write grant succeeds: the refusal above was the grant's doing.
-    let writable = Grants {
-        dirs: vec![DirGrant { host: dir.path().into(), guest: "/data".into(), writable: true }],
-        ..Grants::default()
-    };
+    let writable = Grants { dirs: vec![DirGrant::read_write(dir.path(), "/data")], ..Grants::default() };
     let tool = hostile(writable, Limits::default()).await;
     assert_eq!(
         call(&tool, "write", json!({"path": "/data/new.txt", "content": "x"})).await.result,
@@ -164,7 +161,9 @@ async fn a_memory_bomb_hits_the_memory_limit() {
     still_works(&tool).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On a single-threaded runtime, so that a guest that never yielded would hold the only thread
+/// until its CPU budget ran out, and the other calls could not run meanwhile.
+#[tokio::test(flavor = "current_thread")]
 async fn an_infinite_loop_times_out_without_stalling_other_calls() {
     let limits = Limits { cpu_time: Duration::from_millis(1500), ..Limits::default() };
     let tool = std::sync::Arc::new(hostile(Grants::default(), limits).await);
@@ -172,6 +171,7 @@ async fn an_infinite_loop_times_out_without_stalling_other_calls() {
         let tool = tool.clone();
         tokio::spawn(async move { call(&tool, "spin", json!({})).await })
     };
+    tokio::task::yield_now().await; // the spinning call starts first
     // While the loop burns its CPU budget, other calls run: the spinning guest yields every tick.
     for _ in 0..3 {
         still_works(&tool).await;
@@ -248,4 +248,159 @@ async fn more_concurrent_calls_than_instance_slots_wait_their_turn() {
         assert!(failed_with(&output, ErrorKind::Timeout).contains("CPU limit"));
     }
     still_works(&tool).await;
+}
+
+/// Runs `attack` (many hostile calls at once) while calls of an honest component in the same
+/// process open a file and fetch over loopback HTTP; each honest call must succeed.
+async fn honest_calls_succeed_during<F: std::future::Future + Send + 'static>(sandbox: &Sandbox, attack: F) -> F::Output
+where
+    F::Output: Send,
+{
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("note.txt"), "still readable").unwrap();
+    let server = TestServer::start(HashMap::from([("/hello".to_string(), route(200, &[], "hello"))])).await;
+    let grants = Grants {
+        dirs: vec![DirGrant::read_only(files.path(), "/data")],
+        http: vec![HostGrant::parse(&format!("http://127.0.0.1:{}", server.address.port())).unwrap()],
+        ..Grants::default()
+    };
+    let honest = sandbox.load(&test_component("hostile"), grants, Limits::default()).await.expect("load");
+    let attack = tokio::spawn(attack);
+    for _ in 0..5 {
+        let (read, fetch) = tokio::join!(
+            call(&honest, "read", json!({"path": "/data/note.txt"})),
+            call(&honest, "get", json!({"url": server.url("/hello")})),
+        );
+        assert_eq!(read.result, Ok(json!("still readable")), "an honest file read during the attack");
+        assert_eq!(fetch.result, Ok(json!({"status": 200, "body": "hello"})), "an honest fetch during the attack");
+    }
+    attack.await.expect("the attack task")
+}
+
+/// `count` concurrent calls of `tool` on one component, their outputs in order.
+async fn many(
+    tool: std::sync::Arc<ToolComponent>,
+    name: &'static str,
+    count: usize,
+    arguments: Value,
+) -> Vec<CallOutput> {
+    let calls: Vec<_> = (0..count)
+        .map(|i| {
+            let (tool, mut arguments) = (tool.clone(), arguments.clone());
+            if let Some(path) = arguments.get("path").and_then(Value::as_str).map(|p| p.replace("{i}", &i.to_string()))
+            {
+                arguments["path"] = json!(path);
+            }
+            tokio::spawn(async move { call(&tool, name, arguments).await })
+        })
+        .collect();
+    let mut outputs = Vec::new();
+    for call in calls {
+        outputs.push(call.await.expect("a call task"));
+    }
+    outputs
+}
+
+/// Sizes as the sandbox's messages write them.
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b => format!("{:.1} MiB", b as f64 / (1 << 20) as f64),
+    }
+}
+
+fn read_write(host: &std::path::Path) -> Grants {
+    Grants { dirs: vec![DirGrant::read_write(host, "/data")], ..Grants::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_filling_write_stops_at_the_write_limit_with_its_partial_writes_reported() {
+    let sandbox = Sandbox::with_cache(None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits { write_bytes: 2 << 20, ..Limits::default() };
+    let filler =
+        std::sync::Arc::new(sandbox.load(&test_component("hostile"), read_write(dir.path()), limits).await.unwrap());
+    // Eight fillers at once, each asking for 1 GiB.
+    let outputs = honest_calls_succeed_during(
+        &sandbox,
+        many(filler.clone(), "fill", 8, json!({"path": "/data/fill-{i}.bin", "mb": 1024})),
+    )
+    .await;
+    for (i, output) in outputs.iter().enumerate() {
+        let message = failed_with(output, ErrorKind::WriteLimit);
+        assert!(message.contains("more than 2 MiB in one call (limits.max_write)"), "{message}");
+        let on_disk = std::fs::metadata(dir.path().join(format!("fill-{i}.bin"))).unwrap().len();
+        assert!(on_disk <= 2 << 20 && on_disk > 1 << 20, "nothing past the limit reached the disk: {on_disk}");
+        assert!(
+            message.contains(&format!("it had written {} before it was stopped: /data/fill-{i}.bin (", size(on_disk))),
+            "the partial write is reported: {message}"
+        );
+    }
+    still_works(&filler).await;
+}
+
+#[tokio::test]
+async fn a_grant_bounds_what_all_calls_of_a_run_write_under_it() {
+    let sandbox = Sandbox::with_cache(None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut grants = read_write(dir.path());
+    grants.dirs[0].max_write = 3 << 20;
+    let tool = sandbox.load(&test_component("hostile"), grants, Limits::default()).await.unwrap();
+    for name in ["a", "b", "c"] {
+        let output = call(&tool, "fill", json!({"path": format!("/data/{name}.bin"), "mb": 1})).await;
+        assert_eq!(output.result, Ok(json!("filled")), "{name}: within the grant's 3 MiB");
+    }
+    let message =
+        failed_with(&call(&tool, "fill", json!({"path": "/data/d.bin", "mb": 1})).await, ErrorKind::WriteLimit);
+    assert!(message.contains("more than 3 MiB under /data over the run"), "{message}");
+    // A fresh load (another run) starts from zero.
+    let tool = sandbox.load(&test_component("hostile"), read_write(dir.path()), Limits::default()).await.unwrap();
+    assert_eq!(call(&tool, "fill", json!({"path": "/data/d.bin", "mb": 1})).await.result, Ok(json!("filled")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_creation_flood_stops_at_the_file_limit() {
+    let sandbox = Sandbox::with_cache(None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..4 {
+        std::fs::create_dir(dir.path().join(format!("d{i}"))).unwrap();
+    }
+    let limits = Limits { files: 100, ..Limits::default() };
+    let flooder =
+        std::sync::Arc::new(sandbox.load(&test_component("hostile"), read_write(dir.path()), limits).await.unwrap());
+    let outputs = honest_calls_succeed_during(
+        &sandbox,
+        many(flooder.clone(), "touch", 4, json!({"path": "/data/d{i}", "count": 1_000_000})),
+    )
+    .await;
+    for (i, output) in outputs.iter().enumerate() {
+        let message = failed_with(output, ErrorKind::FileLimit);
+        assert!(message.contains("more than 100 files or folders in one call (limits.max_files)"), "{message}");
+        assert!(message.contains(&format!("it had created 100: /data/d{i}/f0,")), "{message}");
+        assert_eq!(std::fs::read_dir(dir.path().join(format!("d{i}"))).unwrap().count(), 100);
+    }
+    still_works(&flooder).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_descriptor_hoard_stops_at_the_handle_limit() {
+    let sandbox = Sandbox::with_cache(None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("x.txt"), "x").unwrap();
+    let hoarder = std::sync::Arc::new(
+        sandbox.load(&test_component("hostile"), read_only(dir.path()), Limits::default()).await.unwrap(),
+    );
+    // Unbounded, 64 calls each holding 100,000 descriptors would exhaust the process's limit.
+    let outputs = honest_calls_succeed_during(
+        &sandbox,
+        many(hoarder.clone(), "hoard", 64, json!({"path": "/data/x.txt", "count": 100_000})),
+    )
+    .await;
+    for output in &outputs {
+        let message = failed_with(output, ErrorKind::HandleLimit);
+        assert!(message.contains("more than 64 handles"), "{message}");
+    }
+    let few = call(&hoarder, "hoard", json!({"path": "/data/x.txt", "count": 20})).await;
+    assert_eq!(few.result, Ok(json!(20)), "holding a few files is fine");
+    still_works(&hoarder).await;
 }

@@ -10,10 +10,7 @@ async fn fs_tool(data: &std::path::Path, out: &std::path::Path) -> ToolComponent
     let path = repo_root().join("tools/dist/fs.wasm");
     assert!(path.is_file(), "{} is missing: run scripts/setup.sh", path.display());
     let grants = Grants {
-        dirs: vec![
-            DirGrant { host: data.into(), guest: "/data".into(), writable: false },
-            DirGrant { host: out.into(), guest: "/out".into(), writable: true },
-        ],
+        dirs: vec![DirGrant::read_only(data, "/data"), DirGrant::read_write(out, "/out")],
         ..Grants::default()
     };
     Sandbox::with_cache(None).unwrap().load(&path, grants, Limits::default()).await.unwrap()
@@ -64,4 +61,23 @@ async fn reads_lists_finds_greps_and_writes_only_where_granted() {
     assert!(matches!(outside.kind, ErrorKind::NotFound | ErrorKind::Denied), "{outside:?}");
     let bad = call(&tool, "fs_grep", json!({"path": "/data", "pattern": "("})).await.unwrap_err();
     assert_eq!(bad.kind, ErrorKind::InvalidArguments);
+}
+
+#[tokio::test]
+async fn errors_name_the_tool_to_call_instead() {
+    let data = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("notes.txt"), "alpha").unwrap();
+    let tool = fs_tool(data.path(), out.path()).await;
+    let next_step = |error: reagent_sandbox::ToolError| error.message;
+
+    let listed_a_file = next_step(call(&tool, "fs_list", json!({"path": "/data/notes.txt"})).await.unwrap_err());
+    assert!(listed_a_file.ends_with("it is a file: read it with fs_read"), "{listed_a_file}");
+    let read_a_folder = next_step(call(&tool, "fs_read", json!({"path": "/data"})).await.unwrap_err());
+    assert!(read_a_folder.contains("it is a folder: list it with fs_list"), "{read_a_folder}");
+    let missing = next_step(call(&tool, "fs_read", json!({"path": "/data/nope.txt"})).await.unwrap_err());
+    assert!(missing.contains("list its folder with fs_list"), "{missing}");
+    let read_only =
+        next_step(call(&tool, "fs_write", json!({"path": "/data/new.txt", "content": "x"})).await.unwrap_err());
+    assert!(read_only.contains("only folders granted read-write (`mode: rw`) can be written"), "{read_only}");
 }

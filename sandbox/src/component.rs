@@ -2,43 +2,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{ResourceTable, ResourceTableError};
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
+use wasmtime_wasi_http::WasiHttpCtx;
 
 use crate::bindings::PluginPre;
 use crate::bindings::exports::reagent::tool::tools as wit;
+use crate::call_state::CallState;
 use crate::description::{ToolDescription, parse_descriptions};
+use crate::disk::CallDisk;
+use crate::engine::{EPOCH_TICK, Shared};
 use crate::error::{ErrorKind, ToolError};
 use crate::grants::CallGrants;
-use crate::host::{EPOCH_TICK, Shared};
 use crate::limits::{Limits, MemoryCap};
 use crate::network::HttpPolicy;
-
-/// The store data of one call.
-pub(crate) struct CallState {
-    wasi: WasiCtx,
-    http: WasiHttpCtx,
-    http_policy: HttpPolicy,
-    table: ResourceTable,
-    memory: MemoryCap,
-    /// Epoch ticks of CPU the guest may still run.
-    cpu_ticks_left: u64,
-}
-
-impl WasiView for CallState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
-    }
-}
-
-impl WasiHttpView for CallState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_policy }
-    }
-}
 
 /// A loaded component: compiled, linked, its tools known. Cheap to call many times, concurrently.
 pub struct ToolComponent {
@@ -99,10 +78,11 @@ impl ToolComponent {
     }
 
     /// Instantiates the component in a fresh store under the grants and limits, runs one export.
-    /// Waiting for an instance slot does not count against the limits.
+    /// Waiting for an instance slot and handle budget does not count against the limits.
     async fn invoke(&self, export: Export<'_>) -> (Result<String, ToolError>, String) {
-        // Declared before the store, so dropped after it: the slot is free only once reset.
-        let Ok(_slot) = self.shared.slots.acquire().await else {
+        // Declared before the store, so dropped after it: the slot is free only once reset, and
+        // the handles only once closed.
+        let Some(_permits) = self.shared.permits(self.limits.handles).await else {
             return (Err(ToolError::new(ErrorKind::Failed, "the sandbox has shut down")), String::new());
         };
         let limits = self.limits;
@@ -114,12 +94,16 @@ impl ToolComponent {
         };
         let http_policy = HttpPolicy::new(self.grants.http.clone());
         let refusals = http_policy.refusals.clone();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.handles);
+        let disk = CallDisk::new(self.grants.dirs.clone(), limits.write_bytes, limits.files);
         let state = CallState {
             wasi,
             http: WasiHttpCtx::new(),
             http_policy,
-            table: ResourceTable::new(),
+            table,
             memory: MemoryCap::new(limits.memory_bytes),
+            disk: disk.clone(),
             cpu_ticks_left: (limits.cpu_time.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64,
         };
         let mut store = Store::new(&self.shared.engine, state);
@@ -149,6 +133,7 @@ impl ToolComponent {
         let log = captured_log(&stdout, &stderr);
         let refused = refusals.lock().map(|r| r.join("; ")).unwrap_or_default();
         let flooded = stdout.contents().len() >= limits.log_bytes || stderr.contents().len() >= limits.log_bytes;
+        let disk_breach = disk.lock().ok().and_then(|disk| disk.breach());
 
         let result = match outcome {
             Err(_elapsed) => Err(ToolError::new(
@@ -162,7 +147,9 @@ impl ToolComponent {
             Ok(Ok(Ok(json))) => Ok(json),
             Ok(_) if !refused.is_empty() => Err(ToolError::new(ErrorKind::Denied, refused)),
             Ok(Ok(Err(error))) => Err(ToolError::new(guest_kind(error.kind), error.message)),
-            Ok(Err(trap)) => Err(classify_trap(&trap, store.data().memory.refused, flooded, limits)),
+            Ok(Err(trap)) => {
+                Err(disk_breach.unwrap_or_else(|| classify_trap(&trap, store.data().memory.refused, flooded, limits)))
+            }
         };
         (result, log)
     }
@@ -175,7 +162,7 @@ impl ToolComponent {
         for (name, value) in self.grants.env.iter() {
             builder.env(name, value);
         }
-        for dir in self.grants.dirs.iter() {
+        for dir in self.grants.dirs.iter().map(|counted| &counted.grant) {
             let perms = if dir.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
             builder.preopened_dir(&dir.host, &dir.guest, perms).map_err(|e| {
                 ToolError::new(ErrorKind::Failed, format!("cannot open granted directory {}: {e}", dir.host.display()))
@@ -208,6 +195,16 @@ fn classify_trap(error: &wasmtime::Error, memory_refused: bool, flooded: bool, l
         return ToolError::new(
             ErrorKind::Memory,
             format!("the tool tried to use more than its memory limit of {} MiB", limits.memory_bytes >> 20),
+        );
+    }
+    let table_full = error.chain().any(|cause| matches!(cause.downcast_ref(), Some(ResourceTableError::Full)));
+    if table_full {
+        return ToolError::new(
+            ErrorKind::HandleLimit,
+            format!(
+                "the tool held more than {} handles (open files, streams, HTTP resources) at once (limits.max_handles)",
+                limits.handles
+            ),
         );
     }
     if flooded {

@@ -22,6 +22,12 @@ pub enum ErrorKind {
     OutputTooLarge,
     /// The tool returned something that is not JSON.
     BadResult,
+    /// The call wrote more bytes to files than its limits or its grant allow.
+    WriteLimit,
+    /// The call created more files or folders than its limits or its grant allow.
+    FileLimit,
+    /// The call held more host handles (files, streams, HTTP resources) than `max_handles`.
+    HandleLimit,
 }
 
 impl ErrorKind {
@@ -37,6 +43,9 @@ impl ErrorKind {
             ErrorKind::Trap => "trap",
             ErrorKind::OutputTooLarge => "output_too_large",
             ErrorKind::BadResult => "bad_result",
+            ErrorKind::WriteLimit => "write_limit",
+            ErrorKind::FileLimit => "file_limit",
+            ErrorKind::HandleLimit => "handle_limit",
         }
     }
 }

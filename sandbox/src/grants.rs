@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::disk::CountedGrant;
 use crate::network::HostGrant;
 
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -29,18 +30,46 @@ pub struct DirGrant {
     pub host: PathBuf,
     pub guest: String,
     pub writable: bool,
+    /// Bytes all calls together may write under a read-write grant over the component's life
+    /// (one run).
+    pub max_write: u64,
+    /// Files, folders and links all calls together may create under it over that time.
+    pub max_files: u64,
 }
 
-/// Grants as a call uses them: shared, never changed after load.
+impl DirGrant {
+    /// Bytes a read-write grant may take over a run unless the agent file says otherwise.
+    pub const DEFAULT_MAX_WRITE: u64 = 256 << 20;
+    /// Entries a read-write grant may gain over a run unless the agent file says otherwise.
+    pub const DEFAULT_MAX_FILES: u64 = 10_000;
+
+    pub fn read_only(host: impl Into<PathBuf>, guest: impl Into<String>) -> Self {
+        DirGrant {
+            host: host.into(),
+            guest: guest.into(),
+            writable: false,
+            max_write: Self::DEFAULT_MAX_WRITE,
+            max_files: Self::DEFAULT_MAX_FILES,
+        }
+    }
+
+    pub fn read_write(host: impl Into<PathBuf>, guest: impl Into<String>) -> Self {
+        DirGrant { writable: true, ..Self::read_only(host, guest) }
+    }
+}
+
+/// Grants as a call uses them: shared, never changed after load; the directory grants carry
+/// what has been written under them so far.
 #[derive(Clone)]
 pub(crate) struct CallGrants {
-    pub(crate) dirs: Arc<[DirGrant]>,
+    pub(crate) dirs: Arc<[CountedGrant]>,
     pub(crate) http: Arc<[HostGrant]>,
     pub(crate) env: Arc<[(String, String)]>,
 }
 
 impl From<Grants> for CallGrants {
     fn from(grants: Grants) -> Self {
-        CallGrants { dirs: grants.dirs.into(), http: grants.http.into(), env: grants.env.into() }
+        let dirs = grants.dirs.into_iter().map(CountedGrant::from).collect();
+        CallGrants { dirs, http: grants.http.into(), env: grants.env.into() }
     }
 }

@@ -1,45 +1,34 @@
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
-use tokio::sync::Semaphore;
-use wasmtime::component::Linker;
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
 
 use crate::bindings::PluginPre;
 use crate::cache;
-use crate::component::{CallState, ToolComponent};
+use crate::call_state::CallState;
+use crate::component::ToolComponent;
+use crate::disk;
+use crate::engine::{INSTANCE_SLOTS, Shared};
 use crate::error::{LoadError, StartError};
 use crate::grants::Grants;
 use crate::limits::{Limits, MAX_MEMORY_BYTES};
 
-/// How often the engine's epoch advances: the granularity of CPU deadlines and of yielding.
-pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(2);
-
-/// Calls that may run at once across all tools (pooling-allocator slots); sized for a small
-/// machine running many concurrent agents. Calls beyond it wait for a slot.
-const CONCURRENT_INSTANCES: u32 = 256;
-const DECOMMIT_BATCH: usize = 32;
-const MEMORY_KEEP_RESIDENT: usize = 2 << 20;
-const SMALL_KEEP_RESIDENT: usize = 64 << 10;
-
-/// One wasmtime engine and WASI linker shared by every tool component of a process.
+/// One wasmtime engine, WASI linker and compile cache, meant to be shared by every tool
+/// component of a process: clones share them.
+#[derive(Clone)]
 pub struct Sandbox {
     shared: Arc<Shared>,
     linker: Arc<Linker<CallState>>,
     cache_dir: Option<PathBuf>,
+    /// Components compiled (or read from the disk cache) in this process, by file.
+    compiled: Arc<Mutex<HashMap<Fingerprint, Component>>>,
 }
 
-/// What the sandbox and every component it loaded share; alive while any of them is.
-pub(crate) struct Shared {
-    pub(crate) engine: Engine,
-    _ticker: EpochTicker,
-    /// One permit per pooling-allocator slot: a call holds one from instantiation until its store
-    /// is dropped, so that a burst of calls queues instead of failing with "limit reached".
-    pub(crate) slots: Semaphore,
-}
+/// A component file as last seen: path, size, modification time.
+type Fingerprint = (PathBuf, u64, Option<SystemTime>);
 
 impl Sandbox {
     /// A sandbox that caches compiled components in the user's cache directory.
@@ -49,15 +38,24 @@ impl Sandbox {
 
     /// A sandbox with compiled components cached in `cache_dir`, or not cached when `None`.
     pub fn with_cache(cache_dir: Option<PathBuf>) -> Result<Self, StartError> {
-        let engine = Engine::new(&engine_config()).map_err(|e| StartError(format!("{e:#}")))?;
-        let mut linker = Linker::new(&engine);
+        let shared = Shared::start()?;
+        let mut linker = Linker::new(&shared.engine);
+        let failed = |e: wasmtime::Error| StartError(format!("{e:#}"));
         // What a tool can reach through these interfaces is decided per call by its grants.
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| StartError(format!("{e:#}")))?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(|e| StartError(format!("{e:#}")))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(failed)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(failed)?;
+        disk::shadow_filesystem(&mut linker).map_err(failed)?;
+        Ok(Sandbox { shared, linker: Arc::new(linker), cache_dir, compiled: Arc::default() })
+    }
 
-        let ticker = EpochTicker::start(engine.clone()).map_err(|e| StartError(e.to_string()))?;
-        let slots = Semaphore::new(CONCURRENT_INSTANCES as usize);
-        Ok(Sandbox { shared: Arc::new(Shared { engine, _ticker: ticker, slots }), linker: Arc::new(linker), cache_dir })
+    /// Calls that may run at once across every component of this sandbox; more wait for a slot.
+    pub fn instance_slots(&self) -> usize {
+        INSTANCE_SLOTS as usize
+    }
+
+    /// The most instance slots held at once so far, by all components of this sandbox together.
+    pub fn peak_instances(&self) -> usize {
+        self.shared.slots_peak()
     }
 
     /// The wasmtime engine tools run on (pooling allocator, epoch interruption). For embedders
@@ -68,20 +66,38 @@ impl Sandbox {
     }
 
     /// Compiles (or loads from the cache) a component, links it and reads its tool descriptions.
+    /// A component loaded before (same path, size and modification time) is not read again.
     pub async fn load(&self, path: &Path, grants: Grants, limits: Limits) -> Result<ToolComponent, LoadError> {
-        check_grants(path, &grants, limits)?;
-        let bytes = std::fs::read(path).map_err(|source| match source.kind() {
+        check_grants(path, &grants, limits, self.shared.handles_total())?;
+        let unreadable = |source: std::io::Error| match source.kind() {
             std::io::ErrorKind::NotFound => LoadError::NotFound { path: path.to_path_buf() },
             _ => LoadError::Unreadable { path: path.to_path_buf(), source },
-        })?;
-        check_is_component(path, &bytes)?;
-        let engine = self.shared.engine.clone();
-        let cache_dir = self.cache_dir.clone();
-        // Compiling is seconds of CPU for a large component: keep it off the async workers.
-        let component = tokio::task::spawn_blocking(move || cache::compile(&engine, &bytes, cache_dir.as_deref()))
-            .await
-            .map_err(|e| LoadError::Invalid { path: path.to_path_buf(), reason: e.to_string() })?
-            .map_err(|e| LoadError::Invalid { path: path.to_path_buf(), reason: one_line(&format!("{e:#}")) })?;
+        };
+        let metadata = std::fs::metadata(path).map_err(unreadable)?;
+        let fingerprint = (path.to_path_buf(), metadata.len(), metadata.modified().ok());
+        let known = self.compiled.lock().ok().and_then(|compiled| compiled.get(&fingerprint).cloned());
+        let component = match known {
+            Some(component) => component,
+            None => {
+                let bytes = std::fs::read(path).map_err(unreadable)?;
+                check_is_component(path, &bytes)?;
+                let engine = self.shared.engine.clone();
+                let cache_dir = self.cache_dir.clone();
+                // Compiling is seconds of CPU for a large component: keep it off the async workers.
+                let component =
+                    tokio::task::spawn_blocking(move || cache::compile(&engine, &bytes, cache_dir.as_deref()))
+                        .await
+                        .map_err(|e| LoadError::Invalid { path: path.to_path_buf(), reason: e.to_string() })?
+                        .map_err(|e| LoadError::Invalid {
+                            path: path.to_path_buf(),
+                            reason: one_line(&format!("{e:#}")),
+                        })?;
+                if let Ok(mut compiled) = self.compiled.lock() {
+                    compiled.insert(fingerprint, component.clone());
+                }
+                component
+            }
+        };
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
@@ -96,66 +112,15 @@ impl Sandbox {
     }
 }
 
-/// Advances the engine's epoch on a fixed tick so that CPU deadlines fire, until dropped.
-struct EpochTicker {
-    stop: Arc<AtomicBool>,
-}
-
-impl EpochTicker {
-    fn start(engine: Engine) -> std::io::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        thread::Builder::new().name("reagent-epoch".into()).spawn(move || {
-            while !stopped.load(Ordering::Relaxed) {
-                thread::sleep(EPOCH_TICK);
-                engine.increment_epoch();
-            }
-        })?;
-        Ok(EpochTicker { stop })
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-fn engine_config() -> Config {
-    let mut config = Config::new();
-    config.wasm_component_model(true);
-    config.epoch_interruption(true);
-    // Pooling: instantiation reuses pre-mapped slots with copy-on-write memory images, so a
-    // fresh instance per call costs microseconds. Slots are sized down from the defaults (which
-    // reserve ~6 GiB of address space each) to the largest memory a call may be granted.
-    let mut pool = PoolingAllocationConfig::new();
-    // The other totals are per call: a componentize-py tool instantiates 14 core modules (a Rust
-    // tool 3), each with its own counter but no reserved memory; memories and tables reserve
-    // address space, and tools have one memory and two tables.
-    pool.total_component_instances(CONCURRENT_INSTANCES)
-        .total_core_instances(CONCURRENT_INSTANCES * 32)
-        .total_memories(CONCURRENT_INSTANCES * 2)
-        .total_tables(CONCURRENT_INSTANCES * 4)
-        .total_stacks(CONCURRENT_INSTANCES)
-        .max_memory_size(MAX_MEMORY_BYTES)
-        // Returning a slot unmaps its dirty pages, and each unmap flushes the TLB of every core:
-        // that was most of a call's cost. Instead, keep the pages a call touches resident and
-        // reset only the dirty ones (found with Linux's PAGEMAP_SCAN where the kernel has it);
-        // batch whatever must still be unmapped. Rust guests put a 1 MiB stack below their heap,
-        // so the window covers both.
-        .pagemap_scan(Enabled::Auto)
-        .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
-        .table_keep_resident(SMALL_KEEP_RESIDENT)
-        .async_stack_keep_resident(SMALL_KEEP_RESIDENT)
-        .decommit_batch_size(DECOMMIT_BATCH);
-    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    config
-}
-
-fn check_grants(path: &Path, grants: &Grants, limits: Limits) -> Result<(), LoadError> {
+fn check_grants(path: &Path, grants: &Grants, limits: Limits, handles_total: usize) -> Result<(), LoadError> {
     let error = |reason: String| LoadError::Grant { path: path.to_path_buf(), reason };
     if limits.memory_bytes > MAX_MEMORY_BYTES {
         return Err(error(format!("a memory limit over {} MiB cannot be granted", MAX_MEMORY_BYTES >> 20)));
+    }
+    if limits.handles > handles_total {
+        return Err(error(format!(
+            "max_handles over {handles_total} (this process's descriptor budget) cannot be granted"
+        )));
     }
     for dir in &grants.dirs {
         if !dir.host.is_dir() {

@@ -13,8 +13,11 @@
 
 mod bindings;
 mod cache;
+mod call_state;
 mod component;
 mod description;
+mod disk;
+mod engine;
 mod error;
 mod grants;
 mod host;
@@ -23,6 +26,7 @@ mod network;
 
 pub use component::{CallOutput, ToolComponent};
 pub use description::{Effect, ToolDescription};
+pub use engine::live_engines;
 pub use error::{ErrorKind, LoadError, StartError, ToolError};
 pub use grants::{DirGrant, Grants};
 pub use host::Sandbox;

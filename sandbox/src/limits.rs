@@ -16,6 +16,13 @@ pub struct Limits {
     pub result_bytes: usize,
     /// Bytes of stdout and of stderr the call may write; more is an `output_too_large` error.
     pub log_bytes: usize,
+    /// Bytes the call may write to files under its read-write grants (`write_limit`).
+    pub write_bytes: u64,
+    /// Files, folders and links the call may create under its read-write grants (`file_limit`).
+    pub files: u64,
+    /// Host handles the call may hold at once: open files and folders, streams, pollables,
+    /// HTTP requests and responses, its stdio and preopens included (`handle_limit`).
+    pub handles: usize,
 }
 
 impl Default for Limits {
@@ -26,6 +33,9 @@ impl Default for Limits {
             wall_time: Duration::from_secs(30),
             result_bytes: 1 << 20,
             log_bytes: 64 << 10,
+            write_bytes: 64 << 20,
+            files: 1_000,
+            handles: 64,
         }
     }
 }

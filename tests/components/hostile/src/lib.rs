@@ -16,6 +16,7 @@ struct Args {
     name: Option<String>,
     address: Option<String>,
     mb: Option<usize>,
+    count: Option<usize>,
 }
 
 type Outcome = Result<Value, ToolError>;
@@ -83,6 +84,36 @@ fn big(args: Args) -> Outcome {
     Ok(json!("y".repeat(args.mb.unwrap_or_default() << 20)))
 }
 
+/// Writes `mb` MiB to the file `path`, 64 KiB at a time: a disk filler.
+fn fill(args: Args) -> Outcome {
+    use std::io::Write;
+    let mut file = std::fs::File::create(args.path.unwrap_or_default())?;
+    let chunk = vec![b'z'; 64 << 10];
+    for _ in 0..args.mb.unwrap_or_default() * 16 {
+        file.write_all(&chunk)?;
+    }
+    Ok(json!("filled"))
+}
+
+/// Creates `count` empty files in the folder `path`.
+fn touch(args: Args) -> Outcome {
+    let dir = args.path.unwrap_or_default();
+    for i in 0..args.count.unwrap_or_default() {
+        std::fs::File::create(format!("{dir}/f{i}"))?;
+    }
+    Ok(json!("created"))
+}
+
+/// Opens the file `path` `count` times and keeps every descriptor open.
+fn hoard(args: Args) -> Outcome {
+    let path = args.path.unwrap_or_default();
+    let mut held = Vec::new();
+    for _ in 0..args.count.unwrap_or_default() {
+        held.push(std::fs::File::open(&path)?);
+    }
+    Ok(json!(held.len()))
+}
+
 fn connect(args: Args) -> Outcome {
     std::net::TcpStream::connect(args.address.unwrap_or_default())?;
     Ok(json!("connected"))
@@ -100,4 +131,7 @@ reagent_tool::export_tools! {
     flood: Pure => "flood",
     big: Pure => "big",
     connect: SideEffect => "connect",
+    fill: SideEffect => "fill",
+    touch: SideEffect => "touch",
+    hoard: Pure => "hoard",
 }
