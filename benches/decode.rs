@@ -13,7 +13,7 @@ use std::time::Instant;
 use futures::future::join_all;
 use reagent::conversation::{Message, ToolChoice};
 use reagent::model::catalog::find;
-use reagent::model::{LocalModel, Model, ModelRequest};
+use reagent::model::{LocalModel, LocalModels, Model, ModelRequest};
 use reagent::spec::{LocalModelSpec, LocalSource, Position, Sampling};
 
 const PROMPT: &str = "Write a detailed, step-by-step explanation of how a hash map works.";
@@ -56,7 +56,7 @@ async fn main() {
             format: None,
             sampling: Sampling { max_tokens: MAX_TOKENS, temperature: 0.0 },
         };
-        let model = LocalModel::load(&spec).await.expect("load");
+        let model = LocalModel::load(&LocalModels::default(), &spec).await.expect("load");
         generate(&model).await; // warm-up
 
         let started = Instant::now();

@@ -1,25 +1,25 @@
 //! The agent loop under load: N concurrent runs of a replay agent, 10 model turns each (9 calls
-//! of the real calc component, then the answer). Prints one JSON line: steps/s, peak RSS, and the
+//! of the real calc component, then the answer). Each run takes the path a user's run takes:
+//! `launch` on the process's one `Runtime` (the agent file and replay script read, the tools
+//! loaded, the agent built), then `Agent::run`. Prints one JSON line: steps/s, peak RSS, and the
 //! memory of one idle run. `benches/loop_vs_peers.sh` runs it beside smolagents and the OpenAI
 //! Agents SDK doing the same work.
 //!
 //!     scripts/setup.sh && cargo bench --profile dev --bench loop -- --runs 10000
 //!
-//! Memory is measured as the peers measure it: every run parks at its first model turn (agent
-//! built, conversation begun); RSS with all N parked, minus RSS after a warm-up run, over N.
+//! Memory is measured as the peers measure it: every run parks once launched, before its first
+//! model turn; RSS with all N parked, minus RSS after a warm-up run, over N.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use async_trait::async_trait;
-use reagent::agent_loop::{Agent, LoopConfig, RunOutcome};
+use reagent::agent_loop::RunOutcome;
 use reagent::events::Event;
-use reagent::model::{Model, ModelError, ModelReply, ModelRequest, ReplayModel};
-use reagent::spec::AgentSpec;
-use reagent::toolbox::WasmToolbox;
-use reagent_sandbox::Sandbox;
+use reagent::launch::launch;
+use reagent::runtime::Runtime;
+use reagent::spec::GivenInputs;
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -47,30 +47,25 @@ fn runs_from_args() -> usize {
 
 async fn measure(runs: usize) {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let (config, script, toolbox) = setup(dir.path()).await;
+    let agent_file = setup(dir.path());
+    let runtime = Runtime::new().expect("the runtime");
     let counts = Counts::default();
     // Warm up: one run, so that the baseline holds what every run shares (compiled component,
     // allocator pools), not what each run adds.
     let (_, open) = watch::channel(true);
-    run_one(&config, &script, &toolbox, open, &counts, Arc::new(AtomicUsize::new(0))).await;
+    run_one(&runtime, &agent_file, open, &counts, Arc::new(AtomicUsize::new(0))).await;
     let baseline_kb = status_kb("VmRSS:");
     let counts = Counts::default();
 
     let started = Instant::now();
     let (gate, closed) = watch::channel(false);
     let parked = Arc::new(AtomicUsize::new(0));
-    let (config, script, counts_shared) = (Arc::new(config), Arc::new(script), Arc::new(counts));
+    let (agent_file, counts_shared) = (Arc::new(agent_file), Arc::new(counts));
     let tasks: Vec<_> = (0..runs)
         .map(|_| {
-            let (config, script, toolbox, gate, counts, parked) = (
-                config.clone(),
-                script.clone(),
-                toolbox.clone(),
-                closed.clone(),
-                counts_shared.clone(),
-                parked.clone(),
-            );
-            tokio::spawn(async move { run_one(&config, &script, &toolbox, gate, &counts, parked).await })
+            let (runtime, agent_file, gate, counts, parked) =
+                (runtime.clone(), agent_file.clone(), closed.clone(), counts_shared.clone(), parked.clone());
+            tokio::spawn(async move { run_one(&runtime, &agent_file, gate, &counts, parked).await })
         })
         .collect();
     while parked.load(Ordering::Acquire) < runs {
@@ -98,13 +93,14 @@ async fn measure(runs: usize) {
         "peak_rss_kb": status_kb("VmHWM:"),
         "rss_per_run_kb": ((parked_kb.saturating_sub(baseline_kb)) as f64 / runs as f64 * 10.0).round() / 10.0,
         "concurrency": format!("{runs} tokio tasks on {} worker threads", tokio::runtime::Handle::current().metrics().num_workers()),
-        "memory_note": format!("rss_per_run_kb: (RSS with all {runs} runs parked at their first model turn ({parked_kb} KB) - RSS after a warm-up run ({baseline_kb} KB)) / runs"),
+        "path": "launch (agent file, replay script, tools loaded per run) on one Runtime, then Agent::run",
+        "memory_note": format!("rss_per_run_kb: (RSS with all {runs} runs launched and parked before their first model turn ({parked_kb} KB) - RSS after a warm-up run ({baseline_kb} KB)) / runs"),
     });
     println!("{line}");
 }
 
-/// The agent (calc component from tools/dist), its 10-turn replay script, one shared toolbox.
-async fn setup(dir: &Path) -> (LoopConfig, std::path::PathBuf, Arc<WasmToolbox>) {
+/// The agent file (calc component from tools/dist) and its 10-turn replay script, in `dir`.
+fn setup(dir: &Path) -> PathBuf {
     let calc = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/dist/calc.wasm");
     assert!(calc.is_file(), "{} is missing: run scripts/setup.sh first", calc.display());
     let mut turns: Vec<String> = EXPRESSIONS
@@ -112,26 +108,14 @@ async fn setup(dir: &Path) -> (LoopConfig, std::path::PathBuf, Arc<WasmToolbox>)
         .map(|e| format!(r#"<tool_call>{{"name": "calc", "arguments": {{"expression": "{e}"}}}}</tool_call>"#))
         .collect();
     turns.push("(17*23)+4 = 395.".into());
-    let script = dir.join("script.yaml");
-    std::fs::write(&script, json!({ "turns": turns }).to_string()).expect("write the script");
+    std::fs::write(dir.join("script.yaml"), json!({ "turns": turns }).to_string()).expect("write the script");
     let agent_file = dir.join("agent.yaml");
     let yaml = format!(
         "name: calculator\nmodel:\n  backend: replay\n  script: script.yaml\ninstructions: |\n  You are a careful calculator. Never compute in your head: call the calc tool for every\n  arithmetic expression, then answer with the result in one short sentence.\ntools:\n  - component: {}\nlimits:\n  max_steps: {STEPS_PER_RUN}\n",
         calc.display()
     );
     std::fs::write(&agent_file, yaml).expect("write the agent");
-    let spec = AgentSpec::load(&agent_file).expect("a valid agent");
-    let sandbox = Sandbox::new().expect("a sandbox");
-    let toolbox = Arc::new(WasmToolbox::load(&sandbox, &spec.tools).await.expect("the calc component"));
-    let config = LoopConfig {
-        name: spec.name,
-        instructions: spec.instructions,
-        reasoning: spec.reasoning,
-        tool_choice: spec.tool_choice,
-        limits: spec.limits,
-        output_schema: None,
-    };
-    (config, script, toolbox)
+    agent_file
 }
 
 #[derive(Default)]
@@ -140,19 +124,18 @@ struct Counts {
     tool_calls: AtomicU64,
 }
 
-/// One run: its own replay model (the script read from disk, as `reagent run` reads it) and
-/// agent, the toolbox shared.
+/// One run as `reagent run` makes it: launched from the agent file on the shared runtime, parked
+/// until the gate opens, then run.
 async fn run_one(
-    config: &LoopConfig,
-    script: &Path,
-    toolbox: &Arc<WasmToolbox>,
-    gate: watch::Receiver<bool>,
+    runtime: &Runtime,
+    agent_file: &Path,
+    mut gate: watch::Receiver<bool>,
     counts: &Counts,
     parked: Arc<AtomicUsize>,
 ) {
-    let inner = ReplayModel::load(script).expect("the replay script");
-    let model = Gated { inner, gate, parked, first: AtomicBool::new(true) };
-    let agent = Agent::new(config.clone(), Box::new(model), Box::new(toolbox.clone())).expect("an agent");
+    let (_, agent) = launch(runtime, agent_file, &GivenInputs::default()).await.expect("launch");
+    parked.fetch_add(1, Ordering::Release);
+    let _ = gate.wait_for(|open| *open).await;
     let mut sink = |event: &Event| match event {
         Event::StepStarted { .. } => drop(counts.steps.fetch_add(1, Ordering::Relaxed)),
         Event::ToolResult { ok: true, .. } => drop(counts.tool_calls.fetch_add(1, Ordering::Relaxed)),
@@ -160,30 +143,6 @@ async fn run_one(
     };
     let outcome = agent.run(TASK, &mut sink).await.expect("the run");
     assert!(matches!(outcome, RunOutcome::Answered { .. }), "{outcome:?}");
-}
-
-/// The replay model, holding its first turn until the gate opens.
-struct Gated {
-    inner: ReplayModel,
-    gate: watch::Receiver<bool>,
-    parked: Arc<AtomicUsize>,
-    first: AtomicBool,
-}
-
-#[async_trait]
-impl Model for Gated {
-    fn label(&self) -> String {
-        self.inner.label()
-    }
-
-    async fn complete(&self, request: ModelRequest<'_>) -> Result<ModelReply, ModelError> {
-        if self.first.swap(false, Ordering::Relaxed) {
-            self.parked.fetch_add(1, Ordering::Release);
-            let mut gate = self.gate.clone();
-            let _ = gate.wait_for(|open| *open).await;
-        }
-        self.inner.complete(request).await
-    }
 }
 
 /// A figure from /proc/self/status, in KiB (Linux).

@@ -4,10 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use reagent_sandbox::Sandbox;
-
 use crate::agent_loop::{Agent, InvalidSchema, LoopConfig, check_schemas};
 use crate::model::{LocalModel, LocalModelError, Model, OpenAiModel, ReplayModel};
+use crate::runtime::Runtime;
 use crate::spec::{
     AgentSpec, GivenInputs, LocalModelSpec, ModelSpec, OpenAiModelSpec, Position, SpecError, bind_inputs,
     render_instructions,
@@ -24,8 +23,6 @@ pub enum LaunchError {
     /// A tool component is missing or cannot be used.
     #[error("{0}")]
     Tool(SpecError),
-    #[error("{0}")]
-    Sandbox(#[from] reagent_sandbox::StartError),
     /// The model cannot be started: not pulled, not loadable, no API key.
     #[error("{0}")]
     Model(SpecError),
@@ -34,23 +31,25 @@ pub enum LaunchError {
     Inputs(String),
 }
 
-/// Loads the agent in `file` for one run with `inputs`.
-pub async fn launch(file: &Path, inputs: &GivenInputs) -> Result<(AgentSpec, Agent), LaunchError> {
+/// Loads the agent in `file` for one run with `inputs`, on the process's shared `runtime`.
+pub async fn launch(runtime: &Runtime, file: &Path, inputs: &GivenInputs) -> Result<(AgentSpec, Agent), LaunchError> {
     let spec = AgentSpec::load(file).map_err(LaunchError::Spec)?;
     let values =
         bind_inputs(&spec.inputs, inputs).map_err(|e| LaunchError::Inputs(format!("{}: {e}", file.display())))?;
-    let agent = build(&spec, &values).await?;
+    let agent = build(runtime, &spec, &values).await?;
     Ok((spec, agent))
 }
 
 /// The agent and, depth first, its sub-agents (which take their inputs' defaults).
-async fn build(spec: &AgentSpec, values: &BTreeMap<String, Value>) -> Result<Agent, LaunchError> {
+async fn build(runtime: &Runtime, spec: &AgentSpec, values: &BTreeMap<String, Value>) -> Result<Agent, LaunchError> {
     let model: Box<dyn Model> = match &spec.model {
         ModelSpec::Replay { script, at } => Box::new(replay_model(script, at)?),
-        ModelSpec::Local(local) => Box::new(LocalModel::load(local).await.map_err(|e| local_failed(local, e))?),
+        ModelSpec::Local(local) => {
+            Box::new(LocalModel::load(runtime.local_models(), local).await.map_err(|e| local_failed(local, e))?)
+        }
         ModelSpec::OpenAi(openai) => Box::new(openai_model(spec, openai)?),
     };
-    let toolbox = load_tools(spec).await?;
+    let toolbox = load_tools(runtime, spec).await?;
     let config = LoopConfig {
         name: spec.name.clone(),
         instructions: render_instructions(&spec.instructions, values),
@@ -62,7 +61,7 @@ async fn build(spec: &AgentSpec, values: &BTreeMap<String, Value>) -> Result<Age
     let mut agent = Agent::new(config, model, Box::new(toolbox)).map_err(|e| invalid_schema(spec, e))?;
     for sub in &spec.sub_agents {
         let defaults = bind_inputs(&sub.spec.inputs, &GivenInputs::default()).map_err(LaunchError::Inputs)?;
-        let sub_agent = Box::pin(build(&sub.spec, &defaults)).await?;
+        let sub_agent = Box::pin(build(runtime, &sub.spec, &defaults)).await?;
         agent
             .add_sub_agent(sub_agent, sub.spec.description.as_deref())
             .map_err(|e| LaunchError::Spec(SpecError::new(sub.at.clone(), e.to_string())))?;
@@ -74,23 +73,23 @@ async fn build(spec: &AgentSpec, values: &BTreeMap<String, Value>) -> Result<Age
 /// it names, that the model is on this machine (or its API key set), that every tool component
 /// loads and describes itself with valid schemas; the same for every sub-agent. Returns the
 /// names of the tools the model would see.
-pub async fn validate(file: &Path) -> Result<(AgentSpec, Vec<String>), LaunchError> {
+pub async fn validate(runtime: &Runtime, file: &Path) -> Result<(AgentSpec, Vec<String>), LaunchError> {
     let spec = AgentSpec::load(file).map_err(LaunchError::Spec)?;
-    let tools = check(&spec).await?;
+    let tools = check(runtime, &spec).await?;
     Ok((spec, tools))
 }
 
-async fn check(spec: &AgentSpec) -> Result<Vec<String>, LaunchError> {
+async fn check(runtime: &Runtime, spec: &AgentSpec) -> Result<Vec<String>, LaunchError> {
     match &spec.model {
         ModelSpec::Replay { script, at } => drop(replay_model(script, at)?),
         ModelSpec::Local(local) => LocalModel::check(local).map_err(|e| local_failed(local, e))?,
         ModelSpec::OpenAi(openai) => drop(openai_model(spec, openai)?),
     }
-    let declarations = load_tools(spec).await?.declarations();
+    let declarations = load_tools(runtime, spec).await?.declarations();
     check_schemas(&declarations, spec.output_schema.as_ref()).map_err(|e| invalid_schema(spec, e))?;
     let mut tools: Vec<String> = declarations.into_iter().map(|t| t.name).collect();
     for sub in &spec.sub_agents {
-        Box::pin(check(&sub.spec)).await?;
+        Box::pin(check(runtime, &sub.spec)).await?;
         if tools.contains(&sub.spec.name) {
             let message = format!("sub-agent `{}` has the name of a tool: rename one of them", sub.spec.name);
             return Err(LaunchError::Spec(SpecError::new(sub.at.clone(), message)));
@@ -117,9 +116,8 @@ fn openai_model(spec: &AgentSpec, openai: &OpenAiModelSpec) -> Result<OpenAiMode
     OpenAiModel::new(openai.clone()).map_err(|e| LaunchError::Model(SpecError::new(Position::start_of(&spec.file), e)))
 }
 
-async fn load_tools(spec: &AgentSpec) -> Result<WasmToolbox, LaunchError> {
-    let sandbox = Sandbox::new().map_err(LaunchError::Sandbox)?;
-    WasmToolbox::load(&sandbox, &spec.tools).await.map_err(LaunchError::Tool)
+async fn load_tools(runtime: &Runtime, spec: &AgentSpec) -> Result<WasmToolbox, LaunchError> {
+    WasmToolbox::load(runtime.sandbox(), &spec.tools).await.map_err(LaunchError::Tool)
 }
 
 fn invalid_schema(spec: &AgentSpec, error: InvalidSchema) -> LaunchError {

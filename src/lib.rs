@@ -1,7 +1,8 @@
 //! reagent: a runtime for tool-using AI agents. An agent is a YAML file; every tool is a
 //! WebAssembly component run with nothing granted but what the YAML grants.
 //!
-//! The data flows one way: `spec` → `agent_loop` → (`model` | `toolbox`) → `events`.
+//! The data flows one way: `spec` → `agent_loop` → (`model` | `toolbox`) → `events`; `launch`
+//! builds agents on a shared `runtime::Runtime`.
 //! See ARCHITECTURE.md.
 
 pub mod agent_loop;
@@ -10,6 +11,7 @@ pub mod conversation;
 pub mod events;
 pub mod launch;
 pub mod model;
+pub mod runtime;
 pub mod spec;
 pub mod toolbox;
 

@@ -1,10 +1,11 @@
 //! `local`: a model run in this process by mistralrs, from a GGUF file, a Hugging Face directory
 //! or a hub id. CPU by default (CUDA and Metal are cargo features). Nothing leaves the machine.
-//! A loaded model is shared by every run in the process; mistralrs batches their requests.
+//! A loaded model is shared by every run of the runtime that loaded it; mistralrs batches their
+//! requests.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Weak};
 
 use async_trait::async_trait;
 use either::Either;
@@ -18,7 +19,7 @@ use serde_json::Value;
 
 use super::call_grammar::{ConstrainedReply, format_note, read_reply, reply_schema, string_cap};
 use super::catalog;
-use super::{DeltaKind, Model, ModelError, ModelReply, ModelRequest, Usage, send_delta};
+use super::{DeltaKind, Model, ModelError, ModelErrorKind, ModelReply, ModelRequest, Usage, send_delta};
 use crate::chat_format::{exaone, parse_output};
 use crate::conversation::{MalformedCall, Message, ToolCall, ToolChoice, ToolDeclaration};
 use crate::spec::{LocalModelSpec, LocalSource, PromptFormat, Sampling};
@@ -30,6 +31,9 @@ pub struct LocalModel {
     format: Option<PromptFormat>,
     sampling: Sampling,
     next_call: AtomicU64,
+    /// The model has a reasoning mode (as far as reagent knows: a catalogue model says; EXAONE's
+    /// format has one; another model's own template decides).
+    reasons: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,15 +46,17 @@ pub enum LocalModelError {
     Load { source_name: String, reason: String },
 }
 
-/// Models loaded in this process, by source, so that concurrent runs share one copy.
-static LOADED: LazyLock<tokio::sync::Mutex<HashMap<String, Weak<mistralrs::Model>>>> = LazyLock::new(Default::default);
+/// The models a runtime has loaded, by source, so that its runs share one copy of each; they
+/// stay loaded for the runtime's life.
+#[derive(Clone, Default)]
+pub struct LocalModels(Arc<tokio::sync::Mutex<HashMap<String, Arc<mistralrs::Model>>>>);
 
 impl LocalModel {
-    pub async fn load(spec: &LocalModelSpec) -> Result<Self, LocalModelError> {
+    pub async fn load(models: &LocalModels, spec: &LocalModelSpec) -> Result<Self, LocalModelError> {
         let (key, builder) = builder_for(&spec.source)?;
-        let mut loaded = LOADED.lock().await;
-        let engine = match loaded.get(&key).and_then(Weak::upgrade) {
-            Some(engine) => engine,
+        let mut loaded = models.0.lock().await;
+        let engine = match loaded.get(&key) {
+            Some(engine) => engine.clone(),
             None => {
                 let engine = Arc::new(
                     builder
@@ -58,12 +64,18 @@ impl LocalModel {
                         .await
                         .map_err(|e| LocalModelError::Load { source_name: key.clone(), reason: format!("{e:#}") })?,
                 );
-                loaded.insert(key.clone(), Arc::downgrade(&engine));
+                loaded.insert(key.clone(), engine.clone());
                 engine
             }
         };
         let mode = if spec.constrained { "constrained calls" } else { "free calls" };
+        let reasons = match (&spec.format, &spec.source) {
+            (Some(PromptFormat::Exaone), _) => true,
+            (None, LocalSource::Catalog(name)) => catalog::find(name).map(|m| m.reasons).unwrap_or(true),
+            (None, _) => true,
+        };
         Ok(LocalModel {
+            reasons,
             label: format!("local {key} ({mode})"),
             engine,
             constrained: spec.constrained,
@@ -130,6 +142,11 @@ impl Model for LocalModel {
         self.label.clone()
     }
 
+    /// A constrained turn is JSON from its first token: there is no room to think.
+    fn thinks(&self, requested: bool, tools_offered: bool) -> bool {
+        requested && self.reasons && !(self.constrained && tools_offered)
+    }
+
     async fn complete(&self, request: ModelRequest<'_>) -> Result<ModelReply, ModelError> {
         let may_answer = request.tool_choice == ToolChoice::Auto;
         let constrained = self.constrained && !request.tools.is_empty();
@@ -185,20 +202,28 @@ impl Model for LocalModel {
                     }
                 }
                 Response::ModelError(message, _) | Response::CompletionModelError(message, _) => {
-                    return Err(ModelError(format!("the local model failed: {message}")));
+                    return Err(ModelError::new(ModelErrorKind::Engine, format!("the local model failed: {message}")));
                 }
                 Response::InternalError(e) | Response::ValidationError(e) => {
-                    return Err(ModelError(format!("the local model refused the request: {e}{}", hint(constrained))));
+                    let message = format!("the local model refused the request: {e}{}", hint(constrained));
+                    return Err(ModelError::new(ModelErrorKind::Engine, message));
                 }
                 Response::Done(_) | Response::CompletionDone(_) => break,
-                _ => return Err(ModelError("the local model sent a response of an unexpected kind".into())),
+                _ => {
+                    let message = "the local model sent a response of an unexpected kind";
+                    return Err(ModelError::new(ModelErrorKind::BadReply, message));
+                }
             }
         }
         if usage.completion_tokens == 0 {
             usage.completion_tokens = chunks;
         }
 
-        let mut reply = ModelReply { usage: Some(usage), ..ModelReply::default() };
+        let raw = engine_calls.iter().fold(format!("{reasoning}{text}"), |mut raw, call| {
+            raw.push_str(&format!("\n[tool call] {} {}", call.function.name, call.function.arguments));
+            raw
+        });
+        let mut reply = ModelReply { usage: Some(usage), raw: Some(raw), ..ModelReply::default() };
         if !engine_calls.is_empty() {
             reply.reasoning = Some(reasoning).filter(|r| !r.is_empty());
             reply.text = text;
@@ -250,7 +275,7 @@ fn hint(constrained: bool) -> &'static str {
 }
 
 fn engine_error(e: impl std::fmt::Display) -> ModelError {
-    ModelError(format!("the local model is not running: {e}"))
+    ModelError::new(ModelErrorKind::Engine, format!("the local model is not running: {e}"))
 }
 
 fn sampling_params(sampling: &Sampling) -> SamplingParams {

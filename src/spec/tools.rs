@@ -54,9 +54,15 @@ struct RawDir {
     guest: Spanned<String>,
     #[serde(default)]
     mode: DirMode,
+    /// Bytes the tool may write under this folder over a run (`rw` only).
+    #[serde(default)]
+    max_write: Option<Spanned<String>>,
+    /// Files and folders the tool may create under it over a run (`rw` only).
+    #[serde(default)]
+    max_files: Option<Spanned<u64>>,
 }
 
-#[derive(Deserialize, Default, PartialEq, Eq)]
+#[derive(Deserialize, Default, PartialEq, Eq, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
 enum DirMode {
     #[default]
@@ -72,7 +78,13 @@ struct RawToolLimits {
     timeout: Option<Spanned<String>>,
     max_result: Option<Spanned<String>>,
     max_log: Option<Spanned<String>>,
+    max_write: Option<Spanned<String>>,
+    max_files: Option<Spanned<u64>>,
+    max_handles: Option<Spanned<u64>>,
 }
+
+/// The fewest handles a call can work with: stdin, stdout, stderr and a granted folder or two.
+const MIN_HANDLES: usize = 8;
 
 /// Values the tools may be granted by name: the agent's secrets file, then the host environment.
 pub(super) struct SecretSource<'a> {
@@ -147,7 +159,24 @@ impl RawTool {
                     format!("`guest` must be an absolute path (where the tool sees the folder), e.g. `{example}`"),
                 ));
             }
-            grants.dirs.push(DirGrant { host, guest: raw.guest.value, writable: raw.mode == DirMode::Rw });
+            let mut grant = match raw.mode {
+                DirMode::Ro => DirGrant::read_only(host, raw.guest.value),
+                DirMode::Rw => DirGrant::read_write(host, raw.guest.value),
+            };
+            let quotas = [raw.max_write.as_ref().map(|m| m.referenced), raw.max_files.as_ref().map(|m| m.referenced)];
+            if let (DirMode::Ro, Some(at)) = (raw.mode, quotas.into_iter().flatten().next()) {
+                return Err(error(
+                    at,
+                    "a read-only folder cannot be written: `max_write` and `max_files` need `mode: rw`".into(),
+                ));
+            }
+            if let Some(max_write) = &raw.max_write {
+                grant.max_write = parse_size(&max_write.value).map_err(|e| error(max_write.referenced, e))? as u64;
+            }
+            if let Some(max_files) = &raw.max_files {
+                grant.max_files = max_files.value;
+            }
+            grants.dirs.push(grant);
         }
         for host in raw_grants.http {
             grants.http.push(parse_host_grant(&host.value).map_err(|e| error(host.referenced, e))?);
@@ -210,6 +239,24 @@ impl RawTool {
         }
         if let Some(max_log) = &raw.max_log {
             limits.log_bytes = size(max_log)?;
+        }
+        if let Some(max_write) = &raw.max_write {
+            limits.write_bytes = size(max_write)? as u64;
+        }
+        if let Some(max_files) = &raw.max_files {
+            limits.files = max_files.value;
+        }
+        if let Some(max_handles) = &raw.max_handles {
+            limits.handles = usize::try_from(max_handles.value)
+                .ok()
+                .filter(|&n| n >= MIN_HANDLES)
+                .ok_or_else(|| {
+                    let message = format!(
+                        "`max_handles` must be at least {MIN_HANDLES}: a tool holds its stdio and folders before it opens anything (the default is {})",
+                        Limits::default().handles
+                    );
+                    error(max_handles.referenced, message)
+                })?;
         }
 
         let approval = self.approval.map(|a| a.value).unwrap_or_default();

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use reagent::chat_format::exaone;
 use reagent::launch::{LaunchError, launch};
+use reagent::runtime::Runtime;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -128,28 +129,38 @@ pub(crate) enum Exit {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
+    let executor = match tokio::runtime::Runtime::new() {
+        Ok(executor) => executor,
         Err(e) => return fail(Exit::Internal, &format!("cannot start the async runtime: {e}")),
     };
-    runtime.block_on(async {
+    // The commands that run agents share one runtime (one sandbox, the loaded models).
+    let runtime = || Runtime::new().map_err(|e| fail(Exit::Internal, &e.to_string()));
+    executor.block_on(async {
         match cli.command {
-            Command::Run { agent, task, json, output, inputs } => {
-                run::run(&agent, &task, &inputs, json, output.as_deref()).await
-            }
-            Command::Resume { state, approve, deny: _, json, output } => {
-                run::resume(&state, approve, json, output.as_deref()).await
-            }
-            Command::Prompt { agent, task, inputs } => prompt(&agent, &task, &inputs).await,
-            Command::Validate { agent } => validate(&agent).await,
+            Command::Run { agent, task, json, output, inputs } => match runtime() {
+                Ok(runtime) => run::run(&runtime, &agent, &task, &inputs, json, output.as_deref()).await,
+                Err(code) => code,
+            },
+            Command::Resume { state, approve, deny: _, json, output } => match runtime() {
+                Ok(runtime) => run::resume(&runtime, &state, approve, json, output.as_deref()).await,
+                Err(code) => code,
+            },
+            Command::Prompt { agent, task, inputs } => match runtime() {
+                Ok(runtime) => prompt(&runtime, &agent, &task, &inputs).await,
+                Err(code) => code,
+            },
+            Command::Validate { agent } => match runtime() {
+                Ok(runtime) => validate(&runtime, &agent).await,
+                Err(code) => code,
+            },
             Command::Tool(command) => tool::run(command).await,
             Command::Model(command) => model::run(command),
         }
     })
 }
 
-async fn validate(file: &Path) -> ExitCode {
-    let (spec, tools) = match reagent::launch::validate(file).await {
+async fn validate(runtime: &Runtime, file: &Path) -> ExitCode {
+    let (spec, tools) = match reagent::launch::validate(runtime, file).await {
         Ok(checked) => checked,
         Err(e) => return launch_failure(&e),
     };
@@ -177,12 +188,12 @@ async fn validate(file: &Path) -> ExitCode {
     ExitCode::from(Exit::Success as u8)
 }
 
-async fn prompt(file: &Path, task: &str, inputs: &inputs::InputArgs) -> ExitCode {
+async fn prompt(runtime: &Runtime, file: &Path, task: &str, inputs: &inputs::InputArgs) -> ExitCode {
     let given = match inputs.given() {
         Ok(given) => given,
         Err(e) => return fail(Exit::Usage, &e),
     };
-    let agent = match launch(file, &given).await {
+    let agent = match launch(runtime, file, &given).await {
         Ok((_, agent)) => agent,
         Err(e) => return launch_failure(&e),
     };
@@ -195,7 +206,6 @@ pub(crate) fn launch_failure(error: &LaunchError) -> ExitCode {
     let code = match error {
         LaunchError::Spec(_) => Exit::InvalidAgent,
         LaunchError::Tool(_) => Exit::BrokenTool,
-        LaunchError::Sandbox(_) => Exit::Internal,
         LaunchError::Model(_) => Exit::ModelFailed,
         LaunchError::Inputs(_) => Exit::Usage,
     };

@@ -13,6 +13,7 @@ use reagent::conversation::ToolCall;
 use reagent::events::Event;
 use reagent::launch::launch;
 use reagent::model::ModelError;
+use reagent::runtime::Runtime;
 use reagent::spec::{Budget, GivenInputs};
 use serde::{Deserialize, Serialize};
 
@@ -27,12 +28,19 @@ struct PausedRun {
     checkpoint: Checkpoint,
 }
 
-pub async fn run(file: &Path, task: &str, inputs: &InputArgs, json: bool, output_file: Option<&Path>) -> ExitCode {
+pub async fn run(
+    runtime: &Runtime,
+    file: &Path,
+    task: &str,
+    inputs: &InputArgs,
+    json: bool,
+    output_file: Option<&Path>,
+) -> ExitCode {
     let given = match inputs.given() {
         Ok(given) => given,
         Err(e) => return fail(Exit::Usage, &e),
     };
-    let mut agent = match launch(file, &given).await {
+    let mut agent = match launch(runtime, file, &given).await {
         Ok((_, agent)) => agent,
         Err(e) => return launch_failure(&e),
     };
@@ -43,7 +51,13 @@ pub async fn run(file: &Path, task: &str, inputs: &InputArgs, json: bool, output
     report(outcome, file, given, json, output_file)
 }
 
-pub async fn resume(state: &Path, approve: bool, json: bool, output_file: Option<&Path>) -> ExitCode {
+pub async fn resume(
+    runtime: &Runtime,
+    state: &Path,
+    approve: bool,
+    json: bool,
+    output_file: Option<&Path>,
+) -> ExitCode {
     let paused: PausedRun = match std::fs::read_to_string(state)
         .map_err(|e| e.to_string())
         .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
@@ -51,7 +65,7 @@ pub async fn resume(state: &Path, approve: bool, json: bool, output_file: Option
         Ok(paused) => paused,
         Err(e) => return fail(Exit::Usage, &format!("cannot read the paused run {}: {e}", state.display())),
     };
-    let agent: Agent = match launch(&paused.agent, &paused.inputs).await {
+    let agent: Agent = match launch(runtime, &paused.agent, &paused.inputs).await {
         Ok((_, agent)) => agent,
         Err(e) => return launch_failure(&e),
     };
