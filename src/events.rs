@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::model::{DeltaKind, Usage};
+use crate::model::{DeltaKind, ModelErrorKind, Usage};
 use crate::spec::{Budget, Limits};
 use crate::toolbox::ToolError;
 
@@ -27,6 +27,8 @@ pub enum Event {
     },
     StepStarted {
         step: u32,
+        /// Whether the step really reasons: asked to by the policy, and able to (a model without a
+        /// reasoning mode, or a constrained local turn, does not).
         thinking: bool,
     },
     /// A piece of the model's reply as it is generated (streaming backends; `replay` a word at
@@ -55,6 +57,12 @@ pub enum Event {
     Reconsidering {
         step: u32,
         draft: String,
+    },
+    /// What the model wrote, as the engine returned it before it was read into reasoning, text and
+    /// calls: to see a call an engine or the parser dropped. Not shown by the CLI's human output.
+    ModelOutput {
+        step: u32,
+        text: String,
     },
     /// The model's reasoning for this step.
     Reasoning {
@@ -129,6 +137,9 @@ pub enum Event {
         steps: u32,
         #[serde(skip_serializing_if = "Option::is_none")]
         message: Option<String>,
+        /// With `model_failed`: the kind of failure.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        model_error: Option<ModelErrorKind>,
         /// Tokens over the whole run, where the backend counts them.
         #[serde(skip_serializing_if = "Option::is_none")]
         usage: Option<Usage>,

@@ -9,7 +9,7 @@ use reagent::conversation::{Message, ToolChoice, ToolDeclaration};
 use reagent::events::Event;
 use reagent::model::{Model, ModelError, ModelReply, ModelRequest, ReplayModel, Usage};
 use reagent::spec::{Budget, Limits, ReasoningMode, ReasoningPolicy};
-use reagent::toolbox::{ToolOutcome, Toolbox};
+use reagent::toolbox::{ToolErrorKind, ToolOutcome, Toolbox};
 use serde_json::{Value, json};
 
 /// A `double` tool that records every call it receives.
@@ -146,14 +146,14 @@ async fn invalid_arguments_never_reach_the_tool() {
     let (outcome, events) = run(&agent).await;
     assert_eq!(outcome, RunOutcome::Answered { answer: "8".into(), output: None, steps: 4 });
     assert_eq!(*toolbox.received.lock().unwrap(), vec![json!({"n": 4})], "only the valid call ran");
-    let kinds: Vec<String> = events
+    let kinds: Vec<ToolErrorKind> = events
         .iter()
         .filter_map(|e| match e {
-            Event::ToolResult { error: Some(error), .. } => Some(error.kind.clone()),
+            Event::ToolResult { error: Some(error), .. } => Some(error.kind),
             _ => None,
         })
         .collect();
-    assert_eq!(kinds, vec!["invalid_arguments", "invalid_arguments"]);
+    assert_eq!(kinds, vec![ToolErrorKind::InvalidArguments, ToolErrorKind::InvalidArguments]);
 }
 
 fn thinking_per_step(events: &[Event]) -> Vec<bool> {
@@ -264,7 +264,7 @@ impl Toolbox for RendezvousToolbox {
         let result = if met {
             Ok(json!(arguments["n"].as_i64().unwrap_or_default() * 2))
         } else {
-            Err(reagent::toolbox::ToolError::new("timeout", "alone"))
+            Err(reagent::toolbox::ToolError::new(ToolErrorKind::Timeout, "alone"))
         };
         ToolOutcome { result, log: String::new(), duration: Duration::ZERO }
     }
@@ -305,7 +305,9 @@ async fn a_repeated_call_is_refused_once_then_the_run_stops_as_a_loop() {
     assert_eq!(*toolbox.received.lock().unwrap(), vec![json!({"n": 4}), json!({"n": 4}), json!({"n": 5})]);
     let refused: Vec<&Event> = events
         .iter()
-        .filter(|e| matches!(e, Event::ToolResult { error: Some(error), .. } if error.kind == "repeated_call"))
+        .filter(
+            |e| matches!(e, Event::ToolResult { error: Some(error), .. } if error.kind == ToolErrorKind::RepeatedCall),
+        )
         .collect();
     assert_eq!(refused.len(), 1);
     assert!(matches!(events.last(), Some(Event::RunFinished { status: reagent::events::RunStatus::Loop, .. })));
@@ -419,8 +421,9 @@ async fn out_of_time_a_stuck_call_is_cut_and_the_run_still_answers() {
     let (outcome, events) = run(&agent).await;
     let answer = Some("could not finish".to_string());
     assert_eq!(outcome, RunOutcome::Incomplete { budget: Budget::Timeout, answer, steps: 2 });
-    let cut =
-        events.iter().any(|e| matches!(e, Event::ToolResult { error: Some(error), .. } if error.kind == "timeout"));
+    let cut = events
+        .iter()
+        .any(|e| matches!(e, Event::ToolResult { error: Some(error), .. } if error.kind == ToolErrorKind::Timeout));
     assert!(cut, "the stuck call is reported as cut by the run's timeout");
 }
 
@@ -496,13 +499,13 @@ async fn a_call_that_needs_approval_pauses_the_run_which_resumes_with_the_decisi
         assert!(matches!(outcome, RunOutcome::Answered { steps: 2, .. }), "{outcome:?}");
         let ran = toolbox.received.lock().unwrap().len();
         let result = events.iter().find_map(|e| match e {
-            Event::ToolResult { ok, error, .. } => Some((*ok, error.as_ref().map(|e| e.kind.clone()))),
+            Event::ToolResult { ok, error, .. } => Some((*ok, error.as_ref().map(|e| e.kind))),
             _ => None,
         });
         if approve {
             assert_eq!((ran, result), (1, Some((true, None))));
         } else {
-            assert_eq!((ran, result), (0, Some((false, Some("denied".to_string())))));
+            assert_eq!((ran, result), (0, Some((false, Some(ToolErrorKind::Denied)))));
             let fed_back = format!("{:?}", asked.lock().unwrap()[1].messages.last());
             assert!(fed_back.contains("a person declined this call"), "{fed_back}");
         }

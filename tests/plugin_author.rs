@@ -37,7 +37,14 @@ fn a_scaffolded_tool_builds_inspects_calls_and_runs_in_an_agent() {
     let called = reagent(&["tool", "call", &wasm, "word_count", r#"{"text": "one two three"}"#]);
     assert_eq!(called.status.code(), Some(0), "{}", stderr(&called));
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&called.stdout).unwrap(), json!({"words": 3}));
+    // Checked against the schema as an agent's call would be, before the tool runs...
     let refused = reagent(&["tool", "call", &wasm, "word_count", r#"{"txt": "x"}"#]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    let message = stderr(&refused);
+    assert!(message.contains(r#"invalid arguments for `word_count`: "text" is a required property"#), "{message}");
+    assert!(message.contains("--no-validate"), "{message}");
+    // ...unless asked not to: then the tool's own check answers.
+    let refused = reagent(&["tool", "call", "--no-validate", &wasm, "word_count", r#"{"txt": "x"}"#]);
     assert_eq!(refused.status.code(), Some(7));
     assert!(stderr(&refused).contains("invalid_arguments"), "{}", stderr(&refused));
 

@@ -3,36 +3,48 @@
 //! only. Nothing the model writes can crash a run: an unknown tool, an unreadable call or invalid
 //! arguments become an error message the model sees on the next step.
 
+mod ask;
 mod budget;
+mod calls;
+mod ending;
 mod output;
 mod repeats;
+mod state;
 mod sub_agents;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use futures::stream::{self, StreamExt};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio::time::timeout_at;
 
-use crate::conversation::{MalformedCall, Message, ToolCall, ToolChoice, ToolDeclaration};
-use crate::events::{EVENTS_VERSION, Event, EventSink, RunStatus};
-use crate::model::{Delta, DeltaKind, Model, ModelError, ModelReply, ModelRequest, Usage};
+use crate::conversation::{Message, ToolCall, ToolChoice, ToolDeclaration};
+use crate::events::{EVENTS_VERSION, Event, EventSink};
+use crate::model::{Model, ModelError};
 use crate::spec::{Budget, Limits, ReasoningMode, ReasoningPolicy};
-use crate::toolbox::{ToolError, ToolOutcome, Toolbox};
+use crate::toolbox::{ToolError, ToolErrorKind, Toolbox};
 
-use budget::{Spent, deadline_after};
+use budget::Spent;
+pub use calls::check_arguments;
+use ending::model_failed;
 use output::OutputCheck;
 pub use repeats::REPEAT_LIMIT;
-use repeats::{RepeatGuard, Verdict};
+use repeats::RepeatGuard;
+pub use state::Checkpoint;
+use state::{Pending, Progress};
 
 /// Calls of one turn that run at once; more wait for a slot.
 pub const MAX_PARALLEL_CALLS: usize = 8;
 
 /// How long the wrap-up turn after a spent budget may take, on top of the budget.
 pub const WRAP_UP_TIME: Duration = Duration::from_secs(60);
+
+/// The most of a value the model wrote (a rejected argument, an unreadable call, an answer the
+/// output schema rejected) quoted back to it.
+const MAX_QUOTED: usize = 500;
+
+/// The most of one message fed back to the model in place of a result (a tool's error).
+const MAX_FED_BACK: usize = 2_000;
 
 /// What a call refused by a person feeds back.
 const DENIED: &str =
@@ -52,51 +64,6 @@ pub enum Decision {
 #[async_trait::async_trait]
 pub trait Approver: Send + Sync {
     async fn decide(&self, step: u32, call: &ToolCall) -> Decision;
-}
-
-/// A paused run: the conversation, what it has spent, and the calls of the turn it stopped in.
-/// Serialisable, so a run can be resumed by another process.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Checkpoint {
-    pub task: String,
-    progress: Progress,
-    pending: Vec<Pending>,
-    spent: SavedSpend,
-}
-
-impl Checkpoint {
-    /// The calls waiting for a decision: (id, tool, arguments).
-    pub fn awaiting(&self) -> Vec<&ToolCall> {
-        self.pending.iter().filter(|p| p.awaiting).filter_map(|p| p.call.as_ref().ok()).collect()
-    }
-}
-
-/// Where a run is between turns.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Progress {
-    messages: Vec<Message>,
-    /// The last turn failed: `auto` thinks on the next.
-    recovering: bool,
-    repeats: RepeatGuard,
-    /// `required`: calls are forced until one has run successfully; then the model may answer.
-    tool_choice: ToolChoice,
-}
-
-/// A call of the current turn, with what the loop decided before running it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Pending {
-    call: Result<ToolCall, MalformedCall>,
-    refusal: Option<ToolError>,
-    /// Waiting for a person's decision.
-    awaiting: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct SavedSpend {
-    steps: u32,
-    tool_calls: u32,
-    usage: Option<Usage>,
-    time_left_ms: u64,
 }
 
 /// How a step ended.
@@ -162,20 +129,7 @@ pub struct InvalidSchema {
 impl Agent {
     pub fn new(config: LoopConfig, model: Box<dyn Model>, toolbox: Box<dyn Toolbox>) -> Result<Self, InvalidSchema> {
         let tools = toolbox.declarations();
-        let validators = tools
-            .iter()
-            .map(|tool| {
-                jsonschema::validator_for(&tool.parameters).map(|validator| (tool.name.clone(), validator)).map_err(
-                    |e| InvalidSchema { of: format!("the parameters of tool `{}`", tool.name), reason: e.to_string() },
-                )
-            })
-            .collect::<Result<_, _>>()?;
-        let output = match &config.output_schema {
-            Some(schema) => {
-                Some(OutputCheck::new(schema).map_err(|reason| InvalidSchema { of: "output.schema".into(), reason })?)
-            }
-            None => None,
-        };
+        let (validators, output) = compile_schemas(&tools, config.output_schema.as_ref())?;
         Ok(Agent { config, model, toolbox, tools, validators, output, sub_agents: HashMap::new(), approver: None })
     }
 
@@ -266,9 +220,7 @@ impl Agent {
         events: &mut dyn EventSink,
     ) -> Result<RunOutcome, ModelError> {
         let Checkpoint { task, progress, mut pending, spent: saved } = checkpoint;
-        let mut spent = Spent::start(self.config.limits);
-        (spent.steps, spent.tool_calls, spent.usage) = (saved.steps, saved.tool_calls, saved.usage);
-        spent.deadline = deadline_after(Duration::from_millis(saved.time_left_ms));
+        let mut spent = saved.restore(self.config.limits);
         let (mut yes, mut no) = (Vec::new(), Vec::new());
         for entry in pending.iter_mut().filter(|p| p.awaiting) {
             entry.awaiting = false;
@@ -276,7 +228,7 @@ impl Agent {
             if approved.get(&id).copied().unwrap_or(false) {
                 yes.push(id);
             } else {
-                entry.refusal = Some(ToolError::new("denied", DENIED));
+                entry.refusal = Some(ToolError::new(ToolErrorKind::Denied, DENIED));
                 no.push(id);
             }
         }
@@ -307,8 +259,8 @@ impl Agent {
         }
     }
 
-    /// One model turn: an answer ends the run; calls are checked (budget, repeats, approval) and
-    /// returned to be run.
+    /// One step: the model's turn. An answer ends the run; calls are checked and returned to be
+    /// run.
     async fn step(
         &self,
         progress: &mut Progress,
@@ -321,12 +273,12 @@ impl Agent {
         spent.steps += 1;
         let step = spent.steps;
         let thinking = self.thinking(step, progress.recovering);
-        events.emit(&Event::StepStarted { step, thinking });
+        events.emit(&Event::StepStarted { step, thinking: self.model.thinks(thinking, !self.tools.is_empty()) });
         let deadline = spent.deadline;
         let turn = self.turn(step, &progress.messages, thinking, progress.tool_choice, spent, events);
         let reply = match timeout_at(deadline, turn).await {
             Ok(Ok(reply)) => reply,
-            Ok(Err(error)) => return Err(model_failed(step, error, spent.usage, events)),
+            Ok(Err(error)) => return Err(model_failed(step, error, spent, events)),
             Err(_) => return Ok(Turn::Again), // out of time: the next round wraps up
         };
         if let Some(text) = reply.reasoning.filter(|r| !r.trim().is_empty()) {
@@ -352,361 +304,7 @@ impl Agent {
         let readable: Vec<ToolCall> = reply.calls.iter().filter_map(|c| c.as_ref().ok().cloned()).collect();
         progress.messages.push(Message::Assistant { content: text, tool_calls: readable });
         progress.recovering = false;
-        let calls_left = spent.calls_left() as usize;
-        spent.tool_calls = spent.tool_calls.saturating_add(u32::try_from(reply.calls.len()).unwrap_or(u32::MAX));
-        let mut pending = Vec::with_capacity(reply.calls.len());
-        for (index, call) in reply.calls.into_iter().enumerate() {
-            let Ok(readable) = &call else {
-                pending.push(Pending { call, refusal: None, awaiting: false });
-                continue;
-            };
-            let refusal = if index >= calls_left {
-                let message = format!("not run: {} is spent", Budget::MaxToolCalls.describe(&spent.limits));
-                Some(ToolError::new("budget", message))
-            } else {
-                match progress.repeats.check(readable) {
-                    Verdict::Run => None,
-                    Verdict::Refuse(message) => Some(ToolError::new("repeated_call", message)),
-                    Verdict::Stop => {
-                        let message = format!("stopped: `{}` was called again with the same arguments", readable.name);
-                        events.emit(&Event::RunFinished {
-                            status: RunStatus::Loop,
-                            budget: None,
-                            steps: step,
-                            message: Some(message),
-                            usage: spent.usage,
-                        });
-                        return Ok(Turn::Done(RunOutcome::Looped { steps: step, tool: readable.name.clone() }));
-                    }
-                }
-            };
-            let (id, tool, arguments) = (readable.id.clone(), readable.name.clone(), readable.arguments.clone());
-            events.emit(&Event::ToolCall { step, id, tool, arguments });
-            pending.push(Pending { call, refusal, awaiting: false });
-        }
-        for entry in &mut pending {
-            let Ok(call) = &entry.call else { continue };
-            if entry.refusal.is_some() || !self.toolbox.needs_approval(&call.name) {
-                continue;
-            }
-            let decision = match &self.approver {
-                Some(approver) => approver.decide(step, call).await,
-                None => Decision::Pause,
-            };
-            match decision {
-                Decision::Approve => {}
-                Decision::Deny => entry.refusal = Some(ToolError::new("denied", DENIED)),
-                Decision::Pause => entry.awaiting = true,
-            }
-        }
-        if pending.iter().any(|p| p.awaiting) {
-            return Ok(Turn::Pause(pending));
-        }
-        Ok(Turn::Calls(pending))
-    }
-
-    /// Runs a turn's calls and feeds the results back. The calls run concurrently (at most
-    /// MAX_PARALLEL_CALLS at once); their results are fed back in the order the model wrote them.
-    /// Sub-agents called in one turn each get budgets carved from what the run had left when the
-    /// turn began.
-    async fn run_calls(
-        &self,
-        pending: Vec<Pending>,
-        progress: &mut Progress,
-        spent: &mut Spent,
-        events: &mut dyn EventSink,
-    ) {
-        let step = spent.steps;
-        let deadline = spent.deadline;
-        let before = &*spent;
-        let outcomes: Vec<(String, Option<String>, ToolOutcome, Option<Spent>)> = stream::iter(pending)
-            .map(|Pending { call, refusal, .. }| async move {
-                match call {
-                    Ok(call) => {
-                        let (outcome, child) = match refusal {
-                            Some(error) => (failed(error), None),
-                            None => {
-                                let running = timeout_at(deadline, self.execute(&call, before));
-                                running.await.unwrap_or_else(|_| {
-                                    let limit = Budget::Timeout.describe(&before.limits);
-                                    let message = format!("{limit} ran out before this call finished");
-                                    (failed(ToolError::new("timeout", message)), None)
-                                })
-                            }
-                        };
-                        (call.id, Some(call.name), outcome, child)
-                    }
-                    Err(bad) => {
-                        let message = format!("{} (you wrote: {})", bad.error, bad.raw);
-                        (bad.id, None, failed(ToolError::new("malformed_call", message)), None)
-                    }
-                }
-            })
-            .buffered(MAX_PARALLEL_CALLS)
-            .collect()
-            .await;
-        for (id, tool, outcome, child) in outcomes {
-            if let Some(child) = child {
-                spent.absorb(&child);
-            }
-            progress.recovering |= outcome.result.is_err();
-            if outcome.result.is_ok() {
-                progress.tool_choice = ToolChoice::Auto;
-            }
-            progress.messages.push(Message::Tool { call_id: id.clone(), content: fed_back(&outcome.result) });
-            events.emit(&result_event(step, id, tool, outcome));
-        }
-    }
-
-    /// Stops the run until a person decides on the awaited calls; the checkpoint is all
-    /// `resume` needs.
-    fn pause(
-        &self,
-        task: &str,
-        progress: Progress,
-        pending: Vec<Pending>,
-        spent: &Spent,
-        events: &mut dyn EventSink,
-    ) -> RunOutcome {
-        let step = spent.steps;
-        for entry in pending.iter().filter(|p| p.awaiting) {
-            if let Ok(call) = &entry.call {
-                let (id, tool, arguments) = (call.id.clone(), call.name.clone(), call.arguments.clone());
-                events.emit(&Event::ApprovalRequired { step, id, tool, arguments });
-            }
-        }
-        events.emit(&Event::RunFinished {
-            status: RunStatus::Paused,
-            budget: None,
-            steps: step,
-            message: Some("waiting for a person to approve or deny the calls above".into()),
-            usage: spent.usage,
-        });
-        let time_left = spent.deadline.saturating_duration_since(tokio::time::Instant::now());
-        RunOutcome::Paused(Box::new(Checkpoint {
-            task: task.to_string(),
-            progress,
-            pending,
-            spent: SavedSpend {
-                steps: spent.steps,
-                tool_calls: spent.tool_calls,
-                usage: spent.usage,
-                time_left_ms: u64::try_from(time_left.as_millis()).unwrap_or(u64::MAX),
-            },
-        }))
-    }
-
-    /// The model answered. With `output.schema`, an answer that does not match gets one repair
-    /// turn, without tools, that quotes the validator's errors.
-    async fn finish(
-        &self,
-        step: u32,
-        answer: String,
-        messages: &mut Vec<Message>,
-        spent: &mut Spent,
-        events: &mut dyn EventSink,
-    ) -> Result<RunOutcome, ModelError> {
-        let Some(check) = &self.output else {
-            return Ok(answered(step, answer, None, spent, events));
-        };
-        let errors = match check.check(&answer) {
-            Ok(output) => return Ok(answered(step, answer, Some(output), spent, events)),
-            Err(errors) => errors,
-        };
-        events.emit(&Event::OutputInvalid { step, answer: answer.clone(), errors: errors.clone() });
-        messages.push(Message::Assistant { content: answer, tool_calls: Vec::new() });
-        messages.push(Message::User { content: output::repair_request(&errors) });
-        spent.steps += 1;
-        let step = spent.steps;
-        events.emit(&Event::StepStarted { step, thinking: false });
-        let deadline = spent.deadline;
-        let turn = self.ask(step, messages, false, &[], ToolChoice::Auto, spent, events);
-        let repaired = match timeout_at(deadline, turn).await {
-            Ok(Ok(reply)) => reply.text.trim().to_string(),
-            Ok(Err(error)) => return Err(model_failed(step, error, spent.usage, events)),
-            Err(_) => String::new(),
-        };
-        let errors = match check.check(&repaired) {
-            Ok(output) => return Ok(answered(step, repaired, Some(output), spent, events)),
-            Err(errors) => errors,
-        };
-        events.emit(&Event::OutputInvalid { step, answer: repaired.clone(), errors: errors.clone() });
-        events.emit(&Event::RunFinished {
-            status: RunStatus::InvalidOutput,
-            budget: None,
-            steps: step,
-            message: Some(format!("the answer does not match output.schema after one repair: {}", errors.join("; "))),
-            usage: spent.usage,
-        });
-        Ok(RunOutcome::InvalidOutput { answer: repaired, errors, steps: step })
-    }
-
-    /// A budget ran out: one more turn, without tools, asks for the best answer from what is known.
-    /// The run ends incomplete either way, with or without that answer.
-    async fn wrap_up(
-        &self,
-        budget: Budget,
-        messages: &mut Vec<Message>,
-        spent: &mut Spent,
-        events: &mut dyn EventSink,
-    ) -> Result<RunOutcome, ModelError> {
-        let step = spent.steps + 1;
-        let described = budget.describe(&spent.limits);
-        events.emit(&Event::BudgetSpent { step, budget, message: format!("{described} is spent") });
-        let thinking = self.config.reasoning.mode == ReasoningMode::On;
-        events.emit(&Event::StepStarted { step, thinking });
-        messages.push(Message::User {
-            content: format!(
-                "You have run out of budget ({described}) and can no longer use tools. Answer the task now, as well \
-                 as you can from what you already know, and say what is still missing."
-            ),
-        });
-        let turn = self.ask(step, messages, thinking, &[], ToolChoice::Auto, spent, events);
-        let answer = match timeout_at(deadline_after(WRAP_UP_TIME), turn).await {
-            Ok(Ok(reply)) => Some(reply.text.trim().to_string()).filter(|text| !text.is_empty()),
-            Ok(Err(_)) | Err(_) => None,
-        };
-        let outcome = match &answer {
-            Some(text) => {
-                events.emit(&Event::Answer { step, text: text.clone(), output: None });
-                "its answer is the best from what it knew"
-            }
-            None => "and gave no answer",
-        };
-        events.emit(&Event::RunFinished {
-            status: RunStatus::Incomplete,
-            budget: Some(budget),
-            steps: step,
-            message: Some(format!("ran out of {described}; {outcome}")),
-            usage: spent.usage,
-        });
-        Ok(RunOutcome::Incomplete { budget, answer, steps: step })
-    }
-
-    /// One step's model turn. In `auto` with `before_answer`, an answer drafted without thinking is
-    /// dropped and the step asked again with thinking on.
-    async fn turn(
-        &self,
-        step: u32,
-        messages: &[Message],
-        thinking: bool,
-        tool_choice: ToolChoice,
-        spent: &mut Spent,
-        events: &mut dyn EventSink,
-    ) -> Result<ModelReply, ModelError> {
-        let reply = self.ask(step, messages, thinking, &self.tools, tool_choice, spent, events).await?;
-        let reconsider = self.config.reasoning.mode == ReasoningMode::Auto
-            && self.config.reasoning.before_answer
-            && !thinking
-            && reply.calls.is_empty()
-            && !reply.text.trim().is_empty();
-        if !reconsider {
-            return Ok(reply);
-        }
-        events.emit(&Event::Reconsidering { step, draft: reply.text.trim().to_string() });
-        self.ask(step, messages, true, &self.tools, tool_choice, spent, events).await
-    }
-
-    /// One model turn, its deltas streamed into the events as they come. Thinking past
-    /// `max_thinking_tokens` is cut off and the step asked again without thinking.
-    #[allow(clippy::too_many_arguments)] // one step's whole context; a struct would only rename it
-    async fn ask(
-        &self,
-        step: u32,
-        messages: &[Message],
-        thinking: bool,
-        tools: &[ToolDeclaration],
-        tool_choice: ToolChoice,
-        spent: &mut Spent,
-        events: &mut dyn EventSink,
-    ) -> Result<ModelReply, ModelError> {
-        let budget = self.config.reasoning.max_thinking_tokens.filter(|_| thinking);
-        let (deltas, mut incoming) = mpsc::unbounded_channel();
-        let request = ModelRequest { messages, tools, thinking, tool_choice, deltas: Some(deltas) };
-        let mut thought = String::new();
-        let mut thought_tokens = 0u32;
-        let mut over_budget = |delta: Delta, events: &mut dyn EventSink| {
-            if delta.kind == DeltaKind::Reasoning {
-                thought_tokens = thought_tokens.saturating_add(1);
-                thought.push_str(&delta.text);
-            }
-            events.emit(&Event::Delta { step, kind: delta.kind, text: delta.text });
-            budget.is_some_and(|max| thought_tokens > max)
-        };
-        // Boxed by the trait, so dropping it below really cancels the request.
-        let mut pending = self.model.complete(request);
-        let mut cut = false;
-        let mut finished = None;
-        while finished.is_none() && !cut {
-            tokio::select! {
-                biased;
-                Some(delta) = incoming.recv() => cut = over_budget(delta, events),
-                result = &mut pending => finished = Some(result),
-            }
-        }
-        while let (false, Ok(delta)) = (cut, incoming.try_recv()) {
-            cut = over_budget(delta, events);
-        }
-        if !cut {
-            let reply = finished.unwrap_or_else(|| Err(ModelError("the model stopped without a reply".into())))?;
-            if let Some(usage) = reply.usage {
-                spent.add_usage(usage);
-                events.emit(&Event::Usage { step, thinking, usage });
-            }
-            return Ok(reply);
-        }
-        drop(pending); // stop generating before the step is asked again
-        let thought_tokens = thought_tokens - 1;
-        events.emit(&Event::ThinkingCut { step, tokens: thought_tokens, reasoning: thought });
-        spent.add_usage(Usage {
-            completion_tokens: thought_tokens,
-            reasoning_tokens: thought_tokens,
-            ..Usage::default()
-        });
-        Box::pin(self.ask(step, messages, false, tools, tool_choice, spent, events)).await
-    }
-
-    /// Checks a call against the declared tools and their schemas, then runs it: on the toolbox,
-    /// or as a sub-agent's run with budgets carved from `parent`'s, whose spending it returns.
-    async fn execute(&self, call: &ToolCall, parent: &Spent) -> (ToolOutcome, Option<Spent>) {
-        let failed = |error| (failed(error), None);
-        let Some(validator) = self.validators.get(&call.name) else {
-            let known: Vec<&str> = self.tools.iter().map(|t| t.name.as_str()).collect();
-            return failed(ToolError::new(
-                "unknown_tool",
-                format!("there is no tool `{}`; the tools are: {}", call.name, known.join(", ")),
-            ));
-        };
-        let problems: Vec<String> = validator
-            .iter_errors(&call.arguments)
-            .map(|e| match e.instance_path().to_string() {
-                path if path.is_empty() => clipped(e.to_string()),
-                path => format!("{path}: {}", clipped(e.to_string())),
-            })
-            .collect();
-        if !problems.is_empty() {
-            return failed(ToolError::new(
-                "invalid_arguments",
-                format!("invalid arguments for `{}`: {}", call.name, problems.join("; ")),
-            ));
-        }
-        let Some(sub_agent) = self.sub_agents.get(&call.name) else {
-            return (self.toolbox.call(&call.name, &call.arguments).await, None);
-        };
-        let task = call.arguments["task"].as_str().unwrap_or_default();
-        let mut spent = Spent::start(parent.carve(&sub_agent.config.limits));
-        let started = std::time::Instant::now();
-        let mut steps = Vec::new();
-        let mut record = |event: &Event| {
-            if let Event::ToolCall { tool, .. } = event {
-                steps.push(tool.clone());
-            }
-        };
-        // Boxed: a sub-agent's run is the same async function as its parent's.
-        let outcome = Box::pin(sub_agent.run_within(task, &mut spent, &mut record)).await;
-        let log = format!("sub-agent `{}`: {} step(s), calls: {}", call.name, spent.steps, steps.join(", "));
-        let outcome = ToolOutcome { result: sub_agents::result(outcome), log, duration: started.elapsed() };
-        (outcome, Some(spent))
+        Ok(self.check_calls(step, reply.calls, progress, spent, events).await)
     }
 }
 
@@ -735,57 +333,10 @@ pub fn check_schemas(tools: &[ToolDeclaration], output_schema: Option<&Value>) -
     compile_schemas(tools, output_schema).map(drop)
 }
 
-fn answered(step: u32, answer: String, output: Option<Value>, spent: &Spent, events: &mut dyn EventSink) -> RunOutcome {
-    events.emit(&Event::Answer { step, text: answer.clone(), output: output.clone() });
-    events.emit(&Event::RunFinished {
-        status: RunStatus::Answered,
-        budget: None,
-        steps: step,
-        message: None,
-        usage: spent.usage,
-    });
-    RunOutcome::Answered { answer, output, steps: step }
-}
-
-fn model_failed(step: u32, error: ModelError, usage: Option<Usage>, events: &mut dyn EventSink) -> ModelError {
-    events.emit(&Event::RunFinished {
-        status: RunStatus::ModelFailed,
-        budget: None,
-        steps: step,
-        message: Some(error.to_string()),
-        usage,
-    });
-    error
-}
-
-/// A validator's message quotes the offending value; a huge one must not be fed back whole.
-fn clipped(mut message: String) -> String {
-    const MAX: usize = 500;
-    if let Some((cut, _)) = message.char_indices().nth(MAX) {
-        let more = message.len() - cut;
-        message.truncate(cut);
-        message.push_str(&format!("… ({more} more bytes)"));
+/// `text`, cut after `max` characters with a note of how much was left out.
+fn clipped(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}… ({} more bytes)", &text[..cut], text.len() - cut),
+        None => text.to_string(),
     }
-    message
-}
-
-fn failed(error: ToolError) -> ToolOutcome {
-    ToolOutcome { result: Err(error), log: String::new(), duration: Duration::ZERO }
-}
-
-/// What the model reads in place of a result when a call failed.
-fn fed_back(result: &Result<Value, ToolError>) -> Value {
-    match result {
-        Ok(value) => value.clone(),
-        Err(error) => Value::String(format!("error ({}): {}", error.kind, error.message)),
-    }
-}
-
-fn result_event(step: u32, id: String, tool: Option<String>, outcome: ToolOutcome) -> Event {
-    let duration_ms = outcome.duration.as_secs_f64() * 1000.0;
-    let (ok, result, error) = match outcome.result {
-        Ok(value) => (true, Some(value), None),
-        Err(error) => (false, None, Some(error)),
-    };
-    Event::ToolResult { step, id, tool, ok, result, error, log: outcome.log, duration_ms }
 }

@@ -4,6 +4,8 @@
 
 use serde_json::Value;
 
+use super::{MAX_QUOTED, clipped};
+
 pub(super) struct OutputCheck {
     validator: jsonschema::Validator,
 }
@@ -40,8 +42,10 @@ pub(super) fn instructions_note(schema: &Value) -> String {
     format!("Your final answer must be a JSON value that this JSON Schema accepts, and nothing else:\n{schema}")
 }
 
-/// What the model is told when its answer does not fit.
+/// What the model is told when its answer does not fit; each problem clipped, as it may quote
+/// the whole answer.
 pub(super) fn repair_request(problems: &[String]) -> String {
+    let problems: Vec<String> = problems.iter().map(|p| clipped(p, MAX_QUOTED)).collect();
     format!(
         "Your answer does not match the required output schema:\n- {}\nReply with the corrected JSON only.",
         problems.join("\n- ")

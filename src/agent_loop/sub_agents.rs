@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::RunOutcome;
 use crate::conversation::ToolDeclaration;
 use crate::model::ModelError;
-use crate::toolbox::ToolError;
+use crate::toolbox::{ToolError, ToolErrorKind};
 
 /// How the parent's model sees a sub-agent.
 pub(super) fn declaration(name: &str, description: Option<&str>) -> ToolDeclaration {
@@ -29,7 +29,7 @@ pub(super) fn result(outcome: Result<RunOutcome, ModelError>) -> Result<Value, T
     match outcome {
         Ok(RunOutcome::Answered { answer, output, .. }) => Ok(output.unwrap_or(Value::String(answer))),
         Ok(RunOutcome::Incomplete { budget, answer, .. }) => Err(ToolError::new(
-            "incomplete",
+            ToolErrorKind::Incomplete,
             match answer {
                 Some(answer) => {
                     format!("it ran out of limits.{} before finishing; its best answer: {answer}", budget.key())
@@ -38,10 +38,10 @@ pub(super) fn result(outcome: Result<RunOutcome, ModelError>) -> Result<Value, T
             },
         )),
         Ok(RunOutcome::Looped { tool, .. }) => {
-            Err(ToolError::new("loop", format!("it was stopped for repeating the same `{tool}` call")))
+            Err(ToolError::new(ToolErrorKind::Loop, format!("it was stopped for repeating the same `{tool}` call")))
         }
         Ok(RunOutcome::InvalidOutput { errors, .. }) => Err(ToolError::new(
-            "invalid_output",
+            ToolErrorKind::InvalidOutput,
             format!("its answer did not match its output schema: {}", errors.join("; ")),
         )),
         Ok(RunOutcome::Paused(checkpoint)) => {
@@ -50,8 +50,8 @@ pub(super) fn result(outcome: Result<RunOutcome, ModelError>) -> Result<Value, T
                 "it needs a person's approval for {} and a sub-agent cannot pause: set `approval:` in the parent's file instead",
                 tools.join(", ")
             );
-            Err(ToolError::new("approval_required", message))
+            Err(ToolError::new(ToolErrorKind::ApprovalRequired, message))
         }
-        Err(error) => Err(ToolError::new("model_failed", format!("its model failed: {error}"))),
+        Err(error) => Err(ToolError::new(ToolErrorKind::ModelFailed, format!("its model failed: {error}"))),
     }
 }

@@ -20,6 +20,8 @@ pub struct CatalogModel {
     file_name: &'static str,
     pub size: u64,
     sha256: &'static str,
+    /// Whether the model has a reasoning mode (thinks before it answers when asked).
+    pub reasons: bool,
 }
 
 /// The default model: the smallest one that makes correct tool calls here.
@@ -48,6 +50,7 @@ pub const CATALOG: &[CatalogModel] = &[
         file_name: "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
         size: 491_400_064,
         sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        reasons: false,
     },
     CatalogModel {
         name: "smollm2-135m",
@@ -57,6 +60,7 @@ pub const CATALOG: &[CatalogModel] = &[
         file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
         size: 98_362_432,
         sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        reasons: false,
     },
 ];
 

@@ -15,7 +15,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::conversation::{MalformedCall, Message, ToolCall, ToolChoice, ToolDeclaration};
 
-pub use local::{LocalModel, LocalModelError};
+pub use local::{LocalModel, LocalModelError, LocalModels};
 pub use openai::OpenAiModel;
 pub use replay::ReplayModel;
 
@@ -71,6 +71,9 @@ pub struct ModelReply {
     pub calls: Vec<Result<ToolCall, MalformedCall>>,
     /// `None` where the backend counts no tokens (`replay`).
     pub usage: Option<Usage>,
+    /// What the model wrote, as the engine returned it (for an OpenAI-compatible server: the
+    /// content, then each tool call as the server sent it).
+    pub raw: Option<String>,
 }
 
 /// Sends a delta if someone listens; a closed listener is not the model's problem.
@@ -82,14 +85,50 @@ pub(crate) fn send_delta(deltas: &Option<UnboundedSender<Delta>>, kind: DeltaKin
     }
 }
 
+/// Why a model turn failed: the message says what happened and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ModelError(pub String);
+#[error("{message}")]
+pub struct ModelError {
+    pub kind: ModelErrorKind,
+    pub message: String,
+}
+
+impl ModelError {
+    pub fn new(kind: ModelErrorKind, message: impl Into<String>) -> Self {
+        ModelError { kind, message: message.into() }
+    }
+}
+
+/// The kinds of model failure, as `run_finished` reports them. The serialised names are stable;
+/// new kinds may be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelErrorKind {
+    /// A replay script has no turn left for the step.
+    ScriptExhausted,
+    /// The server could not be reached, even after retries.
+    Unreachable,
+    /// The server refused the request (a 4xx other than 429: the request, the key, the model name).
+    Refused,
+    /// The server kept failing (5xx or 429) until the retries ran out.
+    Unavailable,
+    /// The reply broke off or could not be read.
+    BadReply,
+    /// The in-process engine failed or stopped.
+    Engine,
+}
 
 #[async_trait]
 pub trait Model: Send + Sync {
     /// A short name for events and logs, e.g. `replay (agents/calculator.replay.yaml)`.
     fn label(&self) -> String;
+
+    /// Whether a turn asked to think really does, with tools offered or not: not where the
+    /// backend decodes such a turn under a constraint from its first token, nor where the model
+    /// has no reasoning mode.
+    fn thinks(&self, requested: bool, _tools_offered: bool) -> bool {
+        requested
+    }
 
     async fn complete(&self, request: ModelRequest<'_>) -> Result<ModelReply, ModelError>;
 }

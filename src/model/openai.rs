@@ -10,7 +10,7 @@ use futures::StreamExt;
 use serde_json::{Map, Value, json};
 
 use super::sse::{SseData, SseReader};
-use super::{DeltaKind, Model, ModelError, ModelReply, ModelRequest, Usage, send_delta};
+use super::{DeltaKind, Model, ModelError, ModelErrorKind, ModelReply, ModelRequest, Usage, send_delta};
 use crate::chat_format::parse_output;
 use crate::conversation::{MalformedCall, Message, ToolCall, ToolChoice, ToolDeclaration};
 use crate::spec::{OpenAiModelSpec, ReasoningControl};
@@ -90,11 +90,10 @@ impl OpenAiModel {
                 Ok(response) => return Err(self.refused(response).await),
                 Err(e) if attempt < self.spec.retries && (e.is_connect() || e.is_timeout()) => None,
                 Err(e) => {
-                    return Err(ModelError(format!(
-                        "cannot reach {url} after {} attempt(s): {e}{}",
-                        attempt + 1,
-                        source_chain(&e)
-                    )));
+                    return Err(ModelError::new(
+                        ModelErrorKind::Unreachable,
+                        format!("cannot reach {url} after {} attempt(s): {e}{}", attempt + 1, source_chain(&e)),
+                    ));
                 }
             };
             let backoff = Duration::from_millis(500 << attempt.min(4));
@@ -119,7 +118,11 @@ impl OpenAiModel {
             404 => " — check the model's `url` and `name`".into(),
             _ => String::new(),
         };
-        ModelError(format!("the server refused the request ({status}): {detail}{hint}"))
+        let kind = match status.as_u16() {
+            429 | 500.. => ModelErrorKind::Unavailable,
+            _ => ModelErrorKind::Refused,
+        };
+        ModelError::new(kind, format!("the server refused the request ({status}): {detail}{hint}"))
     }
 }
 
@@ -145,14 +148,13 @@ impl Model for OpenAiModel {
         let mut reader = SseReader::default();
         let mut reply = StreamedReply::default();
         'stream: while let Some(piece) = body.next().await {
-            let piece =
-                piece.map_err(|e| ModelError(format!("the reply stream broke off: {e}{}", source_chain(&e))))?;
+            let piece = piece.map_err(|e| bad_reply(format!("the reply stream broke off: {e}{}", source_chain(&e))))?;
             for data in reader.feed(&piece) {
                 match data {
                     SseData::Done => break 'stream,
                     SseData::Json(text) => {
                         let chunk: Value = serde_json::from_str(&text).map_err(|e| {
-                            ModelError(format!("the server streamed something that is not JSON ({e}): {text}"))
+                            bad_reply(format!("the server streamed something that is not JSON ({e}): {text}"))
                         })?;
                         reply.absorb(&chunk, &request)?;
                     }
@@ -177,7 +179,7 @@ struct StreamedReply {
 impl StreamedReply {
     fn absorb(&mut self, chunk: &Value, request: &ModelRequest<'_>) -> Result<(), ModelError> {
         if let Some(message) = chunk.pointer("/error/message").and_then(Value::as_str) {
-            return Err(ModelError(format!("the server reported an error mid-stream: {message}")));
+            return Err(bad_reply(format!("the server reported an error mid-stream: {message}")));
         }
         if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
             let count = |pointer: &str| {
@@ -204,7 +206,7 @@ impl StreamedReply {
         for call in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
             let index = call.get("index").and_then(Value::as_u64).unwrap_or(self.calls.len() as u64) as usize;
             if index > 1024 {
-                return Err(ModelError(format!("the server streamed tool call index {index}")));
+                return Err(bad_reply(format!("the server streamed tool call index {index}")));
             }
             if self.calls.len() <= index {
                 self.calls.resize_with(index + 1, Default::default);
@@ -224,6 +226,10 @@ impl StreamedReply {
     }
 
     fn finish(self) -> ModelReply {
+        let raw = self.calls.iter().fold(self.content.clone(), |mut raw, (_, name, arguments)| {
+            raw.push_str(&format!("\n[tool call] {name} {arguments}"));
+            raw
+        });
         // Servers without a reasoning parser leave `<think>…</think>` (or only `</think>`) in the
         // content, and servers without a tool parser leave the model's call tags there.
         let parsed = parse_output(&self.content);
@@ -261,7 +267,7 @@ impl StreamedReply {
             }
             usage
         });
-        ModelReply { reasoning, text: parsed.text, calls, usage }
+        ModelReply { reasoning, text: parsed.text, calls, usage, raw: Some(raw) }
     }
 }
 
@@ -301,6 +307,10 @@ fn wire_message(message: &Message) -> Value {
             json!({"role": "tool", "tool_call_id": call_id, "content": text})
         }
     }
+}
+
+fn bad_reply(message: String) -> ModelError {
+    ModelError::new(ModelErrorKind::BadReply, message)
 }
 
 #[cfg(test)]
@@ -358,7 +368,7 @@ mod tests {
         let request =
             ModelRequest { messages: &[], tools: &[], thinking: false, tool_choice: ToolChoice::Auto, deltas: None };
         let error = StreamedReply::default().absorb(&json!({"error": {"message": "overloaded"}}), &request);
-        assert!(error.is_err_and(|e| e.0.contains("overloaded")));
+        assert!(error.is_err_and(|e| e.kind == ModelErrorKind::BadReply && e.message.contains("overloaded")));
     }
 
     #[test]

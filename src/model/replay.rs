@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{DeltaKind, Model, ModelError, ModelReply, ModelRequest, send_delta};
+use super::{DeltaKind, Model, ModelError, ModelErrorKind, ModelReply, ModelRequest, send_delta};
 use crate::chat_format::parse_output;
 use crate::conversation::{MalformedCall, Message, ToolCall};
 use crate::spec::{SpecError, yaml};
@@ -45,12 +45,15 @@ impl Model for ReplayModel {
         let turn = self.next.fetch_max(answered, Ordering::SeqCst).max(answered);
         self.next.fetch_max(turn + 1, Ordering::SeqCst);
         let Some(raw) = self.turns.get(turn) else {
-            return Err(ModelError(format!(
-                "the replay script {} has {} turn(s) but the agent asked for turn {}: add a turn to `turns:`",
-                self.script.display(),
-                self.turns.len(),
-                turn + 1
-            )));
+            return Err(ModelError::new(
+                ModelErrorKind::ScriptExhausted,
+                format!(
+                    "the replay script {} has {} turn(s) but the agent asked for turn {}: add a turn to `turns:`",
+                    self.script.display(),
+                    self.turns.len(),
+                    turn + 1
+                ),
+            ));
         };
         let parsed = parse_output(raw);
         // Streamed a word at a time, as a real model streams tokens.
@@ -72,6 +75,6 @@ impl Model for ReplayModel {
                 }
             })
             .collect();
-        Ok(ModelReply { reasoning: parsed.reasoning, text: parsed.text, calls, usage: None })
+        Ok(ModelReply { reasoning: parsed.reasoning, text: parsed.text, calls, usage: None, raw: Some(raw.clone()) })
     }
 }

@@ -53,13 +53,99 @@ pub struct ToolOutcome {
 /// A failed call, as fed back to the model and reported in events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ToolError {
-    /// e.g. `invalid_arguments`, `unknown_tool`, `timeout`, `memory`, `trap`.
-    pub kind: String,
+    pub kind: ToolErrorKind,
     pub message: String,
 }
 
 impl ToolError {
-    pub fn new(kind: &str, message: impl Into<String>) -> Self {
-        ToolError { kind: kind.to_string(), message: message.into() }
+    pub fn new(kind: ToolErrorKind, message: impl Into<String>) -> Self {
+        ToolError { kind, message: message.into() }
+    }
+}
+
+/// Why a call failed: the vocabulary of `tool_result` events (and, through them, of every
+/// interface that reports runs). The serialised names are stable; new kinds may be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolErrorKind {
+    // The loop refused the call.
+    /// No tool of that name (or, from a tool, no such tool in the component).
+    UnknownTool,
+    /// The call could not be read.
+    MalformedCall,
+    /// The arguments failed the tool's schema (or the tool's own checks).
+    InvalidArguments,
+    /// The same call again, after being told the result would not change.
+    RepeatedCall,
+    /// Past `limits.max_tool_calls`.
+    Budget,
+    /// Past the tool's CPU or wall-clock limit, or the run's `limits.timeout`.
+    Timeout,
+    /// A person said no, or a grant does not allow what the tool tried.
+    Denied,
+    // A sub-agent did not answer.
+    /// It ran out of a budget.
+    Incomplete,
+    /// It was stopped for repeating a call.
+    Loop,
+    /// Its answer did not match its output schema.
+    InvalidOutput,
+    /// Its model failed.
+    ModelFailed,
+    /// It needed a person's approval, which a sub-agent cannot wait for.
+    ApprovalRequired,
+    // The sandbox stopped the call.
+    /// Past the memory limit.
+    Memory,
+    /// The result or the log is over its limit.
+    OutputTooLarge,
+    /// The tool crashed.
+    Trap,
+    /// The tool returned something that is not JSON.
+    BadResult,
+    /// Past `max_write` (the call's or its grant's).
+    WriteLimit,
+    /// Past `max_files` (the call's or its grant's).
+    FileLimit,
+    /// Past `max_handles`.
+    HandleLimit,
+    // The tool's own errors.
+    /// What the tool was asked for does not exist.
+    NotFound,
+    /// Anything else the tool reports.
+    Failed,
+}
+
+impl ToolErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ToolErrorKind::UnknownTool => "unknown_tool",
+            ToolErrorKind::MalformedCall => "malformed_call",
+            ToolErrorKind::InvalidArguments => "invalid_arguments",
+            ToolErrorKind::RepeatedCall => "repeated_call",
+            ToolErrorKind::Budget => "budget",
+            ToolErrorKind::Timeout => "timeout",
+            ToolErrorKind::Denied => "denied",
+            ToolErrorKind::Incomplete => "incomplete",
+            ToolErrorKind::Loop => "loop",
+            ToolErrorKind::InvalidOutput => "invalid_output",
+            ToolErrorKind::ModelFailed => "model_failed",
+            ToolErrorKind::ApprovalRequired => "approval_required",
+            ToolErrorKind::Memory => "memory",
+            ToolErrorKind::OutputTooLarge => "output_too_large",
+            ToolErrorKind::Trap => "trap",
+            ToolErrorKind::BadResult => "bad_result",
+            ToolErrorKind::WriteLimit => "write_limit",
+            ToolErrorKind::FileLimit => "file_limit",
+            ToolErrorKind::HandleLimit => "handle_limit",
+            ToolErrorKind::NotFound => "not_found",
+            ToolErrorKind::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for ToolErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }

@@ -1,10 +1,10 @@
 use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
-use reagent_sandbox::{Effect, LoadError, Sandbox, ToolComponent};
+use reagent_sandbox::{Effect, ErrorKind, LoadError, Sandbox, ToolComponent};
 use serde_json::Value;
 
-use super::{ToolError, ToolOutcome, Toolbox};
+use super::{ToolError, ToolErrorKind, ToolOutcome, Toolbox};
 use crate::conversation::ToolDeclaration;
 use crate::spec::{Approval, SpecError, ToolSpec};
 
@@ -82,16 +82,35 @@ impl Toolbox for WasmToolbox {
     async fn call(&self, name: &str, arguments: &Value) -> ToolOutcome {
         let Some(&owner) = self.owners.get(name) else {
             return ToolOutcome {
-                result: Err(ToolError::new("unknown_tool", format!("no component provides `{name}`"))),
+                result: Err(ToolError::new(ToolErrorKind::UnknownTool, format!("no component provides `{name}`"))),
                 log: String::new(),
                 duration: Default::default(),
             };
         };
         let output = self.components[owner].call(name, &arguments.to_string()).await;
         ToolOutcome {
-            result: output.result.map_err(|e| ToolError::new(e.kind.as_str(), e.message)),
+            result: output.result.map_err(|e| ToolError::new(kind(e.kind), e.message)),
             log: output.log,
             duration: output.duration,
         }
+    }
+}
+
+/// The sandbox's kinds in the loop's vocabulary.
+fn kind(kind: ErrorKind) -> ToolErrorKind {
+    match kind {
+        ErrorKind::InvalidArguments => ToolErrorKind::InvalidArguments,
+        ErrorKind::UnknownTool => ToolErrorKind::UnknownTool,
+        ErrorKind::NotFound => ToolErrorKind::NotFound,
+        ErrorKind::Denied => ToolErrorKind::Denied,
+        ErrorKind::Failed => ToolErrorKind::Failed,
+        ErrorKind::Timeout => ToolErrorKind::Timeout,
+        ErrorKind::Memory => ToolErrorKind::Memory,
+        ErrorKind::Trap => ToolErrorKind::Trap,
+        ErrorKind::OutputTooLarge => ToolErrorKind::OutputTooLarge,
+        ErrorKind::BadResult => ToolErrorKind::BadResult,
+        ErrorKind::WriteLimit => ToolErrorKind::WriteLimit,
+        ErrorKind::FileLimit => ToolErrorKind::FileLimit,
+        ErrorKind::HandleLimit => ToolErrorKind::HandleLimit,
     }
 }

@@ -40,6 +40,7 @@ impl Printer {
             Event::Reconsidering { draft, .. } => {
                 labelled("draft", &format!("{draft}\n(reasoning.before_answer: thinking it over)"))
             }
+            Event::ModelOutput { .. } => return,
             Event::Reasoning { text, .. } => labelled("thinking", text),
             Event::Text { text, .. } => labelled("says", text),
             Event::ToolCall { tool, arguments, .. } => labelled("call", &format!("{tool} {arguments}")),

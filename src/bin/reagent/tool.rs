@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use clap::Subcommand;
-use reagent_sandbox::{DirGrant, Grants, HostGrant, Limits, Sandbox};
+use reagent::agent_loop::check_arguments;
+use reagent_sandbox::{DirGrant, Grants, HostGrant, Limits, Sandbox, ToolComponent};
 
 use crate::{Exit, fail};
 
@@ -54,6 +55,10 @@ pub enum ToolCommand {
         /// Pass an environment variable through from this shell (repeatable)
         #[arg(long = "env", value_name = "NAME")]
         env: Vec<String>,
+        /// Send the arguments to the tool even if they fail its JSON Schema (an agent never
+        /// does: to see how the tool itself handles bad input)
+        #[arg(long)]
+        no_validate: bool,
     },
 }
 
@@ -62,8 +67,12 @@ pub async fn run(command: ToolCommand) -> ExitCode {
         ToolCommand::New { name, dir, sdk } => new(&name, &dir, &sdk),
         ToolCommand::Build { dir } => build(&dir),
         ToolCommand::Inspect { component } => inspect(&component).await,
-        ToolCommand::Call { component, tool, arguments, allow_hosts, dirs, env } => {
-            return call(&component, &tool, &arguments, &allow_hosts, &dirs, &env).await;
+        ToolCommand::Call { component, tool, arguments, allow_hosts, dirs, env, no_validate } => {
+            let grants = match grants_from_flags(&allow_hosts, &dirs, &env) {
+                Ok(grants) => grants,
+                Err(message) => return fail(Exit::Usage, &message),
+            };
+            return call(&component, &tool, &arguments, grants, !no_validate).await;
         }
     };
     match result {
@@ -247,21 +256,11 @@ async fn inspect(component: &Path) -> Outcome {
     Ok(())
 }
 
-async fn call(
-    component: &Path,
-    tool: &str,
-    arguments: &str,
-    allow_hosts: &[String],
-    dirs: &[String],
-    env: &[String],
-) -> ExitCode {
-    let grants = match grants_from_flags(allow_hosts, dirs, env) {
-        Ok(grants) => grants,
-        Err(message) => return fail(Exit::Usage, &message),
+async fn call(component: &Path, tool: &str, arguments: &str, grants: Grants, validate: bool) -> ExitCode {
+    let parsed = match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(arguments) {
+        Ok(parsed) => serde_json::Value::Object(parsed),
+        Err(e) => return fail(Exit::Usage, &format!("the arguments must be a JSON object: {e}")),
     };
-    if let Err(e) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(arguments) {
-        return fail(Exit::Usage, &format!("the arguments must be a JSON object: {e}"));
-    }
     let sandbox = match Sandbox::new() {
         Ok(sandbox) => sandbox,
         Err(e) => return fail(Exit::Internal, &e.to_string()),
@@ -270,6 +269,9 @@ async fn call(
         Ok(loaded) => loaded,
         Err(e) => return fail(Exit::BrokenTool, &e.to_string()),
     };
+    if validate && let Err(message) = check(&loaded, tool, &parsed) {
+        return fail(Exit::Usage, &message);
+    }
     let output = loaded.call(tool, arguments).await;
     if !output.log.is_empty() {
         eprint!("{}", output.log);
@@ -295,7 +297,10 @@ fn grants_from_flags(allow_hosts: &[String], dirs: &[String], env: &[String]) ->
             };
             let (host, guest) =
                 spec.split_once(':').ok_or_else(|| format!("--dir {flag}: write HOST_DIR:GUEST_PATH[:ro|:rw]"))?;
-            Ok(DirGrant { host: PathBuf::from(host), guest: guest.to_string(), writable })
+            Ok(match writable {
+                true => DirGrant::read_write(host, guest),
+                false => DirGrant::read_only(host, guest),
+            })
         })
         .collect::<Result<_, String>>()?;
     let env = env
@@ -305,4 +310,15 @@ fn grants_from_flags(allow_hosts: &[String], dirs: &[String], env: &[String]) ->
         })
         .collect::<Result<_, _>>()?;
     Ok(Grants { dirs, http, env })
+}
+
+/// The checks an agent makes before a call: the tool exists and the arguments fit its schema.
+fn check(loaded: &ToolComponent, tool: &str, arguments: &serde_json::Value) -> Result<(), String> {
+    let Some(description) = loaded.tools().iter().find(|t| t.name == tool) else {
+        let names: Vec<&str> = loaded.tools().iter().map(|t| t.name.as_str()).collect();
+        return Err(format!("the component has no tool `{tool}`; its tools are: {}", names.join(", ")));
+    };
+    let validator = jsonschema::validator_for(&description.parameters)
+        .map_err(|e| format!("the parameters schema of `{tool}` is not valid JSON Schema: {e}"))?;
+    check_arguments(tool, &validator, arguments).map_err(|e| format!("{} (--no-validate sends them anyway)", e.message))
 }

@@ -187,10 +187,21 @@ fn walk(dir: &Path, visit: &mut dyn FnMut(&Path) -> bool) -> Result<bool, ToolEr
     Ok(true)
 }
 
-/// Names the path in the error, so the model knows which one failed and why.
+/// Names the path in the error and the next step, so the model knows which one failed, why,
+/// and what to call instead.
 fn io(path: &str, error: std::io::Error) -> ToolError {
+    use std::io::ErrorKind;
+    let next = match error.kind() {
+        ErrorKind::NotADirectory => " — it is a file: read it with fs_read",
+        ErrorKind::IsADirectory => " — it is a folder: list it with fs_list, or search it with fs_find or fs_grep",
+        ErrorKind::NotFound => " — list its folder with fs_list to see what is there, or search by name with fs_find",
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => {
+            " — only folders granted read-write (`mode: rw`) can be written, and nothing outside the granted folders is reachable"
+        }
+        _ => "",
+    };
     let mut tool_error = ToolError::from(error);
-    tool_error.message = format!("{path}: {}", tool_error.message);
+    tool_error.message = format!("{path}: {}{next}", tool_error.message);
     tool_error
 }
 

@@ -1,0 +1,201 @@
+//! Checking and running a turn's calls: the budget of calls, the repeat guard and approvals
+//! decide which may run; those run concurrently (sub-agents included) and their results are fed
+//! back in the order the model wrote them.
+
+use std::time::Duration;
+
+use futures::stream::{self, StreamExt};
+use serde_json::Value;
+use tokio::time::timeout_at;
+
+use super::budget::Spent;
+use super::ending::{Ending, emit_finished};
+use super::repeats::Verdict;
+use super::state::{Pending, Progress};
+use super::{
+    Agent, DENIED, Decision, MAX_FED_BACK, MAX_PARALLEL_CALLS, MAX_QUOTED, RunOutcome, Turn, clipped, sub_agents,
+};
+use crate::conversation::{MalformedCall, Message, ToolCall, ToolChoice};
+use crate::events::{Event, EventSink};
+use crate::spec::Budget;
+use crate::toolbox::{ToolError, ToolErrorKind, ToolOutcome};
+
+impl Agent {
+    /// Decides on each call of a turn: refused (past the call budget, repeated), waiting for a
+    /// person, or to be run. A fourth identical call stops the run as a loop.
+    pub(super) async fn check_calls(
+        &self,
+        step: u32,
+        calls: Vec<Result<ToolCall, MalformedCall>>,
+        progress: &mut Progress,
+        spent: &mut Spent,
+        events: &mut dyn EventSink,
+    ) -> Turn {
+        let calls_left = spent.calls_left() as usize;
+        spent.tool_calls = spent.tool_calls.saturating_add(u32::try_from(calls.len()).unwrap_or(u32::MAX));
+        let mut pending = Vec::with_capacity(calls.len());
+        for (index, call) in calls.into_iter().enumerate() {
+            let Ok(readable) = &call else {
+                pending.push(Pending { call, refusal: None, awaiting: false });
+                continue;
+            };
+            let refusal = if index >= calls_left {
+                let message = format!("not run: {} is spent", Budget::MaxToolCalls.describe(&spent.limits));
+                Some(ToolError::new(ToolErrorKind::Budget, message))
+            } else {
+                match progress.repeats.check(readable) {
+                    Verdict::Run => None,
+                    Verdict::Refuse(message) => Some(ToolError::new(ToolErrorKind::RepeatedCall, message)),
+                    Verdict::Stop => {
+                        let message = format!("stopped: `{}` was called again with the same arguments", readable.name);
+                        emit_finished(events, step, spent, Ending::Looped(message));
+                        return Turn::Done(RunOutcome::Looped { steps: step, tool: readable.name.clone() });
+                    }
+                }
+            };
+            let (id, tool, arguments) = (readable.id.clone(), readable.name.clone(), readable.arguments.clone());
+            events.emit(&Event::ToolCall { step, id, tool, arguments });
+            pending.push(Pending { call, refusal, awaiting: false });
+        }
+        for entry in &mut pending {
+            let Ok(call) = &entry.call else { continue };
+            if entry.refusal.is_some() || !self.toolbox.needs_approval(&call.name) {
+                continue;
+            }
+            let decision = match &self.approver {
+                Some(approver) => approver.decide(step, call).await,
+                None => Decision::Pause,
+            };
+            match decision {
+                Decision::Approve => {}
+                Decision::Deny => entry.refusal = Some(ToolError::new(ToolErrorKind::Denied, DENIED)),
+                Decision::Pause => entry.awaiting = true,
+            }
+        }
+        if pending.iter().any(|p| p.awaiting) { Turn::Pause(pending) } else { Turn::Calls(pending) }
+    }
+
+    /// Runs a turn's calls and feeds the results back. The calls run concurrently (at most
+    /// MAX_PARALLEL_CALLS at once); their results are fed back in the order the model wrote them.
+    /// Sub-agents called in one turn each get budgets carved from what the run had left when the
+    /// turn began.
+    pub(super) async fn run_calls(
+        &self,
+        pending: Vec<Pending>,
+        progress: &mut Progress,
+        spent: &mut Spent,
+        events: &mut dyn EventSink,
+    ) {
+        let step = spent.steps;
+        let deadline = spent.deadline;
+        let before = &*spent;
+        let outcomes: Vec<(String, Option<String>, ToolOutcome, Option<Spent>)> = stream::iter(pending)
+            .map(|Pending { call, refusal, .. }| async move {
+                match call {
+                    Ok(call) => {
+                        let (outcome, child) = match refusal {
+                            Some(error) => (failed(error), None),
+                            None => {
+                                let running = timeout_at(deadline, self.execute(&call, before));
+                                running.await.unwrap_or_else(|_| {
+                                    let limit = Budget::Timeout.describe(&before.limits);
+                                    let message = format!("{limit} ran out before this call finished");
+                                    (failed(ToolError::new(ToolErrorKind::Timeout, message)), None)
+                                })
+                            }
+                        };
+                        (call.id, Some(call.name), outcome, child)
+                    }
+                    Err(bad) => {
+                        let message = format!("{} (you wrote: {})", bad.error, clipped(&bad.raw, MAX_QUOTED));
+                        (bad.id, None, failed(ToolError::new(ToolErrorKind::MalformedCall, message)), None)
+                    }
+                }
+            })
+            .buffered(MAX_PARALLEL_CALLS)
+            .collect()
+            .await;
+        for (id, tool, outcome, child) in outcomes {
+            if let Some(child) = child {
+                spent.absorb(&child);
+            }
+            progress.recovering |= outcome.result.is_err();
+            if outcome.result.is_ok() {
+                progress.tool_choice = ToolChoice::Auto;
+            }
+            progress.messages.push(Message::Tool { call_id: id.clone(), content: fed_back(&outcome.result) });
+            events.emit(&result_event(step, id, tool, outcome));
+        }
+    }
+
+    /// Checks a call against the declared tools and their schemas, then runs it: on the toolbox,
+    /// or as a sub-agent's run with budgets carved from `parent`'s, whose spending it returns.
+    async fn execute(&self, call: &ToolCall, parent: &Spent) -> (ToolOutcome, Option<Spent>) {
+        let failed = |error| (failed(error), None);
+        let Some(validator) = self.validators.get(&call.name) else {
+            let known: Vec<&str> = self.tools.iter().map(|t| t.name.as_str()).collect();
+            return failed(ToolError::new(
+                ToolErrorKind::UnknownTool,
+                format!("there is no tool `{}`; the tools are: {}", call.name, known.join(", ")),
+            ));
+        };
+        if let Err(error) = check_arguments(&call.name, validator, &call.arguments) {
+            return failed(error);
+        }
+        let Some(sub_agent) = self.sub_agents.get(&call.name) else {
+            return (self.toolbox.call(&call.name, &call.arguments).await, None);
+        };
+        let task = call.arguments["task"].as_str().unwrap_or_default();
+        let mut spent = Spent::start(parent.carve(&sub_agent.config.limits));
+        let started = std::time::Instant::now();
+        let mut steps = Vec::new();
+        let mut record = |event: &Event| {
+            if let Event::ToolCall { tool, .. } = event {
+                steps.push(tool.clone());
+            }
+        };
+        // Boxed: a sub-agent's run is the same async function as its parent's.
+        let outcome = Box::pin(sub_agent.run_within(task, &mut spent, &mut record)).await;
+        let log = format!("sub-agent `{}`: {} step(s), calls: {}", call.name, spent.steps, steps.join(", "));
+        let outcome = ToolOutcome { result: sub_agents::result(outcome), log, duration: started.elapsed() };
+        (outcome, Some(spent))
+    }
+}
+
+/// Checks a call's arguments against its tool's compiled schema, as the loop does before any call
+/// runs: the error says where each problem is, quoting at most a clipped part of a value.
+pub fn check_arguments(tool: &str, validator: &jsonschema::Validator, arguments: &Value) -> Result<(), ToolError> {
+    let problems: Vec<String> = validator
+        .iter_errors(arguments)
+        .map(|e| match e.instance_path().to_string() {
+            path if path.is_empty() => clipped(&e.to_string(), MAX_QUOTED),
+            path => format!("{path}: {}", clipped(&e.to_string(), MAX_QUOTED)),
+        })
+        .collect();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let message = format!("invalid arguments for `{tool}`: {}", problems.join("; "));
+    Err(ToolError::new(ToolErrorKind::InvalidArguments, message))
+}
+
+fn failed(error: ToolError) -> ToolOutcome {
+    ToolOutcome { result: Err(error), log: String::new(), duration: Duration::ZERO }
+}
+
+/// What the model reads in place of a result when a call failed.
+fn fed_back(result: &Result<Value, ToolError>) -> Value {
+    match result {
+        Ok(value) => value.clone(),
+        Err(error) => Value::String(clipped(&format!("error ({}): {}", error.kind, error.message), MAX_FED_BACK)),
+    }
+}
+
+fn result_event(step: u32, id: String, tool: Option<String>, outcome: ToolOutcome) -> Event {
+    let duration_ms = outcome.duration.as_secs_f64() * 1000.0;
+    let (ok, result, error) = match outcome.result {
+        Ok(value) => (true, Some(value), None),
+        Err(error) => (false, None, Some(error)),
+    };
+    Event::ToolResult { step, id, tool, ok, result, error, log: outcome.log, duration_ms }
+}

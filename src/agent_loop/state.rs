@@ -1,0 +1,80 @@
+//! The state of a run between turns: what a checkpoint saves, so that a run can stop between
+//! deciding on its calls and running them, and be resumed by another process.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::budget::{Spent, deadline_after};
+use super::repeats::RepeatGuard;
+use crate::conversation::{MalformedCall, Message, ToolCall, ToolChoice};
+use crate::model::Usage;
+use crate::spec::Limits;
+use crate::toolbox::ToolError;
+
+/// A paused run: the conversation, what it has spent, and the calls of the turn it stopped in.
+/// Serialisable, so a run can be resumed by another process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub task: String,
+    pub(super) progress: Progress,
+    pub(super) pending: Vec<Pending>,
+    pub(super) spent: SavedSpend,
+}
+
+impl Checkpoint {
+    /// The calls waiting for a decision: (id, tool, arguments).
+    pub fn awaiting(&self) -> Vec<&ToolCall> {
+        self.pending.iter().filter(|p| p.awaiting).filter_map(|p| p.call.as_ref().ok()).collect()
+    }
+}
+
+/// Where a run is between turns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Progress {
+    pub(super) messages: Vec<Message>,
+    /// The last turn failed: `auto` thinks on the next.
+    pub(super) recovering: bool,
+    pub(super) repeats: RepeatGuard,
+    /// `required`: calls are forced until one has run successfully; then the model may answer.
+    pub(super) tool_choice: ToolChoice,
+}
+
+/// A call of the current turn, with what the loop decided before running it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct Pending {
+    pub(super) call: Result<ToolCall, MalformedCall>,
+    pub(super) refusal: Option<ToolError>,
+    /// Waiting for a person's decision.
+    pub(super) awaiting: bool,
+}
+
+/// What a run had spent when it stopped; the time left, not the deadline, so that time paused
+/// does not count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct SavedSpend {
+    steps: u32,
+    tool_calls: u32,
+    usage: Option<Usage>,
+    time_left_ms: u64,
+}
+
+impl SavedSpend {
+    pub(super) fn of(spent: &Spent) -> Self {
+        let time_left = spent.deadline.saturating_duration_since(tokio::time::Instant::now());
+        SavedSpend {
+            steps: spent.steps,
+            tool_calls: spent.tool_calls,
+            usage: spent.usage,
+            time_left_ms: u64::try_from(time_left.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// The spending to go on from, under `limits`, the clock restarted with the time left.
+    pub(super) fn restore(&self, limits: Limits) -> Spent {
+        let mut spent = Spent::start(limits);
+        (spent.steps, spent.tool_calls, spent.usage) = (self.steps, self.tool_calls, self.usage);
+        spent.deadline = deadline_after(Duration::from_millis(self.time_left_ms));
+        spent
+    }
+}
