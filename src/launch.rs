@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::agent_loop::{Agent, InvalidSchema, LoopConfig, check_schemas};
+use crate::agent_loop::{Agent, InvalidSchema, LoopConfig, check_schemas, sub_agent_declaration};
+use crate::conversation::ToolDeclaration;
 use crate::model::{LocalModel, LocalModelError, Model, OpenAiModel, ReplayModel};
 use crate::runtime::Runtime;
 use crate::spec::{
@@ -50,15 +51,8 @@ async fn build(runtime: &Runtime, spec: &AgentSpec, values: &BTreeMap<String, Va
         ModelSpec::OpenAi(openai) => Box::new(openai_model(spec, openai)?),
     };
     let toolbox = load_tools(runtime, spec).await?;
-    let config = LoopConfig {
-        name: spec.name.clone(),
-        instructions: render_instructions(&spec.instructions, values),
-        reasoning: spec.reasoning,
-        tool_choice: spec.tool_choice,
-        limits: spec.limits,
-        output_schema: spec.output_schema.clone(),
-    };
-    let mut agent = Agent::new(config, model, Box::new(toolbox)).map_err(|e| invalid_schema(spec, e))?;
+    let mut agent =
+        Agent::new(loop_config(spec, values), model, Box::new(toolbox)).map_err(|e| invalid_schema(spec, e))?;
     for sub in &spec.sub_agents {
         let defaults = bind_inputs(&sub.spec.inputs, &GivenInputs::default()).map_err(LaunchError::Inputs)?;
         let sub_agent = Box::pin(build(runtime, &sub.spec, &defaults)).await?;
@@ -67,6 +61,36 @@ async fn build(runtime: &Runtime, spec: &AgentSpec, values: &BTreeMap<String, Va
             .map_err(|e| LaunchError::Spec(SpecError::new(sub.at.clone(), e.to_string())))?;
     }
     Ok(agent)
+}
+
+fn loop_config(spec: &AgentSpec, values: &BTreeMap<String, Value>) -> LoopConfig {
+    LoopConfig {
+        name: spec.name.clone(),
+        instructions: render_instructions(&spec.instructions, values),
+        reasoning: spec.reasoning,
+        tool_choice: spec.tool_choice,
+        limits: spec.limits,
+        output_schema: spec.output_schema.clone(),
+    }
+}
+
+/// What `reagent prompt` shows: the agent's first model turn as its backend would be sent it,
+/// built without starting the model (no weights loaded, no server asked): the loop's
+/// configuration with the run's inputs, and the tools the model would be offered.
+pub async fn first_turn(
+    runtime: &Runtime,
+    file: &Path,
+    inputs: &GivenInputs,
+) -> Result<(AgentSpec, LoopConfig, Vec<ToolDeclaration>), LaunchError> {
+    let spec = AgentSpec::load(file).map_err(LaunchError::Spec)?;
+    let values =
+        bind_inputs(&spec.inputs, inputs).map_err(|e| LaunchError::Inputs(format!("{}: {e}", file.display())))?;
+    let mut tools = load_tools(runtime, &spec).await?.declarations();
+    tools.extend(
+        spec.sub_agents.iter().map(|sub| sub_agent_declaration(&sub.spec.name, sub.spec.description.as_deref())),
+    );
+    let config = loop_config(&spec, &values);
+    Ok((spec, config, tools))
 }
 
 /// `reagent validate`: everything `launch` checks, without starting a model: the spec, the files

@@ -31,6 +31,13 @@ fn calculator_on_the_default_model_calls_calc_and_answers_395() {
     assert!(usage.iter().all(|u| u["prompt_tokens"].as_u64() > Some(0) && u["completion_tokens"].as_u64() > Some(0)));
     let finished = events_of(&events, "run_finished");
     assert!(finished[0]["usage"]["completion_tokens"].as_u64() > Some(0), "{finished:?}");
+    // `reasoning: auto` asks step 1 to think, but this model has no reasoning mode and its call is
+    // decoded under a constraint: no step says it thinks.
+    let steps = events_of(&events, "step_started");
+    assert!(steps.iter().all(|s| s["thinking"] == false), "{steps:?}");
+    // What the engine returned is kept, so a dropped call could be seen.
+    let raw = events_of(&events, "model_output");
+    assert!(raw[0]["text"].as_str().unwrap_or_default().contains("calc"), "{raw:?}");
 }
 
 /// SmolLM2 with calc, a call required on the first step; `model_extra` adds settings.

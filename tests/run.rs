@@ -161,7 +161,27 @@ fn replay_script_running_out_exits_6() {
 }
 
 #[test]
-fn prompt_prints_the_exact_first_prompt() {
+fn prompt_shows_a_local_models_request_without_loading_it() {
+    // An empty cache: the model is not on this machine, so nothing could have been loaded.
+    let cache = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_reagent"))
+        .args(["prompt", "agents/calculator.yaml", "What is (17*23)+4?"])
+        .env("REAGENT_CACHE_DIR", cache.path())
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stderr(&output).contains("the model's own chat template renders this request"), "{}", stderr(&output));
+    let request: serde_json::Value = serde_json::from_slice(&output.stdout).expect("the request as JSON");
+    assert_eq!(request["messages"][0]["role"], "system");
+    assert!(request["messages"][0]["content"].as_str().unwrap().starts_with("You are a careful calculator."));
+    assert_eq!(request["messages"][1]["content"], "What is (17*23)+4?");
+    assert_eq!(request["tools"][0]["function"]["name"], "calc");
+    assert!(request["json_schema_constraint"].is_object(), "constrained calls: {request}");
+}
+
+#[test]
+fn prompt_prints_the_first_prompt_in_exaones_format() {
     let output = reagent(&["prompt", "agents/calculator-replay.yaml", "What is (17*23)+4?"]);
     assert_eq!(output.status.code(), Some(0));
     let prompt = stdout(&output);

@@ -32,6 +32,7 @@ pub use repeats::REPEAT_LIMIT;
 use repeats::RepeatGuard;
 pub use state::Checkpoint;
 use state::{Pending, Progress};
+pub use sub_agents::declaration as sub_agent_declaration;
 
 /// Calls of one turn that run at once; more wait for a slot.
 pub const MAX_PARALLEL_CALLS: usize = 8;
@@ -84,6 +85,32 @@ pub struct LoopConfig {
     pub limits: Limits,
     /// `output.schema`: the JSON Schema the final answer must match.
     pub output_schema: Option<Value>,
+}
+
+impl LoopConfig {
+    /// The conversation a run starts from.
+    pub fn opening(&self, task: &str) -> Vec<Message> {
+        let mut messages = Vec::new();
+        let mut system = self.instructions.trim_end().to_string();
+        if let Some(schema) = &self.output_schema {
+            system = format!("{system}\n\n{}", output::instructions_note(schema)).trim_start().to_string();
+        }
+        if !system.is_empty() {
+            messages.push(Message::System { content: system });
+        }
+        messages.push(Message::User { content: task.to_string() });
+        messages
+    }
+
+    /// Whether step `step` is asked to reason: `auto` thinks to plan (first step) and to recover
+    /// (after a failed or rejected call), and acts fast otherwise.
+    pub fn thinking(&self, step: u32, recovering: bool) -> bool {
+        match self.reasoning.mode {
+            ReasoningMode::On => true,
+            ReasoningMode::Off => false,
+            ReasoningMode::Auto => step == 1 || recovering,
+        }
+    }
 }
 
 /// An agent ready to run: its model, its tools with their compiled argument schemas.
@@ -157,30 +184,6 @@ impl Agent {
         &self.tools
     }
 
-    /// The conversation a run starts from.
-    pub fn opening(&self, task: &str) -> Vec<Message> {
-        let mut messages = Vec::new();
-        let mut system = self.config.instructions.trim_end().to_string();
-        if let Some(schema) = &self.config.output_schema {
-            system = format!("{system}\n\n{}", output::instructions_note(schema)).trim_start().to_string();
-        }
-        if !system.is_empty() {
-            messages.push(Message::System { content: system });
-        }
-        messages.push(Message::User { content: task.to_string() });
-        messages
-    }
-
-    /// Whether step `step` reasons: `auto` thinks to plan (first step) and to recover (after a
-    /// failed or rejected call), and acts fast otherwise.
-    pub fn thinking(&self, step: u32, recovering: bool) -> bool {
-        match self.config.reasoning.mode {
-            ReasoningMode::On => true,
-            ReasoningMode::Off => false,
-            ReasoningMode::Auto => step == 1 || recovering,
-        }
-    }
-
     pub async fn run(&self, task: &str, events: &mut dyn EventSink) -> Result<RunOutcome, ModelError> {
         let mut spent = Spent::start(self.config.limits);
         self.run_within(task, &mut spent, events).await
@@ -202,7 +205,7 @@ impl Agent {
             limits: spent.limits,
         });
         let progress = Progress {
-            messages: self.opening(task),
+            messages: self.config.opening(task),
             recovering: false,
             repeats: RepeatGuard::default(),
             tool_choice: self.config.tool_choice,
@@ -272,7 +275,7 @@ impl Agent {
         }
         spent.steps += 1;
         let step = spent.steps;
-        let thinking = self.thinking(step, progress.recovering);
+        let thinking = self.config.thinking(step, progress.recovering);
         events.emit(&Event::StepStarted { step, thinking: self.model.thinks(thinking, !self.tools.is_empty()) });
         let deadline = spent.deadline;
         let turn = self.turn(step, &progress.messages, thinking, progress.tool_choice, spent, events);

@@ -9,8 +9,8 @@ use crate::conversation::ToolDeclaration;
 use crate::model::ModelError;
 use crate::toolbox::{ToolError, ToolErrorKind};
 
-/// How the parent's model sees a sub-agent.
-pub(super) fn declaration(name: &str, description: Option<&str>) -> ToolDeclaration {
+/// How the parent's model sees a sub-agent: a tool named after it, taking a task.
+pub fn declaration(name: &str, description: Option<&str>) -> ToolDeclaration {
     let description = description.map_or_else(|| format!("Hands a task to the agent `{name}`."), str::to_string);
     ToolDeclaration {
         name: name.to_string(),

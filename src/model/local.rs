@@ -110,6 +110,45 @@ impl Builder {
     }
 }
 
+/// What mistralrs would be handed for a request, as `reagent prompt` shows it, without loading
+/// the model: the prompt reagent renders with `format: exaone`; otherwise the chat messages,
+/// tools, thinking switch and constraint, which the model's own chat template turns into text.
+pub fn request_preview(spec: &LocalModelSpec, request: &ModelRequest<'_>) -> Either<String, Value> {
+    if spec.format == Some(PromptFormat::Exaone) {
+        return Either::Left(exaone::render(request.messages, request.tools, request.thinking));
+    }
+    let may_answer = request.tool_choice == ToolChoice::Auto;
+    let constrained = spec.constrained && !request.tools.is_empty();
+    let note = constrained.then(|| format_note(may_answer));
+    let messages: Vec<Value> = chat_messages(request.messages, note)
+        .into_iter()
+        .map(|message| {
+            let fields = message.into_iter().map(|(key, content)| {
+                let value = match content {
+                    Either::Left(text) => Value::String(text),
+                    Either::Right(parts) => {
+                        Value::Array(parts.into_iter().map(|p| Value::Object(p.into_iter().collect())).collect())
+                    }
+                };
+                (key, value)
+            });
+            Value::Object(fields.collect())
+        })
+        .collect();
+    let tools: Vec<Value> = request
+        .tools
+        .iter()
+        .map(|t| serde_json::json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}))
+        .collect();
+    let constraint = constrained.then(|| reply_schema(request.tools, may_answer, string_cap(spec.sampling.max_tokens)));
+    Either::Right(serde_json::json!({
+        "messages": messages,
+        "tools": tools,
+        "enable_thinking": request.thinking,
+        "json_schema_constraint": constraint,
+    }))
+}
+
 /// The mistralrs builder for a source, and the name it is shared under.
 fn builder_for(source: &LocalSource) -> Result<(String, Builder), LocalModelError> {
     let gguf = |path: &std::path::Path| {

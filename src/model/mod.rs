@@ -17,6 +17,33 @@ use crate::conversation::{MalformedCall, Message, ToolCall, ToolChoice, ToolDecl
 
 pub use local::{LocalModel, LocalModelError, LocalModels};
 pub use openai::OpenAiModel;
+
+use crate::chat_format::exaone;
+use crate::spec::ModelSpec;
+
+/// A request as a backend would be sent it, built without starting the model.
+pub enum RequestPreview {
+    /// Text reagent renders itself (EXAONE 4.0's format), exactly as the model reads it.
+    Prompt(String),
+    /// What the engine or server receives; the model's own chat template renders it.
+    Request(serde_json::Value),
+    /// `replay` reads no prompt: the request in EXAONE 4.0's format, for reference.
+    Reference(String),
+}
+
+/// What `reagent prompt` shows for the model in `spec`: nothing is loaded and nothing is sent.
+pub fn preview(spec: &ModelSpec, request: &ModelRequest<'_>) -> RequestPreview {
+    match spec {
+        ModelSpec::Replay { .. } => {
+            RequestPreview::Reference(exaone::render(request.messages, request.tools, request.thinking))
+        }
+        ModelSpec::Local(local) => match local::request_preview(local, request) {
+            either::Either::Left(prompt) => RequestPreview::Prompt(prompt),
+            either::Either::Right(request) => RequestPreview::Request(request),
+        },
+        ModelSpec::OpenAi(openai) => RequestPreview::Request(openai::request_body(openai, request)),
+    }
+}
 pub use replay::ReplayModel;
 
 pub struct ModelRequest<'a> {

@@ -38,31 +38,7 @@ impl OpenAiModel {
     }
 
     fn body(&self, request: &ModelRequest<'_>) -> Value {
-        let mut body = json!({
-            "model": self.spec.name,
-            "messages": request.messages.iter().map(wire_message).collect::<Vec<_>>(),
-            "stream": true,
-            "stream_options": {"include_usage": true},
-            "max_tokens": self.spec.sampling.max_tokens,
-            "temperature": self.spec.sampling.temperature,
-        });
-        if !request.tools.is_empty() {
-            body["tools"] = request.tools.iter().map(wire_tool).collect();
-            body["tool_choice"] = json!(match request.tool_choice {
-                ToolChoice::Auto => "auto",
-                ToolChoice::Required => "required",
-            });
-        }
-        match self.spec.reasoning_control {
-            ReasoningControl::ChatTemplateKwargs => {
-                body["chat_template_kwargs"] = json!({"enable_thinking": request.thinking})
-            }
-            ReasoningControl::ReasoningEffort => {
-                body["reasoning_effort"] = json!(if request.thinking { "high" } else { "low" })
-            }
-            ReasoningControl::None => {}
-        }
-        body
+        request_body(&self.spec, request)
     }
 
     /// Sends the request, retrying 429, 5xx and failed connections with exponential backoff.
@@ -307,6 +283,36 @@ fn wire_message(message: &Message) -> Value {
             json!({"role": "tool", "tool_call_id": call_id, "content": text})
         }
     }
+}
+
+/// The `/chat/completions` body for a request: what `reagent prompt` shows, and what is sent
+/// (the API key goes in a header, never here).
+pub fn request_body(spec: &OpenAiModelSpec, request: &ModelRequest<'_>) -> Value {
+    let mut body = json!({
+    "model": spec.name,
+        "messages": request.messages.iter().map(wire_message).collect::<Vec<_>>(),
+        "stream": true,
+        "stream_options": {"include_usage": true},
+        "max_tokens": spec.sampling.max_tokens,
+        "temperature": spec.sampling.temperature,
+    });
+    if !request.tools.is_empty() {
+        body["tools"] = request.tools.iter().map(wire_tool).collect();
+        body["tool_choice"] = json!(match request.tool_choice {
+            ToolChoice::Auto => "auto",
+            ToolChoice::Required => "required",
+        });
+    }
+    match spec.reasoning_control {
+        ReasoningControl::ChatTemplateKwargs => {
+            body["chat_template_kwargs"] = json!({"enable_thinking": request.thinking})
+        }
+        ReasoningControl::ReasoningEffort => {
+            body["reasoning_effort"] = json!(if request.thinking { "high" } else { "low" })
+        }
+        ReasoningControl::None => {}
+    }
+    body
 }
 
 fn bad_reply(message: String) -> ModelError {

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use reagent::chat_format::exaone;
-use reagent::launch::{LaunchError, launch};
+use reagent::launch::{LaunchError, first_turn};
+use reagent::model::{ModelRequest, RequestPreview, preview};
 use reagent::runtime::Runtime;
 
 const EXIT_CODES: &str = "\
@@ -98,7 +98,9 @@ enum Command {
     /// Write, build, inspect and call tool components.
     #[command(subcommand, after_help = EXIT_CODES)]
     Tool(tool::ToolCommand),
-    /// Print the exact first prompt the model would see (EXAONE 4.0 chat format).
+    /// Print the agent's first model turn as its backend would be sent it, without loading or
+    /// calling the model: the prompt text with `format: exaone`; the request (messages, tools,
+    /// thinking switch, constraint) where the model's own template or a server renders it.
     #[command(after_help = EXIT_CODES)]
     Prompt {
         /// The agent's YAML file
@@ -193,12 +195,32 @@ async fn prompt(runtime: &Runtime, file: &Path, task: &str, inputs: &inputs::Inp
         Ok(given) => given,
         Err(e) => return fail(Exit::Usage, &e),
     };
-    let agent = match launch(runtime, file, &given).await {
-        Ok((_, agent)) => agent,
+    let (spec, config, tools) = match first_turn(runtime, file, &given).await {
+        Ok(first) => first,
         Err(e) => return launch_failure(&e),
     };
-    let text = exaone::render(&agent.opening(task), agent.tools(), agent.thinking(1, false));
-    let _ = std::io::stdout().write_all(text.as_bytes());
+    let messages = config.opening(task);
+    let request = ModelRequest {
+        messages: &messages,
+        tools: &tools,
+        thinking: config.thinking(1, false),
+        tool_choice: config.tool_choice,
+        deltas: None,
+    };
+    let shown = match preview(&spec.model, &request) {
+        RequestPreview::Prompt(text) => text,
+        RequestPreview::Request(body) => {
+            eprintln!(
+                "reagent: the model's own chat template renders this request; `format: exaone` shows text instead"
+            );
+            serde_json::to_string_pretty(&body).unwrap_or_default() + "\n"
+        }
+        RequestPreview::Reference(text) => {
+            eprintln!("reagent: a replay model reads no prompt; this is the first turn in EXAONE 4.0's format");
+            text
+        }
+    };
+    let _ = std::io::stdout().write_all(shown.as_bytes());
     ExitCode::from(Exit::Success as u8)
 }
 
