@@ -14,7 +14,7 @@ use futures::future::join_all;
 use reagent::conversation::{Message, ToolChoice};
 use reagent::model::catalog::find;
 use reagent::model::{LocalModel, LocalModels, Model, ModelRequest};
-use reagent::spec::{LocalModelSpec, LocalSource, Position, Sampling};
+use reagent::spec::{LocalModelSpec, LocalSource, Sampling};
 
 const PROMPT: &str = "Write a detailed, step-by-step explanation of how a hash map works.";
 const MAX_TOKENS: u32 = 128;
@@ -50,11 +50,9 @@ async fn main() {
     for name in ["smollm2-135m", "qwen2.5-coder-0.5b"] {
         let path = find(name).ok().and_then(|m| m.pulled()).unwrap_or_else(|| panic!("{name}: run scripts/setup.sh"));
         let spec = LocalModelSpec {
-            source: LocalSource::Catalog(name.to_string()),
-            at: Position::start_of(&path),
             constrained: false,
-            format: None,
             sampling: Sampling { max_tokens: MAX_TOKENS, temperature: 0.0 },
+            ..LocalModelSpec::new(LocalSource::Catalog(name.to_string()))
         };
         let model = LocalModel::load(&LocalModels::default(), &spec).await.expect("load");
         generate(&model).await; // warm-up

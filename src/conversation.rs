@@ -55,8 +55,8 @@ pub struct MalformedCall {
     pub error: String,
 }
 
-/// A tool as the model is told about it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A tool as the model is told about it; reads from and writes to the same JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolDeclaration {
     pub name: String,
     pub description: String,

@@ -511,3 +511,22 @@ async fn a_call_that_needs_approval_pauses_the_run_which_resumes_with_the_decisi
         }
     }
 }
+
+#[test]
+fn models_and_tools_can_be_declared_in_code_without_an_agent_file() {
+    use reagent::model::OpenAiModel;
+    use reagent::spec::{LocalModelSpec, LocalSource, OpenAiModelSpec, Position, Sampling};
+
+    let declared = json!({"name": "double", "description": "Doubles n.", "parameters": {"type": "object"}});
+    let declaration: ToolDeclaration = serde_json::from_value(declared.clone()).expect("a declaration from JSON");
+    assert_eq!(serde_json::to_value(&declaration).unwrap(), declared, "it reads back what it writes");
+
+    let served = OpenAiModelSpec::new("http://127.0.0.1:8000/v1/", "LGAI-EXAONE/EXAONE-4.0-32B");
+    assert_eq!((served.url.as_str(), served.sampling), ("http://127.0.0.1:8000/v1", Sampling::default()));
+    assert!(OpenAiModel::new(served).is_ok());
+
+    let local = LocalModelSpec::new(LocalSource::Catalog("qwen2.5-coder-0.5b".into()));
+    assert!(local.constrained && local.format.is_none());
+    assert_eq!(local.at.to_string(), Position::in_code().to_string());
+    assert_eq!(Position::in_code().to_string(), "(built in code)", "errors about it name no file");
+}

@@ -90,10 +90,9 @@ impl CallDisk {
     /// Charges `bytes` written to `path` under grant `index`, or records the breach.
     fn charge_write(&mut self, index: usize, path: &str, bytes: u64) -> Result<(), ()> {
         let Some(counted) = self.grants.get(index) else { return Ok(()) };
-        let run_used = counted.used.written.load(Ordering::SeqCst);
         let over = if self.written.saturating_add(bytes) > self.max_write {
             Some(format!("the tool tried to write more than {} in one call (limits.max_write)", size(self.max_write)))
-        } else if run_used.saturating_add(bytes) > counted.grant.max_write {
+        } else if !reserve(&counted.used.written, bytes, counted.grant.max_write) {
             Some(format!(
                 "the tool tried to write more than {} under {} over the run (its grant's max_write)",
                 size(counted.grant.max_write),
@@ -106,21 +105,21 @@ impl CallDisk {
             self.breach.get_or_insert(ToolError::new(ErrorKind::WriteLimit, message));
             return Err(());
         }
-        counted.used.written.fetch_add(bytes, Ordering::SeqCst);
         self.written += bytes;
         *self.written_by_path.entry(path.to_string()).or_default() += bytes;
         Ok(())
     }
 
-    /// Whether one more entry may be created under grant `index`; records the breach if not.
-    fn room_for_entry(&mut self, index: usize) -> Result<(), ()> {
+    /// Takes one entry of the call's and the grant's allowance before an entry is created, or
+    /// records the breach; `created` settles it.
+    fn reserve_entry(&mut self, index: usize) -> Result<(), ()> {
         let Some(counted) = self.grants.get(index) else { return Ok(()) };
         let over = if self.created >= self.max_entries {
             Some(format!(
                 "the tool tried to create more than {} files or folders in one call (limits.max_files)",
                 self.max_entries
             ))
-        } else if counted.used.created.load(Ordering::SeqCst) >= counted.grant.max_files {
+        } else if !reserve(&counted.used.created, 1, counted.grant.max_files) {
             Some(format!(
                 "the tool tried to create more than {} files or folders under {} over the run (its grant's max_files)",
                 counted.grant.max_files, counted.grant.guest
@@ -132,15 +131,18 @@ impl CallDisk {
             self.breach.get_or_insert(ToolError::new(ErrorKind::FileLimit, message));
             return Err(());
         }
+        self.created += 1;
         Ok(())
     }
 
-    fn entry_created(&mut self, index: usize, path: String) {
-        if let Some(counted) = self.grants.get(index) {
-            counted.used.created.fetch_add(1, Ordering::SeqCst);
+    /// Settles an entry reserved at `index`: kept for the report if it was made, else given back.
+    fn created(&mut self, index: usize, path: String, made: bool) {
+        if made {
+            self.created_paths.push(path);
+        } else if let Some(counted) = self.grants.get(index) {
+            counted.used.created.fetch_sub(1, Ordering::SeqCst);
+            self.created -= 1;
         }
-        self.created += 1;
-        self.created_paths.push(path);
     }
 
     fn place(&self, fd: u32, path: &str) -> Option<(usize, String)> {
@@ -179,6 +181,13 @@ impl CallDisk {
     }
 }
 
+/// Adds `amount` to `used` if the sum stays within `max`, atomically: concurrent calls of a run
+/// share the counter, and none may pass the limit between another's check and add.
+fn reserve(used: &AtomicU64, amount: u64, max: u64) -> bool {
+    used.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| now.checked_add(amount).filter(|&sum| sum <= max))
+        .is_ok()
+}
+
 fn size(bytes: u64) -> String {
     match bytes {
         b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
@@ -208,6 +217,23 @@ fn lowered<T>(result: FsResult<T>) -> wasmtime::Result<(Result<T, ErrorCode>,)> 
 
 fn borrowed(fd: &Resource<Descriptor>) -> Resource<Descriptor> {
     Resource::new_borrow(fd.rep())
+}
+
+/// Runs `create`, which makes one entry at `place` (when that is under a read-write grant), within
+/// the call's and the grant's allowance of entries.
+async fn creating(
+    disk: &SharedDisk,
+    place: Option<(usize, String)>,
+    create: impl Future<Output = FsResult<()>>,
+) -> wasmtime::Result<(Result<(), ErrorCode>,)> {
+    if let Some((index, _)) = &place {
+        lock(disk).reserve_entry(*index).map_err(|()| stopped())?;
+    }
+    let made = create.await;
+    if let Some((index, path)) = place {
+        lock(disk).created(index, path, made.is_ok());
+    }
+    lowered(made)
 }
 
 /// Puts the counting wrappers in front of wasmtime-wasi's filesystem functions.
@@ -246,20 +272,19 @@ pub(crate) fn shadow_filesystem(linker: &mut Linker<CallState>) -> wasmtime::Res
                 {
                     let exists = state.filesystem().stat_at(borrowed(&fd), path_flags, path.clone()).await.is_ok();
                     if !exists {
-                        lock(&state.disk).room_for_entry(index).map_err(|()| stopped())?;
+                        lock(&state.disk).reserve_entry(index).map_err(|()| stopped())?;
                         creates = Some((index, full));
                     }
                 }
                 let opened = state.filesystem().open_at(fd, path_flags, path, oflags, flags).await;
-                if let Ok(new) = &opened {
-                    let mut disk = lock(&state.disk);
-                    if let Some((index, full)) = place {
-                        disk.descriptors.insert(new.rep(), (index, full));
-                    }
-                    if let Some((index, full)) = creates {
-                        disk.entry_created(index, full);
-                    }
+                let mut disk = lock(&state.disk);
+                if let (Ok(new), Some((index, full))) = (&opened, place) {
+                    disk.descriptors.insert(new.rep(), (index, full));
                 }
+                if let Some((index, full)) = creates {
+                    disk.created(index, full, opened.is_ok());
+                }
+                drop(disk);
                 lowered(opened)
             })
         },
@@ -269,15 +294,8 @@ pub(crate) fn shadow_filesystem(linker: &mut Linker<CallState>) -> wasmtime::Res
         |mut store: StoreContextMut<'_, CallState>, (fd, path): (Resource<Descriptor>, String)| {
             Box::new(async move {
                 let state = store.data_mut();
-                let place = lock(&state.disk).place(fd.rep(), &path);
-                if let Some((index, _)) = &place {
-                    lock(&state.disk).room_for_entry(*index).map_err(|()| stopped())?;
-                }
-                let made = state.filesystem().create_directory_at(fd, path).await;
-                if let (Ok(()), Some((index, full))) = (&made, place) {
-                    lock(&state.disk).entry_created(index, full);
-                }
-                lowered(made)
+                let (disk, place) = (state.disk.clone(), lock(&state.disk).place(fd.rep(), &path));
+                creating(&disk, place, state.filesystem().create_directory_at(fd, path)).await
             })
         },
     )?;
@@ -287,15 +305,8 @@ pub(crate) fn shadow_filesystem(linker: &mut Linker<CallState>) -> wasmtime::Res
          (fd, old_path, new_path): (Resource<Descriptor>, String, String)| {
             Box::new(async move {
                 let state = store.data_mut();
-                let place = lock(&state.disk).place(fd.rep(), &new_path);
-                if let Some((index, _)) = &place {
-                    lock(&state.disk).room_for_entry(*index).map_err(|()| stopped())?;
-                }
-                let made = state.filesystem().symlink_at(fd, old_path, new_path).await;
-                if let (Ok(()), Some((index, full))) = (&made, place) {
-                    lock(&state.disk).entry_created(index, full);
-                }
-                lowered(made)
+                let (disk, place) = (state.disk.clone(), lock(&state.disk).place(fd.rep(), &new_path));
+                creating(&disk, place, state.filesystem().symlink_at(fd, old_path, new_path)).await
             })
         },
     )?;
@@ -311,15 +322,8 @@ pub(crate) fn shadow_filesystem(linker: &mut Linker<CallState>) -> wasmtime::Res
         )| {
             Box::new(async move {
                 let state = store.data_mut();
-                let place = lock(&state.disk).place(new_fd.rep(), &new_path);
-                if let Some((index, _)) = &place {
-                    lock(&state.disk).room_for_entry(*index).map_err(|()| stopped())?;
-                }
-                let made = state.filesystem().link_at(fd, old_flags, old_path, new_fd, new_path).await;
-                if let (Ok(()), Some((index, full))) = (&made, place) {
-                    lock(&state.disk).entry_created(index, full);
-                }
-                lowered(made)
+                let (disk, place) = (state.disk.clone(), lock(&state.disk).place(new_fd.rep(), &new_path));
+                creating(&disk, place, state.filesystem().link_at(fd, old_flags, old_path, new_fd, new_path)).await
             })
         },
     )?;

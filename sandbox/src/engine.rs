@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{Semaphore, SemaphorePermit, TryAcquireError};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::error::StartError;
@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     slots: Semaphore,
     /// The most slots ever held at once.
     slots_peak: AtomicUsize,
+    /// Calls that found every slot taken and waited.
+    slot_waits: AtomicUsize,
     /// Host handles (file descriptors, streams, HTTP resources) all calls together may hold: a
     /// call reserves its `max_handles` before it starts, so no mix of calls can take the
     /// descriptors the rest of the process needs.
@@ -71,6 +73,7 @@ impl Shared {
             _ticker: ticker,
             slots: Semaphore::new(INSTANCE_SLOTS as usize),
             slots_peak: AtomicUsize::new(0),
+            slot_waits: AtomicUsize::new(0),
             handles: Semaphore::new(handles_total),
             handles_total,
         }))
@@ -79,7 +82,14 @@ impl Shared {
     /// Waits for an instance slot and for `handles` of the handle budget; `None` once closed.
     pub(crate) async fn permits(&self, handles: usize) -> Option<CallPermits<'_>> {
         let handles = u32::try_from(handles.min(self.handles_total)).unwrap_or(u32::MAX);
-        let slot = self.slots.acquire().await.ok()?;
+        let slot = match self.slots.try_acquire() {
+            Ok(slot) => slot,
+            Err(TryAcquireError::Closed) => return None,
+            Err(TryAcquireError::NoPermits) => {
+                self.slot_waits.fetch_add(1, Ordering::Relaxed);
+                self.slots.acquire().await.ok()?
+            }
+        };
         let held = INSTANCE_SLOTS as usize - self.slots.available_permits();
         self.slots_peak.fetch_max(held, Ordering::Relaxed);
         let handles = self.handles.acquire_many(handles).await.ok()?;
@@ -88,6 +98,10 @@ impl Shared {
 
     pub(crate) fn slots_peak(&self) -> usize {
         self.slots_peak.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn slot_waits(&self) -> usize {
+        self.slot_waits.load(Ordering::Relaxed)
     }
 
     pub(crate) fn handles_total(&self) -> usize {

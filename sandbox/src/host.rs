@@ -58,6 +58,11 @@ impl Sandbox {
         self.shared.slots_peak()
     }
 
+    /// How many calls so far found every instance slot taken and waited for one.
+    pub fn slot_waits(&self) -> usize {
+        self.shared.slot_waits()
+    }
+
     /// The wasmtime engine tools run on (pooling allocator, epoch interruption). For embedders
     /// that measure or run their own wasmtime code under the same configuration, as the
     /// dispatch benchmark does for its baseline.

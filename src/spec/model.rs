@@ -89,6 +89,49 @@ pub struct Sampling {
     pub temperature: f64,
 }
 
+/// As an agent file leaves them: at most `DEFAULT_MAX_TOKENS`, greedy.
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling { max_tokens: DEFAULT_MAX_TOKENS, temperature: 0.0 }
+    }
+}
+
+/// How long one request to a served model may take unless the agent file says otherwise.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Further attempts after a 429, a 5xx or a failed connection unless the agent file says otherwise.
+pub const DEFAULT_RETRIES: u32 = 3;
+
+impl LocalModelSpec {
+    /// A local model built in code rather than read from an agent file, with the file's defaults:
+    /// constrained calls, the model's own chat template, greedy sampling.
+    pub fn new(source: LocalSource) -> Self {
+        LocalModelSpec {
+            source,
+            at: Position::in_code(),
+            constrained: true,
+            format: None,
+            sampling: Sampling::default(),
+        }
+    }
+}
+
+impl OpenAiModelSpec {
+    /// A served model built in code rather than read from an agent file, with the file's defaults:
+    /// no API key, the thinking switch as `chat_template_kwargs`, greedy sampling.
+    pub fn new(url: impl Into<String>, name: impl Into<String>) -> Self {
+        OpenAiModelSpec {
+            url: url.into().trim_end_matches('/').to_string(),
+            name: name.into(),
+            api_key_env: None,
+            reasoning_control: ReasoningControl::default(),
+            timeout: DEFAULT_REQUEST_TIMEOUT,
+            retries: DEFAULT_RETRIES,
+            sampling: Sampling::default(),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawModel {
@@ -202,7 +245,7 @@ impl RawModel {
                 }
                 let name = self.name.ok_or_else(|| missing("name", "LGAI-EXAONE/EXAONE-4.0-32B"))?;
                 let timeout = match self.timeout {
-                    None => Duration::from_secs(300),
+                    None => DEFAULT_REQUEST_TIMEOUT,
                     Some(t) => parse_duration(&t.value).map_err(|e| SpecError::new(at(t.referenced), e))?,
                 };
                 Ok(ModelSpec::OpenAi(OpenAiModelSpec {
@@ -211,7 +254,7 @@ impl RawModel {
                     api_key_env: self.api_key_env.map(|v| v.value),
                     reasoning_control: self.reasoning_control.map(|r| r.value).unwrap_or_default(),
                     timeout,
-                    retries: self.retries.map_or(3, |r| r.value),
+                    retries: self.retries.map_or(DEFAULT_RETRIES, |r| r.value),
                     sampling,
                 }))
             }
@@ -223,11 +266,12 @@ impl RawModel {
             let place = location.map_or_else(|| Position::start_of(file), |l| Position::new(file, l));
             SpecError::new(place, message)
         };
-        let max_tokens = self.max_tokens.as_ref().map_or(DEFAULT_MAX_TOKENS, |m| m.value);
+        let defaults = Sampling::default();
+        let max_tokens = self.max_tokens.as_ref().map_or(defaults.max_tokens, |m| m.value);
         if max_tokens == 0 {
             return Err(error(location(&self.max_tokens), "`max_tokens` must be at least 1; the default is 1024"));
         }
-        let temperature = self.temperature.as_ref().map_or(0.0, |t| t.value);
+        let temperature = self.temperature.as_ref().map_or(defaults.temperature, |t| t.value);
         if !(0.0..=2.0).contains(&temperature) {
             return Err(error(
                 location(&self.temperature),

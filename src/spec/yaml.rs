@@ -21,11 +21,19 @@ impl Position {
     pub fn start_of(file: &Path) -> Self {
         Position { file: file.to_path_buf(), line: 1, column: 1 }
     }
+
+    /// For a value built in code, not read from a file: errors about it name no place.
+    pub fn in_code() -> Self {
+        Position { file: PathBuf::new(), line: 0, column: 0 }
+    }
 }
 
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+        match self.line {
+            0 => f.write_str("(built in code)"),
+            _ => write!(f, "{}:{}:{}", self.file.display(), self.line, self.column),
+        }
     }
 }
 
