@@ -413,7 +413,8 @@ impl Toolbox for StuckToolbox {
     }
 }
 
-#[tokio::test]
+/// On paused time: the run's 300 ms pass the moment nothing else can happen.
+#[tokio::test(start_paused = true)]
 async fn out_of_time_a_stuck_call_is_cut_and_the_run_still_answers() {
     let limits = Limits { timeout: Duration::from_millis(300), ..Limits::default() };
     let (agent, _asked, _dir) =
@@ -427,7 +428,7 @@ async fn out_of_time_a_stuck_call_is_cut_and_the_run_still_answers() {
     assert!(cut, "the stuck call is reported as cut by the run's timeout");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn out_of_time_a_slow_model_turn_is_cancelled_and_the_run_wraps_up() {
     let limits = Limits { timeout: Duration::from_millis(300), ..Limits::default() };
     let (agent, asked, _dir) = recorded_with(
