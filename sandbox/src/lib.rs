@@ -6,8 +6,10 @@
 //! (checked on every request and redirect hop, by resolved IP), environment variables. Nothing
 //! else: no sockets, no DNS, no inherited environment or stdio (stdout and stderr are captured,
 //! capped, and returned as the call's log). Every call runs in a fresh instance under `Limits`
-//! (memory, CPU, wall clock, result and log size), so no state leaks between calls and no call can
-//! hang or exhaust the host: a breach is a `ToolError`.
+//! (memory, CPU, wall clock, result and log size, bytes written and files created under its
+//! read-write grants, host handles held), so no state leaks between calls and no call can hang or
+//! exhaust the host: a breach is a `ToolError`. What all calls of a process share (the engine,
+//! the instance slots, the descriptor budget) is bounded for the process as a whole.
 //!
 //! This crate knows nothing of models or the agent loop: it loads components and calls tools.
 
