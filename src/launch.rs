@@ -34,11 +34,17 @@ pub enum LaunchError {
 
 /// Loads the agent in `file` for one run with `inputs`, on the process's shared `runtime`.
 pub async fn launch(runtime: &Runtime, file: &Path, inputs: &GivenInputs) -> Result<(AgentSpec, Agent), LaunchError> {
+    let (spec, values) = load_with_inputs(file, inputs)?;
+    let agent = build(runtime, &spec, &values).await?;
+    Ok((spec, agent))
+}
+
+/// The agent file, and the run's inputs bound to its `inputs:`.
+fn load_with_inputs(file: &Path, inputs: &GivenInputs) -> Result<(AgentSpec, BTreeMap<String, Value>), LaunchError> {
     let spec = AgentSpec::load(file).map_err(LaunchError::Spec)?;
     let values =
         bind_inputs(&spec.inputs, inputs).map_err(|e| LaunchError::Inputs(format!("{}: {e}", file.display())))?;
-    let agent = build(runtime, &spec, &values).await?;
-    Ok((spec, agent))
+    Ok((spec, values))
 }
 
 /// The agent and, depth first, its sub-agents (which take their inputs' defaults).
@@ -82,9 +88,7 @@ pub async fn first_turn(
     file: &Path,
     inputs: &GivenInputs,
 ) -> Result<(AgentSpec, LoopConfig, Vec<ToolDeclaration>), LaunchError> {
-    let spec = AgentSpec::load(file).map_err(LaunchError::Spec)?;
-    let values =
-        bind_inputs(&spec.inputs, inputs).map_err(|e| LaunchError::Inputs(format!("{}: {e}", file.display())))?;
+    let (spec, values) = load_with_inputs(file, inputs)?;
     let mut tools = load_tools(runtime, &spec).await?.declarations();
     tools.extend(
         spec.sub_agents.iter().map(|sub| sub_agent_declaration(&sub.spec.name, sub.spec.description.as_deref())),
