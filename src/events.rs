@@ -110,11 +110,26 @@ pub enum Event {
         tool: String,
         arguments: Value,
     },
-    /// A paused run goes on, with the decisions on the calls it waited for.
+    /// A side-effect call started and the run stopped before its outcome was recorded: it may or
+    /// may not have happened. The run waits (`run_finished` with `in_doubt`) for a person to say
+    /// retry, done (with its result) or skip.
+    InDoubt {
+        step: u32,
+        id: String,
+        tool: String,
+        arguments: Value,
+    },
+    /// A stopped run goes on from its checkpoint, with the decisions on the calls it waited for.
     RunResumed {
         step: u32,
         approved: Vec<String>,
         denied: Vec<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        retried: Vec<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        done: Vec<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        skipped: Vec<String>,
     },
     /// `output.schema` rejected the answer: the errors, as fed back to the model for one repair.
     OutputInvalid {
@@ -159,6 +174,9 @@ pub enum RunStatus {
     InvalidOutput,
     /// A call waits for approval; the run can be resumed.
     Paused,
+    /// A side-effect call's outcome is unknown after a stop; the run waits for a person.
+    InDoubt,
+    Cancelled,
 }
 
 /// Where a run's events go.

@@ -9,7 +9,7 @@ use crate::conversation::ToolDeclaration;
 use crate::model::{LocalModel, LocalModelError, Model, OpenAiModel, ReplayModel};
 use crate::runtime::Runtime;
 use crate::spec::{
-    AgentSpec, GivenInputs, LocalModelSpec, ModelSpec, OpenAiModelSpec, Position, SpecError, bind_inputs,
+    AgentSpec, GivenInputs, LocalModelSpec, ModelSpec, OpenAiModelSpec, Position, Sources, SpecError, bind_inputs,
     render_instructions,
 };
 use crate::toolbox::Toolbox;
@@ -34,23 +34,43 @@ pub enum LaunchError {
 
 /// Loads the agent in `file` for one run with `inputs`, on the process's shared `runtime`.
 pub async fn launch(runtime: &Runtime, file: &Path, inputs: &GivenInputs) -> Result<(AgentSpec, Agent), LaunchError> {
-    let (spec, values) = load_with_inputs(file, inputs)?;
-    let agent = build(runtime, &spec, &values).await?;
+    launch_from(runtime, &Sources::disk(), file, inputs).await
+}
+
+/// `launch`, reading the agent's files from `sources` (a run's snapshot, to resume it under the
+/// agent it started with).
+pub async fn launch_from(
+    runtime: &Runtime,
+    sources: &Sources,
+    file: &Path,
+    inputs: &GivenInputs,
+) -> Result<(AgentSpec, Agent), LaunchError> {
+    let (spec, values) = load_with_inputs(sources, file, inputs)?;
+    let agent = build(runtime, sources, &spec, &values).await?;
     Ok((spec, agent))
 }
 
 /// The agent file, and the run's inputs bound to its `inputs:`.
-fn load_with_inputs(file: &Path, inputs: &GivenInputs) -> Result<(AgentSpec, BTreeMap<String, Value>), LaunchError> {
-    let spec = AgentSpec::load(file).map_err(LaunchError::Spec)?;
+fn load_with_inputs(
+    sources: &Sources,
+    file: &Path,
+    inputs: &GivenInputs,
+) -> Result<(AgentSpec, BTreeMap<String, Value>), LaunchError> {
+    let spec = AgentSpec::load_from(sources, file).map_err(LaunchError::Spec)?;
     let values =
         bind_inputs(&spec.inputs, inputs).map_err(|e| LaunchError::Inputs(format!("{}: {e}", file.display())))?;
     Ok((spec, values))
 }
 
 /// The agent and, depth first, its sub-agents (which take their inputs' defaults).
-async fn build(runtime: &Runtime, spec: &AgentSpec, values: &BTreeMap<String, Value>) -> Result<Agent, LaunchError> {
+async fn build(
+    runtime: &Runtime,
+    sources: &Sources,
+    spec: &AgentSpec,
+    values: &BTreeMap<String, Value>,
+) -> Result<Agent, LaunchError> {
     let model: Box<dyn Model> = match &spec.model {
-        ModelSpec::Replay { script, at } => Box::new(replay_model(script, at)?),
+        ModelSpec::Replay { script, at } => Box::new(replay_model(sources, script, at)?),
         ModelSpec::Local(local) => {
             Box::new(LocalModel::load(runtime.local_models(), local).await.map_err(|e| local_failed(local, e))?)
         }
@@ -61,7 +81,7 @@ async fn build(runtime: &Runtime, spec: &AgentSpec, values: &BTreeMap<String, Va
         Agent::new(loop_config(spec, values), model, Box::new(toolbox)).map_err(|e| invalid_schema(spec, e))?;
     for sub in &spec.sub_agents {
         let defaults = bind_inputs(&sub.spec.inputs, &GivenInputs::default()).map_err(LaunchError::Inputs)?;
-        let sub_agent = Box::pin(build(runtime, &sub.spec, &defaults)).await?;
+        let sub_agent = Box::pin(build(runtime, sources, &sub.spec, &defaults)).await?;
         agent
             .add_sub_agent(sub_agent, sub.spec.description.as_deref())
             .map_err(|e| LaunchError::Spec(SpecError::new(sub.at.clone(), e.to_string())))?;
@@ -88,7 +108,7 @@ pub async fn first_turn(
     file: &Path,
     inputs: &GivenInputs,
 ) -> Result<(AgentSpec, LoopConfig, Vec<ToolDeclaration>), LaunchError> {
-    let (spec, values) = load_with_inputs(file, inputs)?;
+    let (spec, values) = load_with_inputs(&Sources::disk(), file, inputs)?;
     let mut tools = load_tools(runtime, &spec).await?.declarations();
     tools.extend(
         spec.sub_agents.iter().map(|sub| sub_agent_declaration(&sub.spec.name, sub.spec.description.as_deref())),
@@ -109,7 +129,7 @@ pub async fn validate(runtime: &Runtime, file: &Path) -> Result<(AgentSpec, Vec<
 
 async fn check(runtime: &Runtime, spec: &AgentSpec) -> Result<Vec<String>, LaunchError> {
     match &spec.model {
-        ModelSpec::Replay { script, at } => drop(replay_model(script, at)?),
+        ModelSpec::Replay { script, at } => drop(replay_model(&Sources::disk(), script, at)?),
         ModelSpec::Local(local) => LocalModel::check(local).map_err(|e| local_failed(local, e))?,
         ModelSpec::OpenAi(openai) => drop(openai_model(spec, openai)?),
     }
@@ -127,13 +147,13 @@ async fn check(runtime: &Runtime, spec: &AgentSpec) -> Result<Vec<String>, Launc
     Ok(tools)
 }
 
-fn replay_model(script: &Path, at: &Position) -> Result<ReplayModel, LaunchError> {
+fn replay_model(sources: &Sources, script: &Path, at: &Position) -> Result<ReplayModel, LaunchError> {
     // A missing script is the agent file's mistake (reported there); a broken one, the script's.
-    if !script.is_file() {
+    if !sources.is_file(script) {
         let message = format!("replay script {} not found", script.display());
         return Err(LaunchError::Spec(SpecError::new(at.clone(), message)));
     }
-    ReplayModel::load(script).map_err(LaunchError::Spec)
+    ReplayModel::load_from(sources, script).map_err(LaunchError::Spec)
 }
 
 fn local_failed(local: &LocalModelSpec, error: LocalModelError) -> LaunchError {

@@ -11,9 +11,17 @@ pub mod conversation;
 pub mod events;
 pub mod launch;
 pub mod model;
+pub mod runs;
 pub mod runtime;
 pub mod spec;
 pub mod toolbox;
+
+/// Where reagent keeps its data (the run store): `$XDG_DATA_HOME/reagent`, else
+/// `~/.local/share/reagent`. Runs are data, not cache: clearing a cache must not lose them.
+pub fn data_dir() -> Option<std::path::PathBuf> {
+    let env = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(std::path::PathBuf::from);
+    env("XDG_DATA_HOME").map(|d| d.join("reagent")).or_else(|| env("HOME").map(|d| d.join(".local/share/reagent")))
+}
 
 /// Where reagent keeps what it downloads and saves: `$REAGENT_CACHE_DIR`, else
 /// `$XDG_CACHE_HOME/reagent`, else `~/.cache/reagent`.

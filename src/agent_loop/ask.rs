@@ -3,8 +3,8 @@
 
 use tokio::sync::mpsc;
 
-use super::Agent;
 use super::budget::Spent;
+use super::{Agent, Failure};
 use crate::conversation::{Message, ToolChoice, ToolDeclaration};
 use crate::events::{Event, EventSink};
 use crate::model::{Delta, DeltaKind, ModelError, ModelErrorKind, ModelReply, ModelRequest, Usage};
@@ -21,7 +21,7 @@ impl Agent {
         tool_choice: ToolChoice,
         spent: &mut Spent,
         events: &mut dyn EventSink,
-    ) -> Result<ModelReply, ModelError> {
+    ) -> Result<ModelReply, Failure> {
         let reply = self.ask(step, messages, thinking, &self.tools, tool_choice, spent, events).await?;
         let reconsider = self.config.reasoning.mode == ReasoningMode::Auto
             && self.config.reasoning.before_answer
@@ -36,7 +36,9 @@ impl Agent {
     }
 
     /// One model turn, its deltas streamed into the events as they come. Thinking past
-    /// `max_thinking_tokens` is cut off and the step asked again without thinking.
+    /// `max_thinking_tokens` is cut off and the step asked again without thinking. With a
+    /// journal, a turn it recorded is not asked again, and a new reply is recorded before the
+    /// loop acts on it.
     #[allow(clippy::too_many_arguments)] // one step's whole context; a struct would only rename it
     pub(super) async fn ask(
         &self,
@@ -47,7 +49,14 @@ impl Agent {
         tool_choice: ToolChoice,
         spent: &mut Spent,
         events: &mut dyn EventSink,
-    ) -> Result<ModelReply, ModelError> {
+    ) -> Result<ModelReply, Failure> {
+        spent.turns += 1;
+        let turn = spent.turns;
+        if let Some(journal) = &self.journal
+            && let Some(reply) = journal.recorded_reply(turn).await?
+        {
+            return Ok(accepted(step, thinking, reply, spent, events));
+        }
         let budget = self.config.reasoning.max_thinking_tokens.filter(|_| thinking);
         let (deltas, mut incoming) = mpsc::unbounded_channel();
         let request = ModelRequest { messages, tools, thinking, tool_choice, deltas: Some(deltas) };
@@ -78,14 +87,10 @@ impl Agent {
         if !cut {
             let stopped = || Err(ModelError::new(ModelErrorKind::BadReply, "the model stopped without a reply"));
             let reply = finished.unwrap_or_else(stopped)?;
-            if let Some(raw) = reply.raw.clone().filter(|raw| !raw.is_empty()) {
-                events.emit(&Event::ModelOutput { step, text: raw });
+            if let Some(journal) = &self.journal {
+                journal.record_reply(turn, &reply).await?;
             }
-            if let Some(usage) = reply.usage {
-                spent.add_usage(usage);
-                events.emit(&Event::Usage { step, thinking, usage });
-            }
-            return Ok(reply);
+            return Ok(accepted(step, thinking, reply, spent, events));
         }
         drop(pending); // stop generating before the step is asked again
         let thought_tokens = thought_tokens - 1;
@@ -97,4 +102,16 @@ impl Agent {
         });
         Box::pin(self.ask(step, messages, false, tools, tool_choice, spent, events)).await
     }
+}
+
+/// A reply taken: its raw output and its cost reported, its tokens counted against the budget.
+fn accepted(step: u32, thinking: bool, reply: ModelReply, spent: &mut Spent, events: &mut dyn EventSink) -> ModelReply {
+    if let Some(raw) = reply.raw.clone().filter(|raw| !raw.is_empty()) {
+        events.emit(&Event::ModelOutput { step, text: raw });
+    }
+    if let Some(usage) = reply.usage {
+        spent.add_usage(usage);
+        events.emit(&Event::Usage { step, thinking, usage });
+    }
+    reply
 }

@@ -14,6 +14,8 @@ use crate::spec::{Budget, Limits};
 pub(super) struct Spent {
     pub(super) limits: Limits,
     pub(super) steps: u32,
+    /// Model turns asked (a step may ask more than once: reconsidering, thinking cut, repair).
+    pub(super) turns: u32,
     pub(super) tool_calls: u32,
     pub(super) usage: Option<Usage>,
     pub(super) deadline: Instant,
@@ -21,7 +23,7 @@ pub(super) struct Spent {
 
 impl Spent {
     pub(super) fn start(limits: Limits) -> Self {
-        Spent { limits, steps: 0, tool_calls: 0, usage: None, deadline: deadline_after(limits.timeout) }
+        Spent { limits, steps: 0, turns: 0, tool_calls: 0, usage: None, deadline: deadline_after(limits.timeout) }
     }
 
     pub(super) fn tokens(&self) -> u64 {

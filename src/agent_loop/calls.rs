@@ -13,8 +13,12 @@ use super::ending::{Ending, emit_finished};
 use super::repeats::Verdict;
 use super::state::{Pending, Progress};
 use super::{
-    Agent, DENIED, Decision, MAX_FED_BACK, MAX_PARALLEL_CALLS, MAX_QUOTED, RunOutcome, Turn, clipped, sub_agents,
+    Agent, CallRecord, DENIED, Decision, JournalError, MAX_FED_BACK, MAX_PARALLEL_CALLS, MAX_QUOTED, RunOutcome, Turn,
+    clipped, sub_agents,
 };
+
+/// A call's id, its tool (none for an unreadable call), its outcome, and a sub-agent's spending.
+type Ran = (String, Option<String>, ToolOutcome, Option<Spent>);
 use crate::conversation::{MalformedCall, Message, ToolCall, ToolChoice};
 use crate::events::{Event, EventSink};
 use crate::spec::Budget;
@@ -36,7 +40,7 @@ impl Agent {
         let mut pending = Vec::with_capacity(calls.len());
         for (index, call) in calls.into_iter().enumerate() {
             let Ok(readable) = &call else {
-                pending.push(Pending { call, refusal: None, awaiting: false });
+                pending.push(Pending { call, refusal: None, awaiting: false, in_doubt: false });
                 continue;
             };
             let refusal = if index >= calls_left {
@@ -55,7 +59,7 @@ impl Agent {
             };
             let (id, tool, arguments) = (readable.id.clone(), readable.name.clone(), readable.arguments.clone());
             events.emit(&Event::ToolCall { step, id, tool, arguments });
-            pending.push(Pending { call, refusal, awaiting: false });
+            pending.push(Pending { call, refusal, awaiting: false, in_doubt: false });
         }
         for entry in &mut pending {
             let Ok(call) = &entry.call else { continue };
@@ -85,37 +89,30 @@ impl Agent {
         progress: &mut Progress,
         spent: &mut Spent,
         events: &mut dyn EventSink,
-    ) {
+    ) -> Result<(), JournalError> {
         let step = spent.steps;
-        let deadline = spent.deadline;
         let before = &*spent;
-        let outcomes: Vec<(String, Option<String>, ToolOutcome, Option<Spent>)> = stream::iter(pending)
+        let outcomes: Vec<Result<Ran, JournalError>> = stream::iter(pending)
             .map(|Pending { call, refusal, .. }| async move {
                 match call {
                     Ok(call) => {
                         let (outcome, child) = match refusal {
                             Some(error) => (failed(error), None),
-                            None => {
-                                let running = timeout_at(deadline, self.execute(&call, before));
-                                running.await.unwrap_or_else(|_| {
-                                    let limit = Budget::Timeout.describe(&before.limits);
-                                    let message = format!("{limit} ran out before this call finished");
-                                    (failed(ToolError::new(ToolErrorKind::Timeout, message)), None)
-                                })
-                            }
+                            None => self.journalled(&call, before).await?,
                         };
-                        (call.id, Some(call.name), outcome, child)
+                        Ok((call.id, Some(call.name), outcome, child))
                     }
                     Err(bad) => {
                         let message = format!("{} (you wrote: {})", bad.error, clipped(&bad.raw, MAX_QUOTED));
-                        (bad.id, None, failed(ToolError::new(ToolErrorKind::MalformedCall, message)), None)
+                        Ok((bad.id, None, failed(ToolError::new(ToolErrorKind::MalformedCall, message)), None))
                     }
                 }
             })
             .buffered(MAX_PARALLEL_CALLS)
             .collect()
             .await;
-        for (id, tool, outcome, child) in outcomes {
+        for ran in outcomes {
+            let (id, tool, outcome, child) = ran?;
             if let Some(child) = child {
                 spent.absorb(&child);
             }
@@ -126,6 +123,28 @@ impl Agent {
             progress.messages.push(Message::Tool { call_id: id.clone(), content: fed_back(&outcome.result) });
             events.emit(&result_event(step, id, tool, outcome));
         }
+        Ok(())
+    }
+
+    /// Runs a call under the run's deadline, with a journal recording it as started before it runs
+    /// and its outcome after; a call the journal saw finish is not run again.
+    async fn journalled(&self, call: &ToolCall, parent: &Spent) -> Result<(ToolOutcome, Option<Spent>), JournalError> {
+        if let Some(journal) = &self.journal {
+            if let CallRecord::Finished(outcome) = journal.call(&call.id).await? {
+                return Ok((outcome, None));
+            }
+            journal.call_started(call, self.effect(&call.name)).await?;
+        }
+        let running = timeout_at(parent.deadline, self.execute(call, parent));
+        let (outcome, child) = running.await.unwrap_or_else(|_| {
+            let limit = Budget::Timeout.describe(&parent.limits);
+            let message = format!("{limit} ran out before this call finished");
+            (failed(ToolError::new(ToolErrorKind::Timeout, message)), None)
+        });
+        if let Some(journal) = &self.journal {
+            journal.call_finished(&call.id, &outcome).await?;
+        }
+        Ok((outcome, child))
     }
 
     /// Checks a call against the declared tools and their schemas, then runs it: on the toolbox,
@@ -156,6 +175,7 @@ impl Agent {
         };
         // Boxed: a sub-agent's run is the same async function as its parent's.
         let outcome = Box::pin(sub_agent.run_within(task, &mut spent, &mut record)).await;
+        let outcome = super::settle(outcome, &spent);
         let log = format!("sub-agent `{}`: {} step(s), calls: {}", call.name, spent.steps, steps.join(", "));
         let outcome = ToolOutcome { result: sub_agents::result(outcome), log, duration: started.elapsed() };
         (outcome, Some(spent))

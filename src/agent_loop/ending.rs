@@ -7,7 +7,7 @@ use tokio::time::timeout_at;
 
 use super::budget::{Spent, deadline_after};
 use super::state::{Checkpoint, Pending, Progress, SavedSpend};
-use super::{Agent, RunOutcome, WRAP_UP_TIME, output};
+use super::{Agent, Failure, RunOutcome, Stop, WRAP_UP_TIME, output};
 use crate::conversation::{Message, ToolChoice};
 use crate::events::{Event, EventSink, RunStatus};
 use crate::model::ModelError;
@@ -23,6 +23,8 @@ pub(super) enum Ending<'a> {
     Looped(String),
     InvalidOutput(String),
     Paused,
+    InDoubt,
+    Cancelled,
 }
 
 /// Emits the run's last event: the only place a `run_finished` is built.
@@ -37,6 +39,13 @@ pub(super) fn emit_finished(events: &mut dyn EventSink, step: u32, spent: &Spent
             let message = "waiting for a person to approve or deny the calls above".to_string();
             (RunStatus::Paused, None, Some(message), None)
         }
+        Ending::InDoubt => {
+            let message = "a call with side effects may or may not have happened before the run stopped: a person \
+                           must say whether to retry it, take it as done, or skip it"
+                .to_string();
+            (RunStatus::InDoubt, None, Some(message), None)
+        }
+        Ending::Cancelled => (RunStatus::Cancelled, None, Some("cancelled".to_string()), None),
     };
     events.emit(&Event::RunFinished { status, budget, steps: step, message, model_error, usage: spent.usage });
 }
@@ -54,8 +63,17 @@ fn answered(step: u32, answer: String, output: Option<Value>, spent: &Spent, eve
 }
 
 impl Agent {
-    /// Stops the run until a person decides on the awaited calls; the checkpoint is all
-    /// `resume` needs.
+    /// A stop was asked for at a turn boundary: a cancelled run ends; one stopped by a shutdown
+    /// ends nothing, and goes on from its last checkpoint.
+    pub(super) fn stopped(&self, stop: Stop, spent: &Spent, events: &mut dyn EventSink) -> RunOutcome {
+        if stop == Stop::Cancelled {
+            emit_finished(events, spent.steps, spent, Ending::Cancelled);
+        }
+        RunOutcome::Stopped { stop, steps: spent.steps }
+    }
+
+    /// Stops the run until a person decides on the awaited calls and those in doubt; the
+    /// checkpoint is all `resume` needs.
     pub(super) fn pause(
         &self,
         task: &str,
@@ -65,13 +83,17 @@ impl Agent {
         events: &mut dyn EventSink,
     ) -> RunOutcome {
         let step = spent.steps;
-        for entry in pending.iter().filter(|p| p.awaiting) {
+        for entry in pending.iter().filter(|p| p.awaiting || p.in_doubt) {
             if let Ok(call) = &entry.call {
                 let (id, tool, arguments) = (call.id.clone(), call.name.clone(), call.arguments.clone());
-                events.emit(&Event::ApprovalRequired { step, id, tool, arguments });
+                match entry.in_doubt {
+                    true => events.emit(&Event::InDoubt { step, id, tool, arguments }),
+                    false => events.emit(&Event::ApprovalRequired { step, id, tool, arguments }),
+                }
             }
         }
-        emit_finished(events, step, spent, Ending::Paused);
+        let ending = if pending.iter().any(|p| p.in_doubt) { Ending::InDoubt } else { Ending::Paused };
+        emit_finished(events, step, spent, ending);
         RunOutcome::Paused(Box::new(Checkpoint {
             task: task.to_string(),
             progress,
@@ -89,7 +111,7 @@ impl Agent {
         messages: &mut Vec<Message>,
         spent: &mut Spent,
         events: &mut dyn EventSink,
-    ) -> Result<RunOutcome, ModelError> {
+    ) -> Result<RunOutcome, Failure> {
         let Some(check) = &self.output else {
             return Ok(answered(step, answer, None, spent, events));
         };
@@ -107,7 +129,8 @@ impl Agent {
         let turn = self.ask(step, messages, false, &[], ToolChoice::Auto, spent, events);
         let repaired = match timeout_at(deadline, turn).await {
             Ok(Ok(reply)) => reply.text.trim().to_string(),
-            Ok(Err(error)) => return Err(model_failed(step, error, spent, events)),
+            Ok(Err(Failure::Model(error))) => return Err(model_failed(step, error, spent, events).into()),
+            Ok(Err(failure)) => return Err(failure),
             Err(_) => String::new(),
         };
         let errors = match check.check(&repaired) {
@@ -128,7 +151,7 @@ impl Agent {
         messages: &mut Vec<Message>,
         spent: &mut Spent,
         events: &mut dyn EventSink,
-    ) -> Result<RunOutcome, ModelError> {
+    ) -> Result<RunOutcome, Failure> {
         let step = spent.steps + 1;
         let described = budget.describe(&spent.limits);
         events.emit(&Event::BudgetSpent { step, budget, message: format!("{described} is spent") });
@@ -143,7 +166,8 @@ impl Agent {
         let turn = self.ask(step, messages, thinking, &[], ToolChoice::Auto, spent, events);
         let answer = match timeout_at(deadline_after(WRAP_UP_TIME), turn).await {
             Ok(Ok(reply)) => Some(reply.text.trim().to_string()).filter(|text| !text.is_empty()),
-            Ok(Err(_)) | Err(_) => None,
+            Ok(Err(Failure::Journal(error))) => return Err(error.into()),
+            Ok(Err(Failure::Model(_))) | Err(_) => None,
         };
         let outcome = match &answer {
             Some(text) => {

@@ -7,12 +7,14 @@ mod ask;
 mod budget;
 mod calls;
 mod ending;
+mod journal;
 mod output;
 mod repeats;
 mod state;
 mod sub_agents;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -22,16 +24,17 @@ use crate::conversation::{Message, ToolCall, ToolChoice, ToolDeclaration};
 use crate::events::{EVENTS_VERSION, Event, EventSink};
 use crate::model::{Model, ModelError};
 use crate::spec::{Budget, Limits, ReasoningMode, ReasoningPolicy};
-use crate::toolbox::{ToolError, ToolErrorKind, Toolbox};
+use crate::toolbox::{Effect, ToolError, ToolErrorKind, ToolOutcome, Toolbox};
 
 use budget::Spent;
 pub use calls::check_arguments;
 use ending::model_failed;
+pub use journal::{CallRecord, Journal, JournalError, Stop};
 use output::OutputCheck;
 pub use repeats::REPEAT_LIMIT;
 use repeats::RepeatGuard;
 pub use state::Checkpoint;
-use state::{Pending, Progress};
+use state::{Pending, Progress, SavedSpend};
 pub use sub_agents::declaration as sub_agent_declaration;
 
 /// Calls of one turn that run at once; more wait for a slot.
@@ -51,6 +54,10 @@ const MAX_FED_BACK: usize = 2_000;
 const DENIED: &str =
     "a person declined this call: do not try it again; finish the task another way, or say what is missing";
 
+/// What skipping a call in doubt feeds back.
+const SKIPPED: &str = "a person chose not to run this call again after its outcome was lost: do not retry it; \
+                       go on without its result, or say what is missing";
+
 /// Whether a call that needs approval may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -58,6 +65,40 @@ pub enum Decision {
     Deny,
     /// Nobody can answer now: the run pauses, to be resumed with the decision.
     Pause,
+}
+
+/// A person's word on a call a paused run waits for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// A call awaiting approval may run.
+    Approve,
+    /// A call awaiting approval is refused; the model is told a person declined it.
+    Deny,
+    /// A call in doubt runs again.
+    Retry,
+    /// A call in doubt did happen: this is its result.
+    Done(Value),
+    /// A call in doubt is not run again; the model is told so.
+    Skip,
+}
+
+/// Why the loop stopped short: the model failed (the run ends `model_failed`), or the journal
+/// could not record (the run stops where it last committed).
+enum Failure {
+    Model(ModelError),
+    Journal(JournalError),
+}
+
+impl From<ModelError> for Failure {
+    fn from(error: ModelError) -> Self {
+        Failure::Model(error)
+    }
+}
+
+impl From<JournalError> for Failure {
+    fn from(error: JournalError) -> Self {
+        Failure::Journal(error)
+    }
 }
 
 /// Who decides on calls whose tool has `approval:` (e.g. the CLI asking on a terminal). Without
@@ -124,6 +165,7 @@ pub struct Agent {
     /// Agents this one may hand tasks to, by tool name.
     sub_agents: HashMap<String, Agent>,
     approver: Option<Box<dyn Approver>>,
+    journal: Option<Arc<dyn Journal>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -143,6 +185,9 @@ pub enum RunOutcome {
     Incomplete { budget: Budget, answer: Option<String>, steps: u32 },
     /// The model kept making the same call after it was told the result would not change.
     Looped { steps: u32, tool: String },
+    /// The run stopped short: cancelled (final), or with the journal's last checkpoint to go on
+    /// from (a shutdown, a journal that failed to record).
+    Stopped { stop: Stop, steps: u32 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -157,7 +202,34 @@ impl Agent {
     pub fn new(config: LoopConfig, model: Box<dyn Model>, toolbox: Box<dyn Toolbox>) -> Result<Self, InvalidSchema> {
         let tools = toolbox.declarations();
         let (validators, output) = compile_schemas(&tools, config.output_schema.as_ref())?;
-        Ok(Agent { config, model, toolbox, tools, validators, output, sub_agents: HashMap::new(), approver: None })
+        Ok(Agent {
+            config,
+            model,
+            toolbox,
+            tools,
+            validators,
+            output,
+            sub_agents: HashMap::new(),
+            approver: None,
+            journal: None,
+        })
+    }
+
+    /// Where the run records its progress, so that it can be resumed after any stop.
+    pub fn set_journal(&mut self, journal: Arc<dyn Journal>) {
+        self.journal = Some(journal);
+    }
+
+    /// What a call of tool `name` does to the world; a sub-agent's calls, the most any of its
+    /// tools does.
+    fn effect(&self, name: &str) -> Effect {
+        match self.sub_agents.get(name) {
+            Some(agent) => {
+                let tools = agent.tools.iter().map(|t| agent.effect(&t.name));
+                tools.max_by_key(|effect| *effect as u8).unwrap_or(Effect::Pure)
+            }
+            None => self.toolbox.effect(name),
+        }
     }
 
     /// Who decides on calls that need approval; without one they pause the run.
@@ -186,7 +258,8 @@ impl Agent {
 
     pub async fn run(&self, task: &str, events: &mut dyn EventSink) -> Result<RunOutcome, ModelError> {
         let mut spent = Spent::start(self.config.limits);
-        self.run_within(task, &mut spent, events).await
+        let outcome = self.run_within(task, &mut spent, events).await;
+        settle(outcome, &spent)
     }
 
     /// A run under the budgets in `spent`, which records what it spends.
@@ -195,7 +268,7 @@ impl Agent {
         task: &str,
         spent: &mut Spent,
         events: &mut dyn EventSink,
-    ) -> Result<RunOutcome, ModelError> {
+    ) -> Result<RunOutcome, Failure> {
         events.emit(&Event::RunStarted {
             version: EVENTS_VERSION,
             agent: self.config.name.clone(),
@@ -213,30 +286,103 @@ impl Agent {
         self.drive(task, progress, None, spent, events).await
     }
 
-    /// Continues a paused run: each awaited call runs if `approved` says yes for its id, and is
-    /// refused otherwise; then the run goes on as if it had never stopped. Time paused does not
-    /// count against `limits.timeout`.
+    /// Continues a run from its checkpoint (after a pause, a shutdown or a crash), with a
+    /// person's `verdicts` on the calls it waits for, by call id. A call without a verdict keeps
+    /// waiting. With a journal, a side-effect call that started and never finished is in doubt
+    /// until a verdict says retry, done or skip; other calls the journal saw finish are not run
+    /// again. Then the run goes on as if it had never stopped. Time stopped does not count
+    /// against `limits.timeout`.
     pub async fn resume(
         &self,
         checkpoint: Checkpoint,
-        approved: &HashMap<String, bool>,
+        verdicts: &HashMap<String, Verdict>,
         events: &mut dyn EventSink,
     ) -> Result<RunOutcome, ModelError> {
-        let Checkpoint { task, progress, mut pending, spent: saved } = checkpoint;
-        let mut spent = saved.restore(self.config.limits);
-        let (mut yes, mut no) = (Vec::new(), Vec::new());
-        for entry in pending.iter_mut().filter(|p| p.awaiting) {
-            entry.awaiting = false;
-            let id = entry.call.as_ref().map(|c| c.id.clone()).unwrap_or_default();
-            if approved.get(&id).copied().unwrap_or(false) {
-                yes.push(id);
-            } else {
-                entry.refusal = Some(ToolError::new(ToolErrorKind::Denied, DENIED));
-                no.push(id);
+        let mut spent = checkpoint.spent.restore(self.config.limits);
+        let outcome = self.resume_within(checkpoint, verdicts, &mut spent, events).await;
+        settle(outcome, &spent)
+    }
+
+    async fn resume_within(
+        &self,
+        checkpoint: Checkpoint,
+        verdicts: &HashMap<String, Verdict>,
+        spent: &mut Spent,
+        events: &mut dyn EventSink,
+    ) -> Result<RunOutcome, Failure> {
+        let Checkpoint { task, progress, mut pending, .. } = checkpoint;
+        let mut resumed = Resumed::default();
+        for entry in &mut pending {
+            let Ok(call) = &entry.call else { continue };
+            let id = call.id.clone();
+            if entry.refusal.is_none() && !entry.awaiting && !entry.in_doubt {
+                entry.in_doubt = self.left_in_doubt(call).await?;
+            }
+            match verdicts.get(&id) {
+                Some(Verdict::Approve) if entry.awaiting => {
+                    entry.awaiting = false;
+                    resumed.approved.push(id);
+                }
+                Some(Verdict::Deny) if entry.awaiting => {
+                    entry.awaiting = false;
+                    entry.refusal = Some(ToolError::new(ToolErrorKind::Denied, DENIED));
+                    resumed.denied.push(id);
+                }
+                Some(Verdict::Retry) if entry.in_doubt => {
+                    entry.in_doubt = false;
+                    resumed.retried.push(id);
+                }
+                Some(Verdict::Done(result)) if entry.in_doubt => {
+                    entry.in_doubt = false;
+                    if let Some(journal) = &self.journal {
+                        let outcome =
+                            ToolOutcome { result: Ok(result.clone()), log: String::new(), duration: Duration::ZERO };
+                        journal.call_finished(&id, &outcome).await?;
+                    }
+                    resumed.done.push(id);
+                }
+                Some(Verdict::Skip) if entry.in_doubt => {
+                    entry.in_doubt = false;
+                    entry.refusal = Some(ToolError::new(ToolErrorKind::Skipped, SKIPPED));
+                    resumed.skipped.push(id);
+                }
+                _ => {}
             }
         }
-        events.emit(&Event::RunResumed { step: spent.steps, approved: yes, denied: no });
-        self.drive(&task, progress, Some(pending), &mut spent, events).await
+        let Resumed { approved, denied, retried, done, skipped } = resumed;
+        events.emit(&Event::RunResumed { step: spent.steps, approved, denied, retried, done, skipped });
+        if let Some(stop) = self.journal.as_ref().and_then(|j| j.stop_requested()) {
+            return Ok(self.stopped(stop, spent, events));
+        }
+        if pending.iter().any(|p| p.awaiting || p.in_doubt) {
+            return Ok(self.pause(&task, progress, pending, spent, events));
+        }
+        self.drive(&task, progress, Some(pending), spent, events).await
+    }
+
+    /// Whether `call` is a side-effect call the journal saw start and never finish.
+    async fn left_in_doubt(&self, call: &ToolCall) -> Result<bool, JournalError> {
+        let Some(journal) = &self.journal else { return Ok(false) };
+        let unfinished = journal.call(&call.id).await? == CallRecord::Unfinished;
+        Ok(unfinished && self.effect(&call.name) == Effect::SideEffect)
+    }
+
+    /// Commits where the run is, if it has a journal.
+    async fn checkpoint(
+        &self,
+        task: &str,
+        progress: &Progress,
+        pending: &[Pending],
+        spent: &Spent,
+    ) -> Result<(), JournalError> {
+        let Some(journal) = &self.journal else { return Ok(()) };
+        let checkpoint = Checkpoint {
+            task: task.to_string(),
+            progress: progress.clone(),
+            pending: pending.to_vec(),
+            spent: SavedSpend::of(spent),
+        };
+        journal.checkpoint(&checkpoint).await
     }
 
     /// The loop proper. `paused`: the calls of the turn a resumed run finishes first.
@@ -247,18 +393,25 @@ impl Agent {
         mut paused: Option<Vec<Pending>>,
         spent: &mut Spent,
         events: &mut dyn EventSink,
-    ) -> Result<RunOutcome, ModelError> {
+    ) -> Result<RunOutcome, Failure> {
         loop {
+            if let Some(stop) = self.journal.as_ref().and_then(|j| j.stop_requested()) {
+                return Ok(self.stopped(stop, spent, events));
+            }
             let pending = match paused.take() {
                 Some(pending) => pending,
                 None => match self.step(&mut progress, spent, events).await? {
-                    Turn::Calls(pending) => pending,
+                    Turn::Calls(pending) => {
+                        self.checkpoint(task, &progress, &pending, spent).await?;
+                        pending
+                    }
                     Turn::Again => continue,
                     Turn::Done(outcome) => return Ok(outcome),
                     Turn::Pause(pending) => return Ok(self.pause(task, progress, pending, spent, events)),
                 },
             };
-            self.run_calls(pending, &mut progress, spent, events).await;
+            self.run_calls(pending, &mut progress, spent, events).await?;
+            self.checkpoint(task, &progress, &[], spent).await?;
         }
     }
 
@@ -269,7 +422,7 @@ impl Agent {
         progress: &mut Progress,
         spent: &mut Spent,
         events: &mut dyn EventSink,
-    ) -> Result<Turn, ModelError> {
+    ) -> Result<Turn, Failure> {
         if let Some(budget) = spent.exhausted() {
             return self.wrap_up(budget, &mut progress.messages, spent, events).await.map(Turn::Done);
         }
@@ -281,9 +434,11 @@ impl Agent {
         let turn = self.turn(step, &progress.messages, thinking, progress.tool_choice, spent, events);
         let reply = match timeout_at(deadline, turn).await {
             Ok(Ok(reply)) => reply,
-            Ok(Err(error)) => return Err(model_failed(step, error, spent, events)),
+            Ok(Err(Failure::Model(error))) => return Err(model_failed(step, error, spent, events).into()),
+            Ok(Err(failure)) => return Err(failure),
             Err(_) => return Ok(Turn::Again), // out of time: the next round wraps up
         };
+        let reply = with_run_ids(step, reply);
         if let Some(text) = reply.reasoning.filter(|r| !r.trim().is_empty()) {
             events.emit(&Event::Reasoning { step, text });
         }
@@ -309,6 +464,40 @@ impl Agent {
         progress.recovering = false;
         Ok(self.check_calls(step, reply.calls, progress, spent, events).await)
     }
+}
+
+/// What `resume` was told, for its `run_resumed` event.
+#[derive(Default)]
+struct Resumed {
+    approved: Vec<String>,
+    denied: Vec<String>,
+    retried: Vec<String>,
+    done: Vec<String>,
+    skipped: Vec<String>,
+}
+
+/// A run's outcome as callers see it: a journal that failed stops the run where it last committed.
+fn settle(outcome: Result<RunOutcome, Failure>, spent: &Spent) -> Result<RunOutcome, ModelError> {
+    match outcome {
+        Ok(outcome) => Ok(outcome),
+        Err(Failure::Model(error)) => Err(error),
+        Err(Failure::Journal(error)) => {
+            Ok(RunOutcome::Stopped { stop: Stop::JournalFailed(error.0), steps: spent.steps })
+        }
+    }
+}
+
+/// The reply with call ids the loop assigns: unique within the run (`call_<step>_<n>`), where
+/// backends' own ids repeat from turn to turn.
+fn with_run_ids(step: u32, mut reply: crate::model::ModelReply) -> crate::model::ModelReply {
+    for (index, call) in reply.calls.iter_mut().enumerate() {
+        let id = format!("call_{step}_{}", index + 1);
+        match call {
+            Ok(call) => call.id = id,
+            Err(bad) => bad.id = id,
+        }
+    }
+    reply
 }
 
 type Compiled = (HashMap<String, jsonschema::Validator>, Option<OutputCheck>);

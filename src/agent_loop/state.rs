@@ -23,9 +23,19 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// The calls waiting for a decision: (id, tool, arguments).
+    /// The calls waiting for a person's approval.
     pub fn awaiting(&self) -> Vec<&ToolCall> {
         self.pending.iter().filter(|p| p.awaiting).filter_map(|p| p.call.as_ref().ok()).collect()
+    }
+
+    /// The side-effect calls a stop left in doubt: started, never confirmed.
+    pub fn in_doubt(&self) -> Vec<&ToolCall> {
+        self.pending.iter().filter(|p| p.in_doubt).filter_map(|p| p.call.as_ref().ok()).collect()
+    }
+
+    /// Steps taken so far.
+    pub fn steps(&self) -> u32 {
+        self.spent.steps
     }
 }
 
@@ -47,6 +57,10 @@ pub(super) struct Pending {
     pub(super) refusal: Option<ToolError>,
     /// Waiting for a person's decision.
     pub(super) awaiting: bool,
+    /// A side-effect call that started and never confirmed: waiting for a person to say retry,
+    /// done or skip.
+    #[serde(default)]
+    pub(super) in_doubt: bool,
 }
 
 /// What a run had spent when it stopped; the time left, not the deadline, so that time paused
@@ -54,6 +68,9 @@ pub(super) struct Pending {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct SavedSpend {
     steps: u32,
+    /// Model turns asked so far: the journal's key for the next reply.
+    #[serde(default)]
+    turns: u32,
     tool_calls: u32,
     usage: Option<Usage>,
     time_left_ms: u64,
@@ -64,6 +81,7 @@ impl SavedSpend {
         let time_left = spent.deadline.saturating_duration_since(tokio::time::Instant::now());
         SavedSpend {
             steps: spent.steps,
+            turns: spent.turns,
             tool_calls: spent.tool_calls,
             usage: spent.usage,
             time_left_ms: u64::try_from(time_left.as_millis()).unwrap_or(u64::MAX),
@@ -73,7 +91,8 @@ impl SavedSpend {
     /// The spending to go on from, under `limits`, the clock restarted with the time left.
     pub(super) fn restore(&self, limits: Limits) -> Spent {
         let mut spent = Spent::start(limits);
-        (spent.steps, spent.tool_calls, spent.usage) = (self.steps, self.tool_calls, self.usage);
+        (spent.steps, spent.turns, spent.tool_calls, spent.usage) =
+            (self.steps, self.turns, self.tool_calls, self.usage);
         spent.deadline = deadline_after(Duration::from_millis(self.time_left_ms));
         spent
     }

@@ -52,6 +52,10 @@ pub(super) fn result(outcome: Result<RunOutcome, ModelError>) -> Result<Value, T
             );
             Err(ToolError::new(ToolErrorKind::ApprovalRequired, message))
         }
+        // A sub-agent has no journal of its own, so nothing stops it short but its parent's end.
+        Ok(RunOutcome::Stopped { stop, .. }) => {
+            Err(ToolError::new(ToolErrorKind::Failed, format!("it stopped before its end: {stop:?}")))
+        }
         Err(error) => Err(ToolError::new(ToolErrorKind::ModelFailed, format!("its model failed: {error}"))),
     }
 }

@@ -89,7 +89,7 @@ impl Usage {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelReply {
     pub reasoning: Option<String>,
     /// The text outside calls: the answer when there are no calls.

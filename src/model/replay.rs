@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::{DeltaKind, Model, ModelError, ModelErrorKind, ModelReply, ModelRequest, send_delta};
 use crate::chat_format::parse_output;
 use crate::conversation::{MalformedCall, Message, ToolCall};
-use crate::spec::{SpecError, yaml};
+use crate::spec::{Sources, SpecError, yaml};
 
 pub struct ReplayModel {
     script: PathBuf,
@@ -27,7 +27,12 @@ struct Script {
 
 impl ReplayModel {
     pub fn load(script: &Path) -> Result<Self, SpecError> {
-        let parsed: Script = yaml::read(script)?;
+        Self::load_from(&Sources::disk(), script)
+    }
+
+    /// `load`, reading the script from `sources`.
+    pub fn load_from(sources: &Sources, script: &Path) -> Result<Self, SpecError> {
+        let parsed: Script = yaml::read_from(sources, script)?;
         Ok(ReplayModel { script: script.to_path_buf(), turns: parsed.turns, next: AtomicUsize::new(0) })
     }
 }

@@ -4,6 +4,7 @@
 
 mod inputs;
 mod model;
+mod sources;
 mod tools;
 mod units;
 pub(crate) mod yaml;
@@ -22,6 +23,7 @@ pub use model::{
     DEFAULT_MAX_TOKENS, LocalModelSpec, LocalSource, ModelSpec, OpenAiModelSpec, PromptFormat, ReasoningControl,
     Sampling,
 };
+pub use sources::{Snapshot, Sources};
 pub use yaml::{Position, SpecError};
 
 use crate::conversation::ToolChoice;
@@ -160,12 +162,17 @@ pub enum ReasoningMode {
 
 impl AgentSpec {
     pub fn load(file: &Path) -> Result<Self, SpecError> {
-        Self::load_nested(file, &mut Vec::new())
+        Self::load_from(&Sources::disk(), file)
+    }
+
+    /// `load`, reading the agent's files from `sources`.
+    pub fn load_from(sources: &Sources, file: &Path) -> Result<Self, SpecError> {
+        Self::load_nested(sources, file, &mut Vec::new())
     }
 
     /// `parents`: the files of the agents that name this one, to refuse cycles.
-    fn load_nested(file: &Path, parents: &mut Vec<PathBuf>) -> Result<Self, SpecError> {
-        let raw: RawAgent = yaml::read(file)?;
+    fn load_nested(sources: &Sources, file: &Path, parents: &mut Vec<PathBuf>) -> Result<Self, SpecError> {
+        let raw: RawAgent = yaml::read_from(sources, file)?;
         let dir = file.parent().unwrap_or(Path::new(""));
         let at = |spanned_location| Position::new(file, spanned_location);
 
@@ -190,7 +197,7 @@ impl AgentSpec {
             match entry.value.resolve(file, dir, &secrets, at(entry.referenced))? {
                 tools::ToolEntry::Component(tool) => tools.push(tool),
                 tools::ToolEntry::Agent(path, named_at) => {
-                    let spec = load_sub_agent(file, &path, &named_at, parents)?;
+                    let spec = load_sub_agent(sources, file, &path, &named_at, parents)?;
                     sub_agents.push(SubAgentSpec { spec, at: named_at });
                 }
             }
@@ -233,12 +240,13 @@ impl AgentSpec {
 /// Reads the agent file `path` that `parent` names at `named_at`, refusing cycles and inputs that
 /// a task alone cannot give.
 fn load_sub_agent(
+    sources: &Sources,
     parent: &Path,
     path: &Path,
     named_at: &Position,
     parents: &mut Vec<PathBuf>,
 ) -> Result<AgentSpec, SpecError> {
-    if !path.is_file() {
+    if !sources.is_file(path) {
         let message = format!("agent file {} not found: fix `agent:` (relative to this file's folder)", path.display());
         return Err(SpecError::new(named_at.clone(), message));
     }
@@ -256,7 +264,7 @@ fn load_sub_agent(
             format!("sub-agents form a cycle: {}; an agent cannot hand work back to itself", chain.join(" → "));
         return Err(SpecError::new(named_at.clone(), message));
     }
-    let spec = AgentSpec::load_nested(path, parents)?;
+    let spec = AgentSpec::load_nested(sources, path, parents)?;
     parents.pop();
     if let Some(input) = spec.inputs.iter().find(|input| input.default.is_none()) {
         let message = format!(

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
+use super::Sources;
+
 /// A place in a file, 1-based as editors count.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {
@@ -53,8 +55,9 @@ impl SpecError {
 
 /// Reads and deserialises a YAML file. Only plain data comes out of YAML: no tags that construct
 /// objects, no includes, no code.
-pub fn read<T: DeserializeOwned>(path: &Path) -> Result<T, SpecError> {
-    let bytes = std::fs::read(path)
+pub fn read_from<T: DeserializeOwned>(sources: &Sources, path: &Path) -> Result<T, SpecError> {
+    let bytes = sources
+        .read(path)
         .map_err(|e| SpecError::new(Position::start_of(path), format!("cannot read the file: {e}")))?;
     let text = std::str::from_utf8(&bytes).map_err(|e| {
         // Point at the first byte that is not UTF-8: the character an editor saved otherwise.

@@ -24,6 +24,34 @@ pub trait Toolbox: Send + Sync {
     fn needs_approval(&self, _name: &str) -> bool {
         false
     }
+
+    /// What a call of `name` does to the world, as the tool declares it; a tool that says
+    /// nothing is taken to have side effects.
+    fn effect(&self, _name: &str) -> Effect {
+        Effect::SideEffect
+    }
+}
+
+/// What a call does to the world: whether running it again after a crash is safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    /// Reads only; the same call gives the same result.
+    Pure,
+    /// Changes the world, but doing it twice is the same as once.
+    Idempotent,
+    /// Changes the world each time it runs: never run twice without a person's word.
+    SideEffect,
+}
+
+impl Effect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effect::Pure => "pure",
+            Effect::Idempotent => "idempotent",
+            Effect::SideEffect => "side_effect",
+        }
+    }
 }
 
 /// One toolbox shared by many agents, e.g. by concurrent runs of one agent file.
@@ -40,9 +68,13 @@ impl<T: Toolbox + ?Sized> Toolbox for std::sync::Arc<T> {
     fn needs_approval(&self, name: &str) -> bool {
         (**self).needs_approval(name)
     }
+
+    fn effect(&self, name: &str) -> Effect {
+        (**self).effect(name)
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolOutcome {
     pub result: Result<Value, ToolError>,
     /// What the tool printed (stdout, then stderr), capped.
@@ -114,6 +146,9 @@ pub enum ToolErrorKind {
     NotFound,
     /// Anything else the tool reports.
     Failed,
+    // A person's word.
+    /// A call whose outcome a crash left unknown was skipped, not run again.
+    Skipped,
 }
 
 impl ToolErrorKind {
@@ -140,6 +175,7 @@ impl ToolErrorKind {
             ToolErrorKind::HandleLimit => "handle_limit",
             ToolErrorKind::NotFound => "not_found",
             ToolErrorKind::Failed => "failed",
+            ToolErrorKind::Skipped => "skipped",
         }
     }
 }

@@ -1,10 +1,10 @@
 use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
-use reagent_sandbox::{Effect, ErrorKind, LoadError, Sandbox, ToolComponent};
+use reagent_sandbox::{ErrorKind, LoadError, Sandbox, ToolComponent};
 use serde_json::Value;
 
-use super::{ToolError, ToolErrorKind, ToolOutcome, Toolbox};
+use super::{Effect, ToolError, ToolErrorKind, ToolOutcome, Toolbox};
 use crate::conversation::ToolDeclaration;
 use crate::spec::{Approval, SpecError, ToolSpec};
 
@@ -15,6 +15,7 @@ pub struct WasmToolbox {
     owners: HashMap<String, usize>,
     /// Tools whose calls wait for a person's yes.
     approval_required: HashSet<String>,
+    effects: HashMap<String, Effect>,
 }
 
 impl WasmToolbox {
@@ -23,6 +24,7 @@ impl WasmToolbox {
         let mut components = Vec::new();
         let mut owners = HashMap::new();
         let mut approval_required = HashSet::new();
+        let mut effects = HashMap::new();
         for spec in tools {
             let component = sandbox
                 .load(&spec.component, spec.grants.clone(), spec.limits)
@@ -32,11 +34,12 @@ impl WasmToolbox {
                 let asks = match spec.approval {
                     Approval::Never => false,
                     Approval::Always => true,
-                    Approval::SideEffects => tool.effect == Effect::SideEffect,
+                    Approval::SideEffects => tool.effect == reagent_sandbox::Effect::SideEffect,
                 };
                 if asks {
                     approval_required.insert(tool.name.clone());
                 }
+                effects.insert(tool.name.clone(), effect(tool.effect));
                 if owners.insert(tool.name.clone(), components.len()).is_some() {
                     return Err(SpecError::new(
                         spec.at.clone(),
@@ -46,7 +49,7 @@ impl WasmToolbox {
             }
             components.push(component);
         }
-        Ok(WasmToolbox { components, owners, approval_required })
+        Ok(WasmToolbox { components, owners, approval_required, effects })
     }
 }
 
@@ -77,6 +80,10 @@ impl Toolbox for WasmToolbox {
 
     fn needs_approval(&self, name: &str) -> bool {
         self.approval_required.contains(name)
+    }
+
+    fn effect(&self, name: &str) -> Effect {
+        self.effects.get(name).copied().unwrap_or(Effect::SideEffect)
     }
 
     async fn call(&self, name: &str, arguments: &Value) -> ToolOutcome {
@@ -112,5 +119,14 @@ fn kind(kind: ErrorKind) -> ToolErrorKind {
         ErrorKind::WriteLimit => ToolErrorKind::WriteLimit,
         ErrorKind::FileLimit => ToolErrorKind::FileLimit,
         ErrorKind::HandleLimit => ToolErrorKind::HandleLimit,
+    }
+}
+
+/// The sandbox's declared effect in the loop's vocabulary.
+fn effect(effect: reagent_sandbox::Effect) -> Effect {
+    match effect {
+        reagent_sandbox::Effect::Pure => Effect::Pure,
+        reagent_sandbox::Effect::Idempotent => Effect::Idempotent,
+        reagent_sandbox::Effect::SideEffect => Effect::SideEffect,
     }
 }

@@ -66,9 +66,21 @@ impl Printer {
             Event::ApprovalRequired { tool, arguments, .. } => {
                 labelled("approval", &format!("{tool} {arguments} waits for a person's yes"))
             }
-            Event::RunResumed { approved, denied, .. } => {
-                labelled("resumed", &format!("approved: {} · denied: {}", approved.len(), denied.len()))
-            }
+            Event::InDoubt { id, tool, arguments, .. } => labelled(
+                "in doubt",
+                &format!("{tool} {arguments} ({id}) may or may not have happened: decide retry, done or skip"),
+            ),
+            Event::RunResumed { approved, denied, retried, done, skipped, .. } => labelled(
+                "resumed",
+                &format!(
+                    "approved: {} · denied: {} · retried: {} · done: {} · skipped: {}",
+                    approved.len(),
+                    denied.len(),
+                    retried.len(),
+                    done.len(),
+                    skipped.len()
+                ),
+            ),
             Event::Answer { text, .. } => labelled("answer", text),
             Event::RunFinished { status: RunStatus::Answered, steps, .. } => format!("── answered in {steps} step(s)"),
             Event::RunFinished { message, .. } => format!("── stopped: {}", message.as_deref().unwrap_or("")),

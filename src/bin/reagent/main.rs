@@ -4,16 +4,20 @@ mod human;
 mod inputs;
 mod model;
 mod run;
+mod runs;
 mod tool;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use reagent::launch::{LaunchError, first_turn};
 use reagent::model::{ModelRequest, RequestPreview, preview};
+use reagent::runs::Runs;
 use reagent::runtime::Runtime;
+use reagent_store::SqliteStore;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -33,7 +37,14 @@ Exit codes:
  11  limits.timeout ran out (incomplete, as for 5)
  12  the answer did not match output.schema, even after one repair turn
  13  paused: a call needs a person's approval (`approval:`) and no terminal could ask; continue
-     with `reagent resume FILE --approve` or `--deny`, FILE as printed";
+     with `reagent resume RUN --approve` or `--deny`, RUN as printed
+ 14  in doubt: a call with side effects started and the run stopped before its outcome was
+     recorded; decide with `reagent runs decide RUN CALL retry|done|skip`, then `runs resume`
+ 15  the run was cancelled
+ 16  another process is driving the run
+
+Every run is recorded in the run store (--db, $REAGENT_DB, else $XDG_DATA_HOME/reagent/runs.db or
+~/.local/share/reagent/runs.db); its id is printed on stderr as `run ID`.";
 
 #[derive(Parser)]
 #[command(
@@ -43,6 +54,10 @@ Exit codes:
     after_help = EXIT_CODES
 )]
 struct Cli {
+    /// The run store: a SQLite file or `sqlite:` URL [default: $XDG_DATA_HOME/reagent/runs.db,
+    /// else ~/.local/share/reagent/runs.db]
+    #[arg(long, global = true, env = "REAGENT_DB", value_name = "PATH")]
+    db: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -67,11 +82,12 @@ enum Command {
         #[command(flatten)]
         inputs: inputs::InputArgs,
     },
-    /// Continue a run that paused for approval (exit 13): approve or deny the calls it waits for.
+    /// Continue a run that paused for approval (exit 13): approve or deny every call it waits for.
+    /// (`reagent runs` decides call by call.)
     #[command(after_help = EXIT_CODES)]
     Resume {
-        /// The paused run's file, as printed when it paused
-        state: PathBuf,
+        /// The paused run's id, as printed when it paused
+        run: String,
         /// Let the waiting calls run
         #[arg(long, conflicts_with = "deny", required_unless_present = "deny")]
         approve: bool,
@@ -98,6 +114,9 @@ enum Command {
     /// Write, build, inspect and call tool components.
     #[command(subcommand, after_help = EXIT_CODES)]
     Tool(tool::ToolCommand),
+    /// The runs in the run store: list, show, events, resume, cancel, approve, deny, decide.
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Runs(runs::RunsCommand),
     /// Print the agent's first model turn as its backend would be sent it, without loading or
     /// calling the model: the prompt text with `format: exaone`; the request (messages, tools,
     /// thinking switch, constraint) where the model's own template or a server renders it.
@@ -127,6 +146,9 @@ pub(crate) enum Exit {
     OutOfTime = 11,
     InvalidOutput = 12,
     Paused = 13,
+    InDoubt = 14,
+    Cancelled = 15,
+    Busy = 16,
 }
 
 fn main() -> ExitCode {
@@ -137,14 +159,19 @@ fn main() -> ExitCode {
     };
     // The commands that run agents share one runtime (one sandbox, the loaded models).
     let runtime = || Runtime::new().map_err(|e| fail(Exit::Internal, &e.to_string()));
+    let db = cli.db;
     executor.block_on(async {
         match cli.command {
-            Command::Run { agent, task, json, output, inputs } => match runtime() {
-                Ok(runtime) => run::run(&runtime, &agent, &task, &inputs, json, output.as_deref()).await,
+            Command::Run { agent, task, json, output, inputs } => match open_runs(db.as_deref(), runtime).await {
+                Ok(runs) => run::run(&runs, &agent, &task, &inputs, json, output.as_deref()).await,
                 Err(code) => code,
             },
-            Command::Resume { state, approve, deny: _, json, output } => match runtime() {
-                Ok(runtime) => run::resume(&runtime, &state, approve, json, output.as_deref()).await,
+            Command::Resume { run, approve, deny: _, json, output } => match open_runs(db.as_deref(), runtime).await {
+                Ok(runs) => run::resume(&runs, &run, approve, json, output.as_deref()).await,
+                Err(code) => code,
+            },
+            Command::Runs(command) => match open_runs(db.as_deref(), runtime).await {
+                Ok(runs) => runs::run(&runs, command).await,
                 Err(code) => code,
             },
             Command::Prompt { agent, task, inputs } => match runtime() {
@@ -159,6 +186,20 @@ fn main() -> ExitCode {
             Command::Model(command) => model::run(command),
         }
     })
+}
+
+/// The run store (`--db`, `$REAGENT_DB`, else the data directory's `runs.db`), with the runtime
+/// its runs are driven on.
+async fn open_runs(db: Option<&str>, runtime: impl FnOnce() -> Result<Runtime, ExitCode>) -> Result<Runs, ExitCode> {
+    let location = match db {
+        Some(db) => db.to_string(),
+        None => match reagent::data_dir() {
+            Some(dir) => dir.join("runs.db").to_string_lossy().into_owned(),
+            None => return Err(fail(Exit::Usage, "no place for the run store: give --db, or set REAGENT_DB or HOME")),
+        },
+    };
+    let store = SqliteStore::open(&location).await.map_err(|e| fail(Exit::Internal, &e.to_string()))?;
+    Ok(Runs::new(Arc::new(store), runtime()?))
 }
 
 async fn validate(runtime: &Runtime, file: &Path) -> ExitCode {

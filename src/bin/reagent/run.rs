@@ -1,35 +1,25 @@
-//! `reagent run` and `reagent resume`: a run's events on stderr (or JSON on stdout), its answer
-//! on stdout, its outcome as the exit code. A run that waits for approval without a terminal to
-//! ask on is saved, to be resumed with the decision.
+//! `reagent run` and `reagent resume`: a run recorded in the run store (its id on stderr), its
+//! events on stderr (or JSON on stdout) as they are committed, its answer on stdout, its outcome
+//! as the exit code. A run that waits for a person stays in the store, to be resumed with the
+//! decision.
 
-use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use async_trait::async_trait;
-use reagent::agent_loop::{Agent, Approver, Checkpoint, Decision, RunOutcome};
+use reagent::agent_loop::{Approver, Checkpoint, Decision as Approval, RunOutcome, Stop};
 use reagent::conversation::ToolCall;
 use reagent::events::Event;
-use reagent::launch::launch;
-use reagent::model::ModelError;
-use reagent::runtime::Runtime;
-use reagent::spec::{Budget, GivenInputs};
-use serde::{Deserialize, Serialize};
+use reagent::runs::{Driven, Listener, Runs, RunsError, Submission};
+use reagent::spec::Budget;
+use reagent_store::{Created, Decision, Status};
 
 use crate::inputs::InputArgs;
-use crate::{Exit, fail, human, launch_failure};
-
-/// What `reagent resume` reads: the agent file, the inputs it was given, where the run stopped.
-#[derive(Serialize, Deserialize)]
-struct PausedRun {
-    agent: PathBuf,
-    inputs: GivenInputs,
-    checkpoint: Checkpoint,
-}
+use crate::{Exit, fail, launch_failure};
 
 pub async fn run(
-    runtime: &Runtime,
+    runs: &Runs,
     file: &Path,
     task: &str,
     inputs: &InputArgs,
@@ -40,67 +30,98 @@ pub async fn run(
         Ok(given) => given,
         Err(e) => return fail(Exit::Usage, &e),
     };
-    let mut agent = match launch(runtime, file, &given).await {
-        Ok((_, agent)) => agent,
-        Err(e) => return launch_failure(&e),
+    let submission = Submission { file, task, inputs: &given, tenant: "", key: None, idempotency: None };
+    let id = match runs.submit(submission).await {
+        Ok(Created::New(run) | Created::Existing(run)) => run.id,
+        Ok(Created::KeyReused | Created::OverLimit) => return fail(Exit::Internal, "the run store refused the run"),
+        Err(e) => return runs_failure(&e),
     };
-    if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
-        agent.set_approver(Box::new(TerminalApprover));
+    eprintln!("run {id}");
+    drive(runs, &id, json, output_file).await
+}
+
+/// Drives a stored run from where it is, asking on the terminal for approvals when there is one.
+pub async fn drive(runs: &Runs, id: &str, json: bool, output_file: Option<&Path>) -> ExitCode {
+    let approver: Option<Box<dyn Approver>> = if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        Some(Box::new(TerminalApprover))
+    } else {
+        None
+    };
+    let driven = match runs.drive(id, sink(json), approver).await {
+        Ok(driven) => driven,
+        Err(e) => return runs_failure(&e),
+    };
+    for file in &driven.changed {
+        eprintln!(
+            "reagent: {} changed since run {id} started; the run goes on under the agent it started with",
+            file.display()
+        );
     }
-    let outcome = agent.run(task, &mut sink(json)).await;
-    report(outcome, file, given, json, output_file)
+    report(driven, json, output_file)
 }
 
-pub async fn resume(
-    runtime: &Runtime,
-    state: &Path,
-    approve: bool,
-    json: bool,
-    output_file: Option<&Path>,
-) -> ExitCode {
-    let paused: PausedRun = match std::fs::read_to_string(state)
-        .map_err(|e| e.to_string())
-        .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
-    {
-        Ok(paused) => paused,
-        Err(e) => return fail(Exit::Usage, &format!("cannot read the paused run {}: {e}", state.display())),
-    };
-    let agent: Agent = match launch(runtime, &paused.agent, &paused.inputs).await {
-        Ok((_, agent)) => agent,
-        Err(e) => return launch_failure(&e),
-    };
-    let decisions: HashMap<String, bool> =
-        paused.checkpoint.awaiting().iter().map(|call| (call.id.clone(), approve)).collect();
-    let outcome = agent.resume(paused.checkpoint, &decisions, &mut sink(json)).await;
-    // The decision is taken: the saved run must not be resumed twice.
-    let _ = std::fs::remove_file(state);
-    report(outcome, &paused.agent, paused.inputs, json, output_file)
+pub(crate) fn runs_failure(error: &RunsError) -> ExitCode {
+    match error {
+        RunsError::Launch(e) => launch_failure(e),
+        RunsError::Store(reagent_store::StoreError::NotOwner { run, owner }) => fail(
+            Exit::Busy,
+            &format!("run {run} is being driven by another process ({owner}); wait for it, or cancel the run"),
+        ),
+        other => fail(Exit::Internal, &other.to_string()),
+    }
 }
 
-fn sink(json: bool) -> impl FnMut(&Event) + Send {
-    let mut human = human::Printer::new();
-    move |event: &Event| {
+/// `reagent resume RUN --approve|--deny`: a decision on every call the run awaits, then on.
+pub async fn resume(runs: &Runs, id: &str, approve: bool, json: bool, output_file: Option<&Path>) -> ExitCode {
+    let verdict = if approve { "approve" } else { "deny" };
+    let run = match runs.store().get(id).await {
+        Ok(Some(run)) => run,
+        Ok(None) => {
+            return fail(Exit::Usage, &format!("there is no run {id} in the store; `reagent runs list` shows them"));
+        }
+        Err(e) => return fail(Exit::Internal, &e.to_string()),
+    };
+    if run.status != Status::Paused {
+        return fail(Exit::Usage, &format!("run {id} is {}, not paused for approval", run.status));
+    }
+    let checkpoint = run.checkpoint.and_then(|c| serde_json::from_value::<Checkpoint>(c).ok());
+    let decisions: Vec<Decision> = checkpoint
+        .iter()
+        .flat_map(|c| c.awaiting().into_iter().map(|call| call.id.clone()).collect::<Vec<_>>())
+        .map(|call_id| Decision { call_id, verdict: verdict.into(), result: None, made_by: "cli".into() })
+        .collect();
+    if let Err(e) = runs.store().decide(id, &decisions).await {
+        return fail(Exit::Internal, &e.to_string());
+    }
+    drive(runs, id, json, output_file).await
+}
+
+/// Prints each committed event: one JSON object per line on stdout, or the human steps on stderr.
+fn sink(json: bool) -> Listener {
+    let mut human = crate::human::Printer::new();
+    Box::new(move |_seq, event: &Event| {
         if json {
             // A closed stdout (e.g. piped into `head`) must not crash the run.
             let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string(event).unwrap_or_default());
         } else {
             human.print(event);
         }
-    }
+    })
 }
 
 /// The outcome as output and exit code.
-fn report(
-    outcome: Result<RunOutcome, ModelError>,
-    file: &Path,
-    inputs: GivenInputs,
-    json: bool,
-    output_file: Option<&Path>,
-) -> ExitCode {
+fn report(driven: Driven, json: bool, output_file: Option<&Path>) -> ExitCode {
+    let id = &driven.run.id;
     let print = |answer: &str| {
         if !json {
             let _ = writeln!(std::io::stdout(), "{answer}");
         }
+    };
+    let Some(outcome) = driven.outcome else {
+        return match driven.run.status {
+            status if status.is_waiting() => waiting(id, status),
+            status => fail(Exit::Usage, &format!("run {id} is {status} already; see `reagent runs show {id}`")),
+        };
     };
     match outcome {
         Ok(RunOutcome::Answered { answer, output, .. }) => {
@@ -116,25 +137,11 @@ fn report(
             }
             ExitCode::from(Exit::Success as u8)
         }
-        Ok(RunOutcome::Paused(checkpoint)) => {
-            let agent = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
-            let paused = PausedRun { agent, inputs, checkpoint: *checkpoint };
-            match save(&paused) {
-                Ok(state) => fail(
-                    Exit::Paused,
-                    &format!(
-                        "paused: a call waits for approval; continue with `reagent resume {0} --approve` (or `--deny`)",
-                        state.display()
-                    ),
-                ),
-                Err(e) => fail(Exit::Internal, &format!("paused for approval, but the run cannot be saved: {e}")),
-            }
-        }
+        Ok(RunOutcome::Paused(_)) => waiting(id, driven.run.status),
         Ok(RunOutcome::InvalidOutput { errors, .. }) => fail(
             Exit::InvalidOutput,
             &format!(
-                "the answer does not match output.schema in {}, even after a repair turn: {}",
-                file.display(),
+                "the answer of run {id} does not match output.schema, even after a repair turn: {}",
                 errors.join("; ")
             ),
         ),
@@ -153,10 +160,7 @@ fn report(
                 }
                 None => "the model gave no answer",
             };
-            fail(
-                code,
-                &format!("incomplete: limits.{key} ran out and {given}; raise limits.{key} in {}", file.display()),
-            )
+            fail(code, &format!("incomplete: limits.{key} ran out and {given}; raise limits.{key} in the agent file"))
         }
         Ok(RunOutcome::Looped { tool, .. }) => fail(
             Exit::Looped,
@@ -164,20 +168,34 @@ fn report(
                 "stopped: the agent kept calling `{tool}` with the same arguments; it was told the result would not change"
             ),
         ),
+        Ok(RunOutcome::Stopped { stop: Stop::Cancelled, .. }) => {
+            fail(Exit::Cancelled, &format!("run {id} was cancelled"))
+        }
+        Ok(RunOutcome::Stopped { stop, .. }) => fail(
+            Exit::Internal,
+            &format!("run {id} stopped before its end ({stop:?}); continue it with `reagent runs resume {id}`"),
+        ),
         Err(e) => fail(Exit::ModelFailed, &format!("the model failed: {e}")),
     }
 }
 
-/// Saves a paused run under `$REAGENT_CACHE_DIR/runs` (else `~/.cache/reagent/runs`).
-fn save(paused: &PausedRun) -> std::io::Result<PathBuf> {
-    let base = reagent::cache_dir().ok_or_else(|| std::io::Error::other("set REAGENT_CACHE_DIR or HOME"))?;
-    let dir = base.join("runs");
-    std::fs::create_dir_all(&dir)?;
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let path = dir.join(format!("paused-{}-{}.json", stamp.as_millis(), std::process::id()));
-    let text = serde_json::to_string_pretty(paused).map_err(std::io::Error::other)?;
-    write_whole(&path, &text)?;
-    Ok(path)
+/// A run that waits for a person: what to do next.
+fn waiting(id: &str, status: Status) -> ExitCode {
+    match status {
+        Status::InDoubt => fail(
+            Exit::InDoubt,
+            &format!(
+                "in doubt: a call with side effects may or may not have happened before run {id} stopped; see \
+                 `reagent runs show {id}`, then `reagent runs decide {id} CALL retry|done|skip`"
+            ),
+        ),
+        _ => fail(
+            Exit::Paused,
+            &format!(
+                "paused: a call of run {id} waits for approval; continue with `reagent resume {id} --approve` (or `--deny`)"
+            ),
+        ),
+    }
 }
 
 /// Writes `text` to `path` whole or not at all: a reader never sees half an answer.
@@ -193,7 +211,7 @@ struct TerminalApprover;
 
 #[async_trait]
 impl Approver for TerminalApprover {
-    async fn decide(&self, _step: u32, call: &ToolCall) -> Decision {
+    async fn decide(&self, _step: u32, call: &ToolCall) -> Approval {
         let question = format!("approve  │ {} {}? [y/N] ", call.name, call.arguments);
         let answer = tokio::task::spawn_blocking(move || {
             eprint!("{question}");
@@ -202,10 +220,10 @@ impl Approver for TerminalApprover {
         })
         .await;
         match answer {
-            Ok(Ok(line)) if matches!(line.trim(), "y" | "Y" | "yes") => Decision::Approve,
-            Ok(Ok(_)) => Decision::Deny,
+            Ok(Ok(line)) if matches!(line.trim(), "y" | "Y" | "yes") => Approval::Approve,
+            Ok(Ok(_)) => Approval::Deny,
             // No answer can be read: keep the run for later rather than guess.
-            _ => Decision::Pause,
+            _ => Approval::Pause,
         }
     }
 }

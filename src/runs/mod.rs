@@ -1,0 +1,255 @@
+//! Durable runs: every run recorded in the run store before it starts, journalled as it goes
+//! (`journal`), and driven to its end or its next stop by whichever process claims it. A run is
+//! resumed under the agent files it started with (its snapshot), never under files edited since.
+//!
+//! The CLI and the server both go through `Runs`; neither touches the loop or the store's
+//! journal directly.
+
+mod journal;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reagent_store::{Created, NewRun, Run, RunStore, Status, StoreError};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::agent_loop::{Approver, Checkpoint, RunOutcome, Stop, Verdict};
+use crate::launch::{LaunchError, launch_from};
+use crate::runtime::Runtime;
+use crate::spec::{GivenInputs, Snapshot, Sources};
+
+pub use journal::{Control, Listener};
+
+/// How long a claim on a run lasts without renewal; renewed every third of it.
+const LEASE: Duration = Duration::from_secs(30);
+
+/// What a run is bound to: the agent file, the text of every file it was read from, the inputs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Bound {
+    file: PathBuf,
+    snapshot: Snapshot,
+}
+
+/// A run to record.
+pub struct Submission<'a> {
+    pub file: &'a Path,
+    pub task: &'a str,
+    pub inputs: &'a GivenInputs,
+    pub tenant: &'a str,
+    /// The submitting API key's id and its limit of unfinished runs.
+    pub key: Option<(String, u32)>,
+    /// `Idempotency-Key` and a digest of the request.
+    pub idempotency: Option<(String, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunsError {
+    #[error("{0}")]
+    Launch(#[from] LaunchError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("run {0} was saved by another version of reagent and cannot be read: {1}")]
+    Unreadable(String, String),
+}
+
+/// Where a drive left the run.
+pub struct Driven {
+    pub run: Run,
+    /// How the loop ended this time (`None` when the run was final already, or waits and nothing
+    /// was decided).
+    pub outcome: Option<Result<RunOutcome, crate::model::ModelError>>,
+    /// Files of the run's agent edited on disk since it started: it ran under its snapshot.
+    pub changed: Vec<PathBuf>,
+}
+
+/// The runs of one store, driven on one runtime by one owner (this process).
+#[derive(Clone)]
+pub struct Runs {
+    store: Arc<dyn RunStore>,
+    runtime: Runtime,
+    owner: String,
+    /// The runs this process drives now, with their stop switches.
+    driving: Arc<Mutex<HashMap<String, Arc<Control>>>>,
+}
+
+impl Runs {
+    pub fn new(store: Arc<dyn RunStore>, runtime: Runtime) -> Self {
+        Runs { store, runtime, owner: reagent_store::owner_id(), driving: Arc::default() }
+    }
+
+    pub fn store(&self) -> &Arc<dyn RunStore> {
+        &self.store
+    }
+
+    /// Records a run of the agent in `file`, after checking that it launches with the inputs (a
+    /// broken agent is refused, not recorded). The run is committed, `queued`, when this returns.
+    pub async fn submit(&self, submission: Submission<'_>) -> Result<Created, RunsError> {
+        let file = std::path::absolute(submission.file).unwrap_or_else(|_| submission.file.to_path_buf());
+        let sources = Sources::disk();
+        let (spec, _) = launch_from(&self.runtime, &sources, &file, submission.inputs).await?;
+        let bound = Bound { file, snapshot: sources.snapshot() };
+        let run = NewRun {
+            tenant: submission.tenant.to_string(),
+            agent: spec.name,
+            snapshot: serde_json::to_value(&bound).unwrap_or(Value::Null),
+            task: submission.task.to_string(),
+            inputs: serde_json::to_value(submission.inputs).unwrap_or(Value::Null),
+            idempotency: submission.idempotency,
+            key: submission.key,
+        };
+        Ok(self.store.create(run).await?)
+    }
+
+    /// Asks a run to stop at its next safe point: at once if this process drives it, else when its
+    /// driver next looks; a run that waits for a person is cancelled by its next drive.
+    pub async fn cancel(&self, id: &str) -> Result<Option<Run>, RunsError> {
+        if let Some(control) = self.driving.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+            control.cancel();
+        }
+        Ok(self.store.request_cancel(id).await?)
+    }
+
+    /// Asks every run this process drives to stop at its next turn boundary, resumable.
+    pub fn shut_down(&self) {
+        for control in self.driving.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            control.shut_down();
+        }
+    }
+
+    /// Claims the run and drives it from where it is (its start, its last checkpoint) to its end
+    /// or its next stop, with the decisions recorded for it. `listener` hears each event after it
+    /// is committed.
+    /// An `approver` decides on calls that need approval as they come; without one they pause the
+    /// run.
+    pub async fn drive(
+        &self,
+        id: &str,
+        listener: Listener,
+        approver: Option<Box<dyn Approver>>,
+    ) -> Result<Driven, RunsError> {
+        let run = self.store.claim(id, &self.owner, LEASE).await?.ok_or_else(|| StoreError::NoSuchRun(id.into()))?;
+        let control = Arc::new(Control::default());
+        self.driving.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), control.clone());
+        let heartbeat =
+            tokio::spawn(keep_claim(self.store.clone(), id.to_string(), self.owner.clone(), control.clone()));
+        let driven = self.drive_claimed(run, listener, approver, control).await;
+        heartbeat.abort();
+        self.driving.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        let _ = self.store.release(id, &self.owner).await;
+        let (outcome, changed) = driven?;
+        let run = self.store.get(id).await?.ok_or_else(|| StoreError::NoSuchRun(id.into()))?;
+        Ok(Driven { run, outcome, changed })
+    }
+
+    async fn drive_claimed(
+        &self,
+        run: Run,
+        listener: Listener,
+        approver: Option<Box<dyn Approver>>,
+        control: Arc<Control>,
+    ) -> Result<(Option<Result<RunOutcome, crate::model::ModelError>>, Vec<PathBuf>), RunsError> {
+        if run.status.is_final() {
+            return Ok((None, Vec::new()));
+        }
+        let unreadable = |e: serde_json::Error| RunsError::Unreadable(run.id.clone(), e.to_string());
+        let bound: Bound = serde_json::from_value(run.snapshot.clone()).map_err(unreadable)?;
+        let inputs: GivenInputs = serde_json::from_value(run.inputs.clone()).map_err(unreadable)?;
+        let checkpoint: Option<Checkpoint> =
+            run.checkpoint.clone().map(serde_json::from_value).transpose().map_err(unreadable)?;
+        let changed = bound.snapshot.changed_on_disk();
+        let decisions = self.store.decisions(&run.id).await?;
+        let verdicts: HashMap<String, Verdict> =
+            decisions.iter().filter_map(|d| verdict(d).map(|v| (d.call_id.clone(), v))).collect();
+        if run.cancel_requested {
+            control.cancel();
+        }
+        if run.status.is_waiting() && verdicts.is_empty() && !run.cancel_requested {
+            return Ok((None, changed));
+        }
+        let sources = Sources::pinned(bound.snapshot);
+        let (_, mut agent) = launch_from(&self.runtime, &sources, &bound.file, &inputs).await?;
+        let used = decisions.into_iter().map(|d| d.call_id).collect();
+        let (journal, mut sink) =
+            journal::StoreJournal::open(self.store.clone(), &run.id, &self.owner, listener, control, used)
+                .await
+                .map_err(|e| StoreError::Corrupt(e.0))?;
+        let journal = Arc::new(journal);
+        agent.set_journal(journal.clone());
+        if let Some(approver) = approver {
+            agent.set_approver(approver);
+        }
+        let outcome = match checkpoint {
+            None => agent.run(&run.task, &mut sink).await,
+            Some(checkpoint) => agent.resume(checkpoint, &verdicts, &mut sink).await,
+        };
+        if let Some((status, summary, checkpoint)) = ending(&outcome) {
+            journal.finish(status, summary, checkpoint).await.map_err(|e| StoreError::Corrupt(e.0))?;
+        }
+        Ok((Some(outcome), changed))
+    }
+}
+
+/// Renews the claim while the run is driven, and hears of a cancel asked by another process.
+async fn keep_claim(store: Arc<dyn RunStore>, id: String, owner: String, control: Arc<Control>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut renewed = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
+        if let Ok(Some(run)) = store.get(&id).await
+            && run.cancel_requested
+        {
+            control.cancel();
+        }
+        if renewed.elapsed() >= LEASE / 3 {
+            if !matches!(store.renew(&id, &owner, LEASE).await, Ok(true)) {
+                // Lost: the journal's fenced writes now fail, and the run stops where it committed.
+                control.shut_down();
+            }
+            renewed = tokio::time::Instant::now();
+        }
+    }
+}
+
+fn verdict(decision: &reagent_store::Decision) -> Option<Verdict> {
+    match decision.verdict.as_str() {
+        "approve" => Some(Verdict::Approve),
+        "deny" => Some(Verdict::Deny),
+        "retry" => Some(Verdict::Retry),
+        "done" => Some(Verdict::Done(decision.result.clone().unwrap_or(Value::Null))),
+        "skip" => Some(Verdict::Skip),
+        _ => None,
+    }
+}
+
+/// The status, summary and (for a pause) checkpoint a run ends with; `None` when it stopped
+/// short and stays resumable from its last checkpoint.
+fn ending(outcome: &Result<RunOutcome, crate::model::ModelError>) -> Option<(Status, Value, Option<Value>)> {
+    let done = |status, summary| Some((status, summary, None));
+    match outcome {
+        Ok(RunOutcome::Answered { answer, output, steps }) => {
+            done(Status::Answered, json!({"answer": answer, "output": output, "steps": steps}))
+        }
+        Ok(RunOutcome::Paused(checkpoint)) => {
+            let status = if checkpoint.in_doubt().is_empty() { Status::Paused } else { Status::InDoubt };
+            let summary = json!({
+                "awaiting": checkpoint.awaiting(),
+                "in_doubt": checkpoint.in_doubt(),
+                "steps": checkpoint.steps(),
+            });
+            Some((status, summary, serde_json::to_value(checkpoint).ok()))
+        }
+        Ok(RunOutcome::InvalidOutput { answer, errors, steps }) => {
+            done(Status::InvalidOutput, json!({"answer": answer, "errors": errors, "steps": steps}))
+        }
+        Ok(RunOutcome::Incomplete { budget, answer, steps }) => {
+            done(Status::Incomplete, json!({"budget": budget.key(), "answer": answer, "steps": steps}))
+        }
+        Ok(RunOutcome::Looped { steps, tool }) => done(Status::Loop, json!({"tool": tool, "steps": steps})),
+        Ok(RunOutcome::Stopped { stop: Stop::Cancelled, steps }) => done(Status::Cancelled, json!({"steps": steps})),
+        Ok(RunOutcome::Stopped { .. }) => None,
+        Err(error) => done(Status::ModelFailed, json!({"message": error.message, "kind": error.kind})),
+    }
+}

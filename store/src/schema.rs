@@ -1,0 +1,73 @@
+//! The store's schema, by version. A database is brought up to `VERSION` one step at a time, each
+//! step in its own transaction; one with a newer version than this binary knows is refused.
+
+/// The schema this binary writes.
+pub(crate) const VERSION: i64 = 1;
+
+/// `MIGRATIONS[n]` takes a database from version `n` to `n + 1`.
+pub(crate) const MIGRATIONS: [&str; VERSION as usize] = [r#"
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    snapshot TEXT NOT NULL,
+    task TEXT NOT NULL,
+    inputs TEXT NOT NULL,
+    status TEXT NOT NULL,
+    outcome TEXT,
+    checkpoint TEXT,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    owner TEXT,
+    lease_until INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    key_id TEXT,
+    idempotency_key TEXT,
+    request_digest TEXT,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX runs_idempotency ON runs (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX runs_status ON runs (status);
+CREATE INDEX runs_key ON runs (key_id, status);
+CREATE TABLE events (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE replies (
+    run_id TEXT NOT NULL,
+    turn INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (run_id, turn)
+) WITHOUT ROWID;
+CREATE TABLE calls (
+    run_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    arguments TEXT NOT NULL,
+    effect TEXT NOT NULL,
+    result TEXT,
+    started_ms INTEGER NOT NULL,
+    finished_ms INTEGER,
+    PRIMARY KEY (run_id, key)
+) WITHOUT ROWID;
+CREATE TABLE decisions (
+    run_id TEXT NOT NULL,
+    call_id TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    result TEXT,
+    made_by TEXT NOT NULL,
+    made_ms INTEGER NOT NULL,
+    used INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX decisions_run ON decisions (run_id, used);
+CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    max_runs INTEGER NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created_ms INTEGER NOT NULL
+);
+"#];

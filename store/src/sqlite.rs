@@ -1,0 +1,578 @@
+//! The SQLite adapter: one file, WAL journal, a pool of connections. Writes take the database's
+//! write lock at `BEGIN IMMEDIATE`, so two writers never deadlock on an upgrade. Commits are
+//! durable against a crashed process as soon as they return (`synchronous = NORMAL` in WAL); a
+//! commit with `sync` (the record before a side-effect call) is also durable against a crashed
+//! machine.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+
+use crate::keys::{new_secret, parse_scopes, scopes_text};
+use crate::schema::{MIGRATIONS, VERSION};
+use crate::{
+    ApiKey, CallEntry, Commit, Created, Decision, NewKey, NewRun, Run, RunFilter, RunStore, Status, StoreError,
+    StoredEvent, hash_secret, new_run_id, now_ms,
+};
+
+const RUN_COLUMNS: &str = "id, tenant, agent, task, inputs, status, outcome, last_seq, created_ms, updated_ms, \
+                           cancel_requested, snapshot, checkpoint";
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    place: String,
+}
+
+impl SqliteStore {
+    /// Opens (creating it if needed) the store at `location`: a file path, or a `sqlite:` URL.
+    pub async fn open(location: &str) -> Result<Self, StoreError> {
+        let place = location.to_string();
+        let failed = |e: sqlx::Error| StoreError::Database { place: place.clone(), message: e.to_string() };
+        let options = if location.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(location).map_err(failed)?
+        } else {
+            if let Some(parent) = Path::new(location).parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| StoreError::Database {
+                    place: place.clone(),
+                    message: format!("cannot create its folder: {e}"),
+                })?;
+            }
+            SqliteConnectOptions::new().filename(location)
+        };
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(failed)?;
+        let store = SqliteStore { pool, place };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    fn error(&self, e: sqlx::Error) -> StoreError {
+        StoreError::Database { place: self.place.clone(), message: e.to_string() }
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        loop {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(|e| self.error(e))?;
+            let found: i64 =
+                sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut *tx).await.map_err(|e| self.error(e))?;
+            if found > VERSION {
+                return Err(StoreError::NewerSchema { place: self.place.clone(), found, known: VERSION });
+            }
+            if found == VERSION {
+                return Ok(());
+            }
+            let step = usize::try_from(found).unwrap_or(0);
+            sqlx::raw_sql(sqlx::AssertSqlSafe(MIGRATIONS[step])).execute(&mut *tx).await.map_err(|e| self.error(e))?;
+            let bump = format!("PRAGMA user_version = {}", found + 1);
+            sqlx::raw_sql(sqlx::AssertSqlSafe(bump)).execute(&mut *tx).await.map_err(|e| self.error(e))?;
+            tx.commit().await.map_err(|e| self.error(e))?;
+        }
+    }
+
+    async fn run_in(&self, conn: &mut SqliteConnection, id: &str) -> Result<Option<Run>, StoreError> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| self.error(e))?;
+        row.map(|r| run_from(&r)).transpose()
+    }
+
+    /// The commit proper, inside `conn`'s open transaction.
+    async fn apply(
+        &self,
+        conn: &mut SqliteConnection,
+        id: &str,
+        owner: &str,
+        commit: Commit,
+    ) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT owner, last_seq FROM runs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| self.error(e))?
+            .ok_or_else(|| StoreError::NoSuchRun(id.to_string()))?;
+        let holder: Option<String> = row.try_get(0).map_err(|e| self.error(e))?;
+        if holder.as_deref() != Some(owner) {
+            return Err(StoreError::NotOwner { run: id.to_string(), owner: holder.unwrap_or_else(|| "nobody".into()) });
+        }
+        let mut seq: i64 = row.try_get(1).map_err(|e| self.error(e))?;
+        for event in &commit.events {
+            seq += 1;
+            sqlx::query("INSERT INTO events (run_id, seq, body) VALUES (?, ?, ?)")
+                .bind(id)
+                .bind(seq)
+                .bind(event.to_string())
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| self.error(e))?;
+        }
+        let now = now_ms();
+        if let Some((turn, reply)) = &commit.reply {
+            sqlx::query("INSERT OR REPLACE INTO replies (run_id, turn, body) VALUES (?, ?, ?)")
+                .bind(id)
+                .bind(i64::from(*turn))
+                .bind(reply.to_string())
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| self.error(e))?;
+        }
+        for call in &commit.started {
+            sqlx::query(
+                "INSERT INTO calls (run_id, key, tool, arguments, effect, started_ms) VALUES (?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (run_id, key) DO UPDATE SET started_ms = excluded.started_ms",
+            )
+            .bind(id)
+            .bind(&call.key)
+            .bind(&call.tool)
+            .bind(call.arguments.to_string())
+            .bind(&call.effect)
+            .bind(now)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| self.error(e))?;
+        }
+        for (key, result) in &commit.finished {
+            sqlx::query("UPDATE calls SET result = ?, finished_ms = ? WHERE run_id = ? AND key = ?")
+                .bind(result.to_string())
+                .bind(now)
+                .bind(id)
+                .bind(key)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| self.error(e))?;
+        }
+        for call_id in &commit.used_decisions {
+            sqlx::query("UPDATE decisions SET used = 1 WHERE run_id = ? AND call_id = ? AND used = 0")
+                .bind(id)
+                .bind(call_id)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| self.error(e))?;
+        }
+        sqlx::query(
+            "UPDATE runs SET last_seq = ?, updated_ms = ?, checkpoint = COALESCE(?, checkpoint), \
+             status = COALESCE(?, status), outcome = COALESCE(?, outcome) WHERE id = ?",
+        )
+        .bind(seq)
+        .bind(now)
+        .bind(commit.checkpoint.map(|c| c.to_string()))
+        .bind(commit.status.map(Status::as_str))
+        .bind(commit.outcome.map(|o| o.to_string()))
+        .bind(id)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| self.error(e))?;
+        Ok(u64::try_from(seq).unwrap_or(0))
+    }
+}
+
+#[async_trait]
+impl RunStore for SqliteStore {
+    async fn create(&self, run: NewRun) -> Result<Created, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(|e| self.error(e))?;
+        if let Some((key, digest)) = &run.idempotency {
+            let found = sqlx::query("SELECT id, request_digest FROM runs WHERE tenant = ? AND idempotency_key = ?")
+                .bind(&run.tenant)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| self.error(e))?;
+            if let Some(row) = found {
+                let (id, earlier): (String, Option<String>) =
+                    (row.try_get(0).map_err(|e| self.error(e))?, row.try_get(1).map_err(|e| self.error(e))?);
+                if earlier.as_deref() != Some(digest.as_str()) {
+                    return Ok(Created::KeyReused);
+                }
+                let existing = self.run_in(&mut tx, &id).await?.ok_or(StoreError::NoSuchRun(id))?;
+                return Ok(Created::Existing(existing));
+            }
+        }
+        if let Some((key_id, max_runs)) = &run.key {
+            let unfinished: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM runs WHERE key_id = ? AND status IN ('queued', 'running', 'paused', 'in_doubt')",
+            )
+            .bind(key_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| self.error(e))?;
+            if unfinished >= i64::from(*max_runs) {
+                return Ok(Created::OverLimit);
+            }
+        }
+        let id = new_run_id();
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO runs (id, tenant, agent, snapshot, task, inputs, status, key_id, idempotency_key, \
+             request_digest, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(&run.tenant)
+        .bind(&run.agent)
+        .bind(run.snapshot.to_string())
+        .bind(&run.task)
+        .bind(run.inputs.to_string())
+        .bind(run.key.as_ref().map(|(k, _)| k.as_str()))
+        .bind(run.idempotency.as_ref().map(|(k, _)| k.as_str()))
+        .bind(run.idempotency.as_ref().map(|(_, d)| d.as_str()))
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.error(e))?;
+        let created = self.run_in(&mut tx, &id).await?.ok_or(StoreError::NoSuchRun(id))?;
+        tx.commit().await.map_err(|e| self.error(e))?;
+        Ok(Created::New(created))
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Run>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(|e| self.error(e))?;
+        self.run_in(&mut conn, id).await
+    }
+
+    async fn list(&self, filter: &RunFilter) -> Result<Vec<Run>, StoreError> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR status = ?2) \
+             AND (?3 IS NULL OR agent = ?3) AND (?4 IS NULL OR id < ?4) ORDER BY id DESC LIMIT ?5"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(filter.tenant.as_deref())
+            .bind(filter.status.map(Status::as_str))
+            .bind(filter.agent.as_deref())
+            .bind(filter.before.as_deref())
+            .bind(i64::from(filter.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        rows.iter().map(run_from).collect()
+    }
+
+    async fn events(&self, id: &str, after: u64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query("SELECT seq, body FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?")
+            .bind(id)
+            .bind(i64::try_from(after).unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        rows.iter()
+            .map(|row| {
+                let seq: i64 = row.try_get(0).map_err(|e| self.error(e))?;
+                let body: String = row.try_get(1).map_err(|e| self.error(e))?;
+                Ok(StoredEvent { seq: u64::try_from(seq).unwrap_or(0), body: json(&body, "an event")? })
+            })
+            .collect()
+    }
+
+    async fn claim(&self, id: &str, owner: &str, lease: Duration) -> Result<Option<Run>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(|e| self.error(e))?;
+        let holder: Option<(Option<String>, i64)> = sqlx::query("SELECT owner, lease_until FROM runs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| self.error(e))?
+            .map(|row| Ok::<_, sqlx::Error>((row.try_get(0)?, row.try_get(1)?)))
+            .transpose()
+            .map_err(|e| self.error(e))?;
+        let Some((holder, lease_until)) = holder else { return Ok(None) };
+        let now = now_ms();
+        let free = match &holder {
+            None => true,
+            Some(current) if current == owner => true,
+            Some(current) => lease_until < now || owner_is_gone(current),
+        };
+        if !free {
+            return Err(StoreError::NotOwner { run: id.to_string(), owner: holder.unwrap_or_default() });
+        }
+        sqlx::query("UPDATE runs SET owner = ?, lease_until = ? WHERE id = ?")
+            .bind(owner)
+            .bind(now.saturating_add(millis(lease)))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.error(e))?;
+        let run = self.run_in(&mut tx, id).await?;
+        tx.commit().await.map_err(|e| self.error(e))?;
+        Ok(run)
+    }
+
+    async fn renew(&self, id: &str, owner: &str, lease: Duration) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE runs SET lease_until = ? WHERE id = ? AND owner = ?")
+            .bind(now_ms().saturating_add(millis(lease)))
+            .bind(id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release(&self, id: &str, owner: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE runs SET owner = NULL, lease_until = 0 WHERE id = ? AND owner = ?")
+            .bind(id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    async fn commit(&self, id: &str, owner: &str, commit: Commit) -> Result<u64, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(|e| self.error(e))?;
+        let sync = commit.sync;
+        if sync {
+            sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await.map_err(|e| self.error(e))?;
+        }
+        let result = async {
+            let mut tx =
+                sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await.map_err(|e| self.error(e))?;
+            let seq = self.apply(&mut tx, id, owner, commit).await?;
+            tx.commit().await.map_err(|e| self.error(e))?;
+            Ok(seq)
+        }
+        .await;
+        if sync {
+            sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await.map_err(|e| self.error(e))?;
+        }
+        result
+    }
+
+    async fn reply(&self, id: &str, turn: u32) -> Result<Option<Value>, StoreError> {
+        let body: Option<String> = sqlx::query_scalar("SELECT body FROM replies WHERE run_id = ? AND turn = ?")
+            .bind(id)
+            .bind(i64::from(turn))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        body.map(|b| json(&b, "a model reply")).transpose()
+    }
+
+    async fn calls(&self, id: &str) -> Result<Vec<CallEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT key, tool, arguments, effect, result FROM calls WHERE run_id = ? ORDER BY started_ms, key",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
+        rows.iter()
+            .map(|row| {
+                let get = |i: usize| row.try_get::<Option<String>, _>(i).map_err(|e| self.error(e));
+                Ok(CallEntry {
+                    key: get(0)?.unwrap_or_default(),
+                    tool: get(1)?.unwrap_or_default(),
+                    arguments: json(&get(2)?.unwrap_or_default(), "a call's arguments")?,
+                    effect: get(3)?.unwrap_or_default(),
+                    result: get(4)?.map(|r| json(&r, "a call's result")).transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    async fn request_cancel(&self, id: &str) -> Result<Option<Run>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(|e| self.error(e))?;
+        sqlx::query("UPDATE runs SET cancel_requested = 1, updated_ms = ? WHERE id = ?")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.error(e))?;
+        let run = self.run_in(&mut tx, id).await?;
+        tx.commit().await.map_err(|e| self.error(e))?;
+        Ok(run)
+    }
+
+    async fn unfinished(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, owner, lease_until FROM runs WHERE status IN ('queued', 'running') \
+             OR (cancel_requested = 1 AND status IN ('paused', 'in_doubt')) ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
+        let now = now_ms();
+        let mut free = Vec::new();
+        for row in rows {
+            let id: String = row.try_get(0).map_err(|e| self.error(e))?;
+            let owner: Option<String> = row.try_get(1).map_err(|e| self.error(e))?;
+            let lease_until: i64 = row.try_get(2).map_err(|e| self.error(e))?;
+            if owner.as_deref().is_none_or(|o| lease_until < now || owner_is_gone(o)) {
+                free.push(id);
+            }
+        }
+        Ok(free)
+    }
+
+    async fn decide(&self, id: &str, decisions: &[Decision]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(|e| self.error(e))?;
+        for decision in decisions {
+            sqlx::query("DELETE FROM decisions WHERE run_id = ? AND call_id = ? AND used = 0")
+                .bind(id)
+                .bind(&decision.call_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.error(e))?;
+            sqlx::query(
+                "INSERT INTO decisions (run_id, call_id, verdict, result, made_by, made_ms) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(id)
+            .bind(&decision.call_id)
+            .bind(&decision.verdict)
+            .bind(decision.result.as_ref().map(Value::to_string))
+            .bind(&decision.made_by)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.error(e))?;
+        }
+        tx.commit().await.map_err(|e| self.error(e))
+    }
+
+    async fn decisions(&self, id: &str) -> Result<Vec<Decision>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT call_id, verdict, result, made_by FROM decisions WHERE run_id = ? AND used = 0 ORDER BY made_ms",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.error(e))?;
+        rows.iter()
+            .map(|row| {
+                let get = |i: usize| row.try_get::<Option<String>, _>(i).map_err(|e| self.error(e));
+                Ok(Decision {
+                    call_id: get(0)?.unwrap_or_default(),
+                    verdict: get(1)?.unwrap_or_default(),
+                    result: get(2)?.map(|r| json(&r, "a decision's result")).transpose()?,
+                    made_by: get(3)?.unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    async fn counts(&self) -> Result<Vec<(Status, u64)>, StoreError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) FROM runs GROUP BY status")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        rows.iter()
+            .map(|row| {
+                let status: String = row.try_get(0).map_err(|e| self.error(e))?;
+                let count: i64 = row.try_get(1).map_err(|e| self.error(e))?;
+                let status = Status::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status `{status}`")))?;
+                Ok((status, u64::try_from(count).unwrap_or(0)))
+            })
+            .collect()
+    }
+
+    async fn create_key(&self, key: NewKey) -> Result<ApiKey, StoreError> {
+        let (id, secret) = new_secret();
+        let created_ms = now_ms();
+        sqlx::query("INSERT INTO api_keys (id, tenant, scopes, max_runs, hash, created_ms) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(&id)
+            .bind(&key.tenant)
+            .bind(scopes_text(&key.scopes))
+            .bind(i64::from(key.max_runs))
+            .bind(hash_secret(&secret))
+            .bind(created_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(ApiKey {
+            id,
+            tenant: key.tenant,
+            scopes: key.scopes,
+            max_runs: key.max_runs,
+            created_ms,
+            secret: Some(secret),
+        })
+    }
+
+    async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        let row = sqlx::query("SELECT id, tenant, scopes, max_runs, created_ms FROM api_keys WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        row.map(|r| key_from(&r).map_err(|e| self.error(e))).transpose()
+    }
+
+    async fn keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        let rows = sqlx::query("SELECT id, tenant, scopes, max_runs, created_ms FROM api_keys ORDER BY created_ms")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        rows.iter().map(|r| key_from(r).map_err(|e| self.error(e))).collect()
+    }
+}
+
+fn run_from(row: &SqliteRow) -> Result<Run, StoreError> {
+    let corrupt = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+    let text = |i: usize| row.try_get::<String, _>(i).map_err(corrupt);
+    let optional = |i: usize| row.try_get::<Option<String>, _>(i).map_err(corrupt);
+    let number = |i: usize| row.try_get::<i64, _>(i).map_err(corrupt);
+    let status = text(5)?;
+    Ok(Run {
+        id: text(0)?,
+        tenant: text(1)?,
+        agent: text(2)?,
+        task: text(3)?,
+        inputs: json(&text(4)?, "a run's inputs")?,
+        status: Status::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status `{status}`")))?,
+        outcome: optional(6)?.map(|o| json(&o, "a run's outcome")).transpose()?,
+        last_seq: u64::try_from(number(7)?).unwrap_or(0),
+        created_ms: number(8)?,
+        updated_ms: number(9)?,
+        cancel_requested: number(10)? != 0,
+        snapshot: json(&text(11)?, "a run's agent snapshot")?,
+        checkpoint: optional(12)?.map(|c| json(&c, "a run's checkpoint")).transpose()?,
+    })
+}
+
+fn key_from(row: &SqliteRow) -> Result<ApiKey, sqlx::Error> {
+    Ok(ApiKey {
+        id: row.try_get(0)?,
+        tenant: row.try_get(1)?,
+        scopes: parse_scopes(&row.try_get::<String, _>(2)?),
+        max_runs: u32::try_from(row.try_get::<i64, _>(3)?).unwrap_or(0),
+        created_ms: row.try_get(4)?,
+        secret: None,
+    })
+}
+
+fn json(text: &str, what: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Whether `owner` (host/pid/nonce) was a process of this host that has exited: its runs need
+/// not wait for its lease to run out.
+fn owner_is_gone(owner: &str) -> bool {
+    let mut parts = owner.split('/');
+    let (Some(host), Some(pid)) = (parts.next(), parts.next()) else { return false };
+    if host != crate::hostname() {
+        return false;
+    }
+    let Ok(pid) = pid.parse::<libc::pid_t>() else { return false };
+    if pid == std::process::id() as libc::pid_t {
+        return false;
+    }
+    // Signal 0 checks that the process exists without touching it.
+    // SAFETY: kill with signal 0 has no effect beyond the check.
+    let alive =
+        unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    !alive
+}
