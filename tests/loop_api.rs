@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reagent::agent_loop::{Agent, Checkpoint, LoopConfig, RunOutcome};
+use reagent::agent_loop::{Agent, Checkpoint, LoopConfig, RunOutcome, Verdict};
 use reagent::conversation::{Message, ToolChoice, ToolDeclaration};
 use reagent::events::Event;
 use reagent::model::{Model, ModelError, ModelReply, ModelRequest, ReplayModel, Usage};
@@ -494,7 +494,8 @@ async fn a_call_that_needs_approval_pauses_the_run_which_resumes_with_the_decisi
         let saved = serde_json::to_string(&checkpoint).unwrap();
         let checkpoint: Checkpoint = serde_json::from_str(&saved).unwrap();
         let ids: Vec<String> = checkpoint.awaiting().iter().map(|c| c.id.clone()).collect();
-        let decisions = ids.iter().map(|id| (id.clone(), approve)).collect();
+        let verdict = if approve { Verdict::Approve } else { Verdict::Deny };
+        let decisions = ids.iter().map(|id| (id.clone(), verdict.clone())).collect();
         let mut events = Vec::new();
         let outcome = agent.resume(checkpoint, &decisions, &mut |e: &Event| events.push(e.clone())).await.unwrap();
         assert!(matches!(outcome, RunOutcome::Answered { steps: 2, .. }), "{outcome:?}");

@@ -267,23 +267,20 @@ fn a_placeholder_that_names_no_input_is_an_error_in_the_agent_file() {
 
 #[test]
 fn a_call_that_needs_approval_pauses_without_a_terminal_and_resumes_with_the_decision() {
-    let cache = tempfile::tempdir().unwrap();
     let agent = TestAgent::new("    approval: always\n", &[CALC_395, "395"]);
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_reagent"))
-        .args(["run", agent.file().to_str().unwrap(), "task"])
-        .env("REAGENT_CACHE_DIR", cache.path())
-        .output()
-        .unwrap();
+    let run = agent.run("task");
     assert_eq!(run.status.code(), Some(13), "{}", stderr(&run));
     let err = stderr(&run);
     assert!(err.contains(r#"approval │ calc {"expression":"(17*23)+4"} waits for a person's yes"#), "{err}");
-    let state = err.split("reagent resume ").nth(1).and_then(|rest| rest.split(' ').next()).expect("a resume command");
-    assert!(state.starts_with(cache.path().to_str().unwrap()), "{state}");
+    let id = err.split("reagent resume ").nth(1).and_then(|rest| rest.split(' ').next()).expect("a resume command");
+    assert!(err.starts_with(&format!("run {id}\n")), "the run's id comes first: {err}");
 
-    let (code, events, err) = reagent_json(&["resume", state, "--approve", "--json"]);
+    let (code, events, err) = reagent_json(&["resume", id, "--approve", "--json"]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(events_of(&events, "tool_result")[0]["result"], json!(395));
-    assert!(!std::path::Path::new(state).exists(), "a decision is taken once");
+    let again = reagent(&["resume", id, "--approve"]);
+    assert_eq!(again.status.code(), Some(2), "a decision is taken once: {}", stderr(&again));
+    assert!(stderr(&again).contains("is answered, not paused for approval"), "{}", stderr(&again));
 
     let side_effects = TestAgent::new("    approval: side-effects\n", &[CALC_395, "395"]);
     assert_eq!(side_effects.run("task").status.code(), Some(0), "calc is pure: nothing to approve");

@@ -50,10 +50,27 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(failed)?;
-        let store = SqliteStore { pool, place };
-        store.migrate().await?;
-        Ok(store)
+        // Switching a new file to WAL takes a lock that SQLite's busy timeout does not wait for:
+        // processes opening a new store at once retry for a while instead of failing.
+        let mut attempts = 0;
+        loop {
+            let opened = match SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await {
+                Ok(pool) => {
+                    let store = SqliteStore { pool, place: place.clone() };
+                    store.migrate().await.map(|()| store)
+                }
+                Err(e) => Err(failed(e)),
+            };
+            match opened {
+                Err(StoreError::Database { message, .. })
+                    if message.contains("database is locked") && attempts < 200 =>
+                {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     fn error(&self, e: sqlx::Error) -> StoreError {

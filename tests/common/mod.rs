@@ -68,7 +68,20 @@ pub fn reagent_json(args: &[&str]) -> (Option<i32>, Vec<Value>, String) {
 }
 
 pub fn reagent(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_reagent")).args(args).current_dir(repo_root()).output().expect("run reagent")
+    reagent_command().args(args).output().expect("run reagent")
+}
+
+/// `reagent`, run from the repository's root on this test binary's own run store.
+pub fn reagent_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_reagent"));
+    command.current_dir(repo_root()).env("REAGENT_DB", test_db());
+    command
+}
+
+/// A run store for this test binary, in a folder removed when it exits.
+pub fn test_db() -> PathBuf {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir")).path().join("runs.db")
 }
 
 /// The events without the streamed deltas, for readable assertion messages.
