@@ -349,8 +349,14 @@ impl Agent {
                 _ => {}
             }
         }
+        let decided = !resumed.is_empty();
         let Resumed { approved, denied, retried, done, skipped } = resumed;
         events.emit(&Event::RunResumed { step: spent.steps, approved, denied, retried, done, skipped });
+        if decided {
+            // The decisions are used up before anything acts on them: a stop from here on resumes
+            // from a checkpoint that has them, never from one that would apply them twice.
+            self.checkpoint(&task, &progress, &pending, spent).await?;
+        }
         if let Some(stop) = self.journal.as_ref().and_then(|j| j.stop_requested()) {
             return Ok(self.stopped(stop, spent, events));
         }
@@ -474,6 +480,12 @@ struct Resumed {
     retried: Vec<String>,
     done: Vec<String>,
     skipped: Vec<String>,
+}
+
+impl Resumed {
+    fn is_empty(&self) -> bool {
+        [&self.approved, &self.denied, &self.retried, &self.done, &self.skipped].iter().all(|ids| ids.is_empty())
+    }
 }
 
 /// A run's outcome as callers see it: a journal that failed stops the run where it last committed.

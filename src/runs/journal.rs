@@ -129,6 +129,7 @@ impl Journal for StoreJournal {
     }
 
     async fn record_reply(&self, turn: u32, reply: &ModelReply) -> Result<(), JournalError> {
+        super::crash::point("reply");
         let body = serde_json::to_value(reply).map_err(|e| JournalError(e.to_string()))?;
         let commit = Commit { reply: Some((turn, body)), ..Commit::default() };
         self.store.commit(&self.run, &self.owner, commit).await.map_err(stored).map(drop)
@@ -149,10 +150,12 @@ impl Journal for StoreJournal {
         let commit = Commit { started: vec![entry], sync: effect == Effect::SideEffect, ..Commit::default() };
         self.store.commit(&self.run, &self.owner, commit).await.map_err(stored)?;
         lock(&self.calls).insert(call.id.clone(), CallRecord::Unfinished);
+        super::crash::point("call_started");
         Ok(())
     }
 
     async fn call_finished(&self, id: &str, outcome: &ToolOutcome) -> Result<(), JournalError> {
+        super::crash::point("call_finished");
         let result = serde_json::to_value(outcome).map_err(|e| JournalError(e.to_string()))?;
         let commit = Commit { finished: vec![(id.to_string(), result)], ..Commit::default() };
         self.store.commit(&self.run, &self.owner, commit).await.map_err(stored)?;
@@ -161,6 +164,7 @@ impl Journal for StoreJournal {
     }
 
     async fn checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), JournalError> {
+        super::crash::point("checkpoint");
         let saved = serde_json::to_value(checkpoint).map_err(|e| JournalError(e.to_string()))?;
         self.commit(Commit { checkpoint: Some(saved), status: Some(Status::Running), ..Commit::default() }).await
     }

@@ -5,6 +5,7 @@
 //! The CLI and the server both go through `Runs`; neither touches the loop or the store's
 //! journal directly.
 
+mod crash;
 mod journal;
 
 use std::collections::HashMap;
@@ -168,6 +169,9 @@ impl Runs {
         }
         if run.status.is_waiting() && verdicts.is_empty() && !run.cancel_requested {
             return Ok((None, changed));
+        }
+        if checkpoint.is_some() {
+            crash::point("resume");
         }
         let sources = Sources::pinned(bound.snapshot);
         let (_, mut agent) = launch_from(&self.runtime, &sources, &bound.file, &inputs).await?;
