@@ -13,6 +13,7 @@ pub mod launch;
 pub mod model;
 pub mod runs;
 pub mod runtime;
+pub mod server;
 pub mod spec;
 pub mod toolbox;
 

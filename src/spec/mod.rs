@@ -24,6 +24,7 @@ pub use model::{
     Sampling,
 };
 pub use sources::{Snapshot, Sources};
+pub use units::parse_duration;
 pub use yaml::{Position, SpecError};
 
 use crate::conversation::ToolChoice;

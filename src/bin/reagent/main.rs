@@ -5,6 +5,7 @@ mod inputs;
 mod model;
 mod run;
 mod runs;
+mod serve;
 mod tool;
 
 use std::io::Write;
@@ -117,6 +118,21 @@ enum Command {
     /// The runs in the run store: list, show, events, resume, cancel, approve, deny, decide.
     #[command(subcommand, after_help = EXIT_CODES)]
     Runs(runs::RunsCommand),
+    /// Serve the agent files of a folder over HTTP (see README: the runs API, SSE events,
+    /// approvals, /openapi.json, an OpenAI-compatible /v1/chat/completions). Runs are recorded in
+    /// the run store and driven in this process; SIGTERM drains them to a turn boundary, and the
+    /// next start resumes them.
+    Serve {
+        /// The folder of agent files (*.yaml) to offer, by their `name:`
+        #[arg(long)]
+        agents: PathBuf,
+        /// Where to listen; beyond loopback only once the store has API keys
+        #[arg(long, default_value = "127.0.0.1:8420")]
+        listen: std::net::SocketAddr,
+    },
+    /// API keys for `reagent serve`: create (the secret is shown once), list.
+    #[command(subcommand)]
+    Keys(serve::KeysCommand),
     /// Print the agent's first model turn as its backend would be sent it, without loading or
     /// calling the model: the prompt text with `format: exaone`; the request (messages, tools,
     /// thinking switch, constraint) where the model's own template or a server renders it.
@@ -172,6 +188,14 @@ fn main() -> ExitCode {
             },
             Command::Runs(command) => match open_runs(db.as_deref(), runtime).await {
                 Ok(runs) => runs::run(&runs, command).await,
+                Err(code) => code,
+            },
+            Command::Serve { agents, listen } => match open_runs(db.as_deref(), runtime).await {
+                Ok(runs) => serve::run(runs, &agents, listen).await,
+                Err(code) => code,
+            },
+            Command::Keys(command) => match open_runs(db.as_deref(), runtime).await {
+                Ok(runs) => serve::keys(&runs, command).await,
                 Err(code) => code,
             },
             Command::Prompt { agent, task, inputs } => match runtime() {

@@ -1,0 +1,164 @@
+//! `reagent serve`: the HTTP API over durable runs. Handlers stay thin: they check the caller and
+//! the request, then ask `runs::Runs` (submit, drive, cancel) or the run store (read), and shape
+//! the answer. Runs execute in this process, on its one runtime; a closed connection never stops
+//! one. SIGTERM (or SIGINT) drains: new work is refused, every run stops at its next turn
+//! boundary, resumable, and the next `serve` on the same store takes them up again.
+
+mod api;
+mod auth;
+mod hub;
+mod metrics;
+mod openai;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use tokio::sync::watch;
+
+use crate::runs::Runs;
+use crate::spec::{AgentSpec, Approval};
+
+pub use auth::{LOOPBACK_ONLY, needs_keys};
+
+/// The largest request body accepted.
+pub const MAX_BODY: usize = 256 * 1024;
+
+/// How long a drain waits for runs to reach a turn boundary before the process exits anyway
+/// (they are resumable from their last checkpoint either way).
+const DRAIN_TIME: Duration = Duration::from_secs(60);
+
+/// An agent the server offers, by name.
+#[derive(Debug, Clone)]
+pub struct Offered {
+    pub file: PathBuf,
+    pub name: String,
+    pub description: Option<String>,
+    pub inputs: Vec<String>,
+    /// Some call of it may wait for a person's approval.
+    pub approvals: bool,
+}
+
+/// Reads the agent files of `dir` (`*.yaml`, `*.yml`), by name. A broken file or two agents of one
+/// name is an error: a server must not start with half its agents.
+pub fn offered_agents(dir: &Path) -> Result<BTreeMap<String, Offered>, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read --agents {}: {e}", dir.display()))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().contains(".replay.")))
+        .collect();
+    files.sort();
+    let mut agents = BTreeMap::new();
+    for file in files {
+        let file = std::path::absolute(&file).unwrap_or(file);
+        let spec = AgentSpec::load(&file).map_err(|e| e.to_string())?;
+        let approvals = spec.tools.iter().any(|t| t.approval != Approval::Never);
+        let offered = Offered {
+            name: spec.name.clone(),
+            description: spec.description.clone(),
+            inputs: spec.inputs.iter().map(|i| i.name.clone()).collect(),
+            approvals,
+            file: file.clone(),
+        };
+        if let Some(earlier) = agents.insert(spec.name.clone(), offered) {
+            return Err(format!(
+                "{} and {} both name an agent `{}`: names must be unique",
+                earlier.file.display(),
+                file.display(),
+                spec.name
+            ));
+        }
+    }
+    Ok(agents)
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct App {
+    runs: Runs,
+    agents: Arc<BTreeMap<String, Offered>>,
+    hub: hub::Hub,
+    metrics: Arc<metrics::Metrics>,
+    draining: Arc<AtomicBool>,
+    /// Runs this process drives now: the drain waits for none.
+    driving: Arc<AtomicUsize>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl App {
+    /// Drives the run in the background until it ends or stops; events wake its followers.
+    pub(crate) fn spawn_drive(&self, id: String) {
+        if self.draining.load(Ordering::SeqCst) {
+            return;
+        }
+        let app = self.clone();
+        app.driving.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            let listener = app.hub.listener(&id, app.metrics.clone());
+            // Errors are the run's own (recorded in the store) or another process holds it.
+            let _ = app.runs.drive(&id, listener, None).await;
+            app.hub.ended(&id);
+            app.driving.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+}
+
+/// Serves the API on `listener` until SIGTERM or SIGINT, then drains.
+pub async fn serve(
+    runs: Runs,
+    agents: BTreeMap<String, Offered>,
+    listener: tokio::net::TcpListener,
+) -> Result<(), String> {
+    let (stop, shutdown) = watch::channel(false);
+    let app = App {
+        runs,
+        agents: Arc::new(agents),
+        hub: hub::Hub::default(),
+        metrics: Arc::default(),
+        draining: Arc::default(),
+        driving: Arc::default(),
+        shutdown: shutdown.clone(),
+    };
+    for id in app.runs.store().unfinished().await.map_err(|e| e.to_string())? {
+        app.spawn_drive(id);
+    }
+    let router: Router =
+        api::routes().merge(openai::routes()).layer(DefaultBodyLimit::max(MAX_BODY)).with_state(app.clone());
+    let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .map_err(|e| format!("cannot listen for SIGTERM: {e}"))?;
+    let stop_on_signal = stop.clone();
+    std::thread::spawn(move || {
+        let mut signals = signals;
+        if signals.forever().next().is_some() {
+            let _ = stop_on_signal.send(true);
+        }
+    });
+    let drain = {
+        let app = app.clone();
+        let mut shutdown = shutdown.clone();
+        async move {
+            let _ = shutdown.wait_for(|stopping| *stopping).await;
+            app.draining.store(true, Ordering::SeqCst);
+            app.runs.shut_down();
+        }
+    };
+    let local: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
+    eprintln!("reagent: serving {} agent(s) on http://{local}", app.agents.len());
+    axum::serve(listener, router).with_graceful_shutdown(drain).await.map_err(|e| e.to_string())?;
+    let waited = tokio::time::timeout(DRAIN_TIME, async {
+        while app.driving.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    if waited.await.is_err() {
+        eprintln!("reagent: runs still going after {DRAIN_TIME:?}; they resume from their last checkpoint");
+    }
+    eprintln!("reagent: drained; unfinished runs resume on the next start");
+    Ok(())
+}
