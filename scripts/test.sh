@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the tool components, pulls the models, installs llama.cpp's server, then runs every test.
+# Builds the tool components, pulls the models, installs llama.cpp's server and the API tests'
+# clients, then runs every test.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
@@ -8,6 +9,10 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 llama_python="$(mktemp)"
 "$root/scripts/llama-server-setup.sh" >"$llama_python" &
 llama_setup=$!
+# The API tests drive `reagent serve` with third-party clients (openai, schemathesis).
+clients_python="$(mktemp)"
+"$root/scripts/api-clients-setup.sh" >"$clients_python" &
+clients_setup=$!
 
 "$root/scripts/setup.sh"
 
@@ -18,6 +23,13 @@ fi
 REAGENT_LLAMA_PYTHON="$(cat "$llama_python")"
 rm -f "$llama_python"
 export REAGENT_LLAMA_PYTHON
+if ! wait "$clients_setup"; then
+    echo "test: installing the API clients failed (scripts/api-clients-setup.sh)" >&2
+    exit 1
+fi
+REAGENT_CLIENTS_PYTHON="$(cat "$clients_python")"
+rm -f "$clients_python"
+export REAGENT_CLIENTS_PYTHON
 
 cargo test --locked --workspace --manifest-path "$root/Cargo.toml" "$@"
 cargo test --locked --manifest-path "$root/tools/Cargo.toml"

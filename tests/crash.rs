@@ -6,62 +6,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::ledger::LedgerAgent;
 use common::*;
 use reagent_store::{RunFilter, RunStore, SqliteStore, Status};
 use serde_json::{Value, json};
-
-/// An agent whose replay script appends `<tag>-1`, echoes, appends `<tag>-2`, then answers.
-struct LedgerAgent {
-    dir: tempfile::TempDir,
-    tag: String,
-    calls: [Value; 3],
-}
-
-impl LedgerAgent {
-    fn new(ledger: &Path, tag: &str, wait_ms: u64) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let yaml = format!(
-            "name: ledger-agent\nmodel:\n  backend: replay\n  script: script.yaml\nreasoning: off\ntools:\n  - component: {}\n    grants:\n      dirs:\n        - {{host: {}, guest: /ledger, mode: rw}}\n",
-            test_component("ledger").display(),
-            ledger.display()
-        );
-        std::fs::write(dir.path().join("agent.yaml"), yaml).unwrap();
-        let calls = [
-            json!({"name": "append", "arguments": {"line": format!("{tag}-1"), "wait_ms": wait_ms, "wait_after_ms": wait_ms}}),
-            json!({"name": "echo", "arguments": {"text": tag, "wait_ms": wait_ms}}),
-            json!({"name": "append", "arguments": {"line": format!("{tag}-2"), "wait_ms": wait_ms, "wait_after_ms": wait_ms}}),
-        ];
-        let mut turns: Vec<String> = calls.iter().map(|call| format!("<tool_call>{call}</tool_call>")).collect();
-        turns.push(format!("{tag} is done."));
-        std::fs::write(dir.path().join("script.yaml"), json!({ "turns": turns }).to_string()).unwrap();
-        LedgerAgent { dir, tag: tag.to_string(), calls }
-    }
-
-    /// The conversation an uninterrupted run has when the model answers: the task, each call
-    /// and what it returned.
-    fn conversation(&self) -> Value {
-        let mut messages = vec![json!({"role": "user", "content": "keep the ledger"})];
-        for (n, call) in self.calls.iter().enumerate() {
-            let id = format!("call_{}_1", n + 1);
-            let result = match call["name"].as_str() {
-                Some("append") => json!({"appended": call["arguments"]["line"]}),
-                _ => call["arguments"]["text"].clone(),
-            };
-            let called = json!({"id": id, "name": call["name"], "arguments": call["arguments"]});
-            messages.push(json!({"role": "assistant", "content": "", "tool_calls": [called]}));
-            messages.push(json!({"role": "tool", "call_id": id, "content": result}));
-        }
-        Value::Array(messages)
-    }
-
-    fn file(&self) -> PathBuf {
-        self.dir.path().join("agent.yaml")
-    }
-}
 
 fn reagent_on(db: &Path, args: &[&str], crash_at: Option<&str>) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_reagent"));

@@ -268,8 +268,8 @@ pub trait RunStore: Send + Sync {
     /// a starting server takes up.
     async fn unfinished(&self) -> Result<Vec<String>, StoreError>;
 
-    /// Records decisions on the calls a waiting run waits for. Replaces an earlier unused decision
-    /// on the same call.
+    /// Records decisions on the calls a waiting run waits for, and queues the run to go on with
+    /// them. Replaces an earlier unused decision on the same call.
     async fn decide(&self, id: &str, decisions: &[Decision]) -> Result<(), StoreError>;
 
     /// The decisions not used yet.

@@ -453,6 +453,14 @@ impl RunStore for SqliteStore {
             .await
             .map_err(|e| self.error(e))?;
         }
+        sqlx::query(
+            "UPDATE runs SET status = 'queued', updated_ms = ? WHERE id = ? AND status IN ('paused', 'in_doubt')",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.error(e))?;
         tx.commit().await.map_err(|e| self.error(e))
     }
 

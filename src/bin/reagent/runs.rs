@@ -151,7 +151,7 @@ async fn decide_all(runs: &Runs, id: &str, calls: Vec<String>, verdict: &str) ->
         .into_iter()
         .map(|call_id| Decision { call_id, verdict: verdict.into(), result: None, made_by: "cli".into() })
         .collect();
-    record(runs, id, decisions, "paused").await
+    record(runs, id, decisions, "awaiting").await
 }
 
 fn awaited_ids(checkpoint: &Option<Value>) -> Vec<String> {
@@ -160,15 +160,26 @@ fn awaited_ids(checkpoint: &Option<Value>) -> Vec<String> {
     ids.iter().filter_map(|call| call["id"].as_str().map(str::to_string)).collect()
 }
 
-/// Records decisions on a run that waits (`waits_as`: the status they fit).
-async fn record(runs: &Runs, id: &str, decisions: Vec<Decision>, waits_as: &str) -> ExitCode {
+/// Records decisions on calls a run waits for (`list`: `awaiting` approval, or `in_doubt`).
+async fn record(runs: &Runs, id: &str, decisions: Vec<Decision>, list: &str) -> ExitCode {
+    let waits_as = if list == "awaiting" { "paused" } else { "in_doubt" };
     let run = match runs.store().get(id).await {
         Ok(Some(run)) => run,
         Ok(None) => return no_such_run(id),
         Err(e) => return fail(Exit::Internal, &e.to_string()),
     };
-    if run.status.as_str() != waits_as {
-        let message = format!("run {id} is {}, not {waits_as}: there is nothing to decide", run.status);
+    // A run with some decisions recorded is queued to go on; it still waits for the calls it
+    // has no decision on.
+    let waiting = waiting_calls(&run.checkpoint);
+    let known: Vec<&str> = waiting[list].as_array().into_iter().flatten().filter_map(|c| c["id"].as_str()).collect();
+    let takes_decisions = run.status.as_str() == waits_as || run.status == Status::Queued;
+    if let Some(unknown) = decisions.iter().find(|d| !takes_decisions || !known.contains(&d.call_id.as_str())) {
+        let message = format!(
+            "run {id} is {} and has no call {} {}: see `reagent runs show {id}`",
+            run.status,
+            unknown.call_id,
+            waits_as.replace('_', " ")
+        );
         return fail(Exit::Usage, &message);
     }
     if decisions.is_empty() {

@@ -31,7 +31,8 @@ fn append(args: AppendArgs) -> Result<Appended, ToolError> {
         .append(true)
         .open("/ledger/ledger.txt")
         .map_err(|e| ToolError::failed(format!("cannot open the ledger: {e}")))?;
-    writeln!(file, "{}", args.line).map_err(|e| ToolError::failed(format!("cannot append: {e}")))?;
+    // One write: concurrent appends (other runs, other processes) never interleave within a line.
+    file.write_all(format!("{}\n", args.line).as_bytes()).map_err(|e| ToolError::failed(format!("cannot append: {e}")))?;
     drop(file);
     std::thread::sleep(std::time::Duration::from_millis(args.wait_after_ms));
     Ok(Appended { appended: args.line })
