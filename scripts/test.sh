@@ -4,32 +4,36 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
-# The openai backend's tests run against a real llama.cpp server on loopback. Its first build
-# overlaps reagent's: cargo leaves a core idle through its long single-crate stretches.
-llama_python="$(mktemp)"
-"$root/scripts/llama-server-setup.sh" >"$llama_python" &
-llama_setup=$!
-# The API tests drive `reagent serve` with third-party clients (openai, schemathesis).
-clients_python="$(mktemp)"
-"$root/scripts/api-clients-setup.sh" >"$clients_python" &
-clients_setup=$!
+# Runs a setup script in the background, its output (a python) kept in a file.
+start_setup() {
+    local out
+    out="$(mktemp)"
+    "$root/scripts/$1" >"$out" &
+    echo "$! $out"
+}
+
+# Waits for a setup started by start_setup and exports its python as $2.
+finish_setup() {
+    local pid out
+    read -r pid out <<<"$1"
+    if ! wait "$pid"; then
+        echo "test: scripts/$3 failed" >&2
+        exit 1
+    fi
+    export "$2=$(cat "$out")"
+    rm -f "$out"
+}
+
+# The openai backend's tests run against a real llama.cpp server on loopback; the API tests drive
+# `reagent serve` with third-party clients (openai, schemathesis). The llama.cpp build overlaps
+# reagent's: cargo leaves a core idle through its long single-crate stretches.
+llama="$(start_setup llama-server-setup.sh)"
+clients="$(start_setup api-clients-setup.sh)"
 
 "$root/scripts/setup.sh"
 
-if ! wait "$llama_setup"; then
-    echo "test: installing llama.cpp's server failed (scripts/llama-server-setup.sh)" >&2
-    exit 1
-fi
-REAGENT_LLAMA_PYTHON="$(cat "$llama_python")"
-rm -f "$llama_python"
-export REAGENT_LLAMA_PYTHON
-if ! wait "$clients_setup"; then
-    echo "test: installing the API clients failed (scripts/api-clients-setup.sh)" >&2
-    exit 1
-fi
-REAGENT_CLIENTS_PYTHON="$(cat "$clients_python")"
-rm -f "$clients_python"
-export REAGENT_CLIENTS_PYTHON
+finish_setup "$llama" REAGENT_LLAMA_PYTHON llama-server-setup.sh
+finish_setup "$clients" REAGENT_CLIENTS_PYTHON api-clients-setup.sh
 
 cargo test --locked --workspace --manifest-path "$root/Cargo.toml" "$@"
 cargo test --locked --manifest-path "$root/tools/Cargo.toml"

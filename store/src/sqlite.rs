@@ -96,6 +96,24 @@ impl SqliteStore {
         }
     }
 
+    /// The rows of a query about run `id` whose `N` columns are all text.
+    async fn text_rows<const N: usize>(
+        &self,
+        sql: &'static str,
+        id: &str,
+    ) -> Result<Vec<[Option<String>; N]>, StoreError> {
+        let rows = sqlx::query(sql).bind(id).fetch_all(&self.pool).await.map_err(|e| self.error(e))?;
+        rows.iter()
+            .map(|row| {
+                let mut columns: [Option<String>; N] = std::array::from_fn(|_| None);
+                for (i, column) in columns.iter_mut().enumerate() {
+                    *column = row.try_get(i).map_err(|e| self.error(e))?;
+                }
+                Ok(columns)
+            })
+            .collect()
+    }
+
     async fn run_in(&self, conn: &mut SqliteConnection, id: &str) -> Result<Option<Run>, StoreError> {
         let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -376,22 +394,17 @@ impl RunStore for SqliteStore {
     }
 
     async fn calls(&self, id: &str) -> Result<Vec<CallEntry>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT key, tool, arguments, effect, result FROM calls WHERE run_id = ? ORDER BY started_ms, key",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.error(e))?;
-        rows.iter()
-            .map(|row| {
-                let get = |i: usize| row.try_get::<Option<String>, _>(i).map_err(|e| self.error(e));
+        let sql = "SELECT key, tool, arguments, effect, result FROM calls WHERE run_id = ? ORDER BY started_ms, key";
+        self.text_rows(sql, id)
+            .await?
+            .into_iter()
+            .map(|[key, tool, arguments, effect, result]| {
                 Ok(CallEntry {
-                    key: get(0)?.unwrap_or_default(),
-                    tool: get(1)?.unwrap_or_default(),
-                    arguments: json(&get(2)?.unwrap_or_default(), "a call's arguments")?,
-                    effect: get(3)?.unwrap_or_default(),
-                    result: get(4)?.map(|r| json(&r, "a call's result")).transpose()?,
+                    key: key.unwrap_or_default(),
+                    tool: tool.unwrap_or_default(),
+                    arguments: json(&arguments.unwrap_or_default(), "a call's arguments")?,
+                    effect: effect.unwrap_or_default(),
+                    result: result.map(|r| json(&r, "a call's result")).transpose()?,
                 })
             })
             .collect()
@@ -465,21 +478,17 @@ impl RunStore for SqliteStore {
     }
 
     async fn decisions(&self, id: &str) -> Result<Vec<Decision>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT call_id, verdict, result, made_by FROM decisions WHERE run_id = ? AND used = 0 ORDER BY made_ms",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.error(e))?;
-        rows.iter()
-            .map(|row| {
-                let get = |i: usize| row.try_get::<Option<String>, _>(i).map_err(|e| self.error(e));
+        let sql =
+            "SELECT call_id, verdict, result, made_by FROM decisions WHERE run_id = ? AND used = 0 ORDER BY made_ms";
+        self.text_rows(sql, id)
+            .await?
+            .into_iter()
+            .map(|[call_id, verdict, result, made_by]| {
                 Ok(Decision {
-                    call_id: get(0)?.unwrap_or_default(),
-                    verdict: get(1)?.unwrap_or_default(),
-                    result: get(2)?.map(|r| json(&r, "a decision's result")).transpose()?,
-                    made_by: get(3)?.unwrap_or_default(),
+                    call_id: call_id.unwrap_or_default(),
+                    verdict: verdict.unwrap_or_default(),
+                    result: result.map(|r| json(&r, "a decision's result")).transpose()?,
+                    made_by: made_by.unwrap_or_default(),
                 })
             })
             .collect()
