@@ -112,7 +112,8 @@ async fn a_run_killed_at_each_named_point_ends_answered_with_each_side_effect_on
         ("call_finished@1", true), // append ran; its result never recorded
         ("call_started@2", false), // echo (pure) started: simply run again
         ("call_finished@3", true), // the second append ran; its result never recorded
-        ("checkpoint@2", false),   // the results of step 1 recorded, the turn boundary not
+        ("checkpoint@2", true),    // append ran; its result waits for this turn boundary's commit
+        ("checkpoint@3", false),   // step 2 decided (echo), not committed: its turn is asked again
     ];
     for (point, in_doubt) in points {
         let (db_dir, ledger) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());

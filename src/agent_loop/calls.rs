@@ -92,13 +92,15 @@ impl Agent {
     ) -> Result<(), JournalError> {
         let step = spent.steps;
         let before = &*spent;
+        // A turn's only call has its result committed with the checkpoint that follows it.
+        let alone = pending.iter().filter(|p| p.call.is_ok() && p.refusal.is_none()).count() == 1;
         let outcomes: Vec<Result<Ran, JournalError>> = stream::iter(pending)
             .map(|Pending { call, refusal, .. }| async move {
                 match call {
                     Ok(call) => {
                         let (outcome, child) = match refusal {
                             Some(error) => (failed(error), None),
-                            None => self.journalled(&call, before).await?,
+                            None => self.journalled(&call, before, alone).await?,
                         };
                         Ok((call.id, Some(call.name), outcome, child))
                     }
@@ -127,13 +129,22 @@ impl Agent {
     }
 
     /// Runs a call under the run's deadline, with a journal recording it as started before it runs
-    /// and its outcome after; a call the journal saw finish is not run again.
-    async fn journalled(&self, call: &ToolCall, parent: &Spent) -> Result<(ToolOutcome, Option<Spent>), JournalError> {
+    /// (unless its checkpoint did) and its outcome after (`alone`: with the next checkpoint); a
+    /// call the journal saw finish is not run again.
+    async fn journalled(
+        &self,
+        call: &ToolCall,
+        parent: &Spent,
+        alone: bool,
+    ) -> Result<(ToolOutcome, Option<Spent>), JournalError> {
         if let Some(journal) = &self.journal {
-            if let CallRecord::Finished(outcome) = journal.call(&call.id).await? {
-                return Ok((outcome, None));
+            match journal.call(&call.id).await? {
+                CallRecord::Finished(outcome) => return Ok((outcome, None)),
+                CallRecord::Started => {}
+                CallRecord::NotStarted | CallRecord::Unfinished => {
+                    journal.call_started(call, self.effect(&call.name)).await?
+                }
             }
-            journal.call_started(call, self.effect(&call.name)).await?;
         }
         let running = timeout_at(parent.deadline, self.execute(call, parent));
         let (outcome, child) = running.await.unwrap_or_else(|_| {
@@ -142,7 +153,7 @@ impl Agent {
             (failed(ToolError::new(ToolErrorKind::Timeout, message)), None)
         });
         if let Some(journal) = &self.journal {
-            journal.call_finished(&call.id, &outcome).await?;
+            journal.call_finished(&call.id, &outcome, alone).await?;
         }
         Ok((outcome, child))
     }

@@ -2,11 +2,13 @@
 //! undone or redone for free, so that a run stopped anywhere (a crash, a shutdown) goes on from
 //! where it was without asking the model twice or running a side effect twice.
 //!
-//! - Every model reply is recorded under its turn number before the loop acts on it; a resumed
-//!   run gets the recorded reply instead of asking again.
-//! - A call is recorded as started before its tool runs, and its outcome after. On resume, a
-//!   finished call is not run again; one that started and never finished runs again if its tool
-//!   is `pure` or `idempotent`, and is *in doubt* if it has side effects: a person decides.
+//! - Every model reply is recorded under its turn number before the loop acts on it (at the
+//!   latest with the checkpoint that decides on its calls); a resumed run gets the recorded reply
+//!   instead of asking again.
+//! - A call is recorded as started before its tool runs (with the checkpoint that decided on it),
+//!   and its outcome after (a turn's only call: with the next checkpoint). On resume, a finished
+//!   call is not run again; one that started and never finished runs again if its tool is `pure`
+//!   or `idempotent`, and is *in doubt* if it has side effects: a person decides.
 //! - At each turn boundary the loop hands over a `Checkpoint`; the events emitted since the last
 //!   one are committed with it.
 
@@ -21,6 +23,8 @@ use crate::toolbox::{Effect, ToolOutcome};
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallRecord {
     NotStarted,
+    /// Recorded as started by this run's last checkpoint, to run now.
+    Started,
     /// Started and never confirmed: the process stopped while the tool ran, or before its result
     /// was recorded.
     Unfinished,
@@ -48,6 +52,8 @@ pub trait Journal: Send + Sync {
     /// The reply recorded for model turn `turn` (counted from 1 over the whole run).
     async fn recorded_reply(&self, turn: u32) -> Result<Option<ModelReply>, JournalError>;
 
+    /// Records a reply; the record may wait for the next commit, since nothing irreversible
+    /// happens before one (calls run only after the checkpoint that decides on them).
     async fn record_reply(&self, turn: u32, reply: &ModelReply) -> Result<(), JournalError>;
 
     async fn call(&self, id: &str) -> Result<CallRecord, JournalError>;
@@ -56,11 +62,14 @@ pub trait Journal: Send + Sync {
     /// before this returns.
     async fn call_started(&self, call: &ToolCall, effect: Effect) -> Result<(), JournalError>;
 
-    async fn call_finished(&self, id: &str, outcome: &ToolOutcome) -> Result<(), JournalError>;
+    /// Records a call's outcome: at once, or with the next checkpoint (`with_checkpoint`, for a
+    /// turn's only call, whose checkpoint follows with nothing run between).
+    async fn call_finished(&self, id: &str, outcome: &ToolOutcome, with_checkpoint: bool) -> Result<(), JournalError>;
 
     /// The run is at a turn boundary: commits the checkpoint with the events emitted since the
-    /// last commit.
-    async fn checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), JournalError>;
+    /// last commit, and records `starting` (the calls about to run, with their effects) as
+    /// started.
+    async fn checkpoint(&self, checkpoint: &Checkpoint, starting: &[(&ToolCall, Effect)]) -> Result<(), JournalError>;
 
     /// Whether the run should stop at this turn boundary.
     fn stop_requested(&self) -> Option<Stop>;

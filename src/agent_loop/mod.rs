@@ -337,7 +337,7 @@ impl Agent {
                     if let Some(journal) = &self.journal {
                         let outcome =
                             ToolOutcome { result: Ok(result.clone()), log: String::new(), duration: Duration::ZERO };
-                        journal.call_finished(&id, &outcome).await?;
+                        journal.call_finished(&id, &outcome, false).await?;
                     }
                     resumed.done.push(id);
                 }
@@ -355,7 +355,7 @@ impl Agent {
         if decided {
             // The decisions are used up before anything acts on them: a stop from here on resumes
             // from a checkpoint that has them, never from one that would apply them twice.
-            self.checkpoint(&task, &progress, &pending, spent).await?;
+            self.checkpoint(&task, &progress, &pending, &[], spent).await?;
         }
         if let Some(stop) = self.journal.as_ref().and_then(|j| j.stop_requested()) {
             return Ok(self.stopped(stop, spent, events));
@@ -373,12 +373,20 @@ impl Agent {
         Ok(unfinished && self.effect(&call.name) == Effect::SideEffect)
     }
 
-    /// Commits where the run is, if it has a journal.
+    /// The calls of a turn that will run, with their effects.
+    fn starting<'a>(&self, pending: &'a [Pending]) -> Vec<(&'a ToolCall, Effect)> {
+        let runs = |p: &&'a Pending| p.refusal.is_none() && !p.awaiting && !p.in_doubt;
+        let calls = pending.iter().filter(runs).filter_map(|p| p.call.as_ref().ok());
+        calls.map(|call| (call, self.effect(&call.name))).collect()
+    }
+
+    /// Commits where the run is, with the calls about to run, if it has a journal.
     async fn checkpoint(
         &self,
         task: &str,
         progress: &Progress,
         pending: &[Pending],
+        starting: &[(&ToolCall, Effect)],
         spent: &Spent,
     ) -> Result<(), JournalError> {
         let Some(journal) = &self.journal else { return Ok(()) };
@@ -388,7 +396,7 @@ impl Agent {
             pending: pending.to_vec(),
             spent: SavedSpend::of(spent),
         };
-        journal.checkpoint(&checkpoint).await
+        journal.checkpoint(&checkpoint, starting).await
     }
 
     /// The loop proper. `paused`: the calls of the turn a resumed run finishes first.
@@ -408,7 +416,8 @@ impl Agent {
                 Some(pending) => pending,
                 None => match self.step(&mut progress, spent, events).await? {
                     Turn::Calls(pending) => {
-                        self.checkpoint(task, &progress, &pending, spent).await?;
+                        let starting = self.starting(&pending);
+                        self.checkpoint(task, &progress, &pending, &starting, spent).await?;
                         pending
                     }
                     Turn::Again => continue,
@@ -417,7 +426,7 @@ impl Agent {
                 },
             };
             self.run_calls(pending, &mut progress, spent, events).await?;
-            self.checkpoint(task, &progress, &[], spent).await?;
+            self.checkpoint(task, &progress, &[], &[], spent).await?;
         }
     }
 

@@ -58,8 +58,9 @@ pub(super) struct StoreJournal {
     /// Replies recorded up to this turn before this process took the run: only those can be
     /// found; later turns are asked without a lookup.
     replies_before: u32,
-    /// Decisions the run resumed with, marked used by the next commit.
-    used_decisions: Mutex<Vec<String>>,
+    /// Records that wait for the next commit (replies, a turn's only result), and the decisions
+    /// the run resumed with, to be marked used by it.
+    waiting: Mutex<Commit>,
     control: Arc<Control>,
 }
 
@@ -87,17 +88,21 @@ impl StoreJournal {
             listener: Mutex::new(listener),
             calls: Mutex::new(calls),
             replies_before,
-            used_decisions: Mutex::new(used_decisions),
+            waiting: Mutex::new(Commit { used_decisions, ..Commit::default() }),
             control,
         };
         Ok((journal, Sink { buffer }))
     }
 
-    /// Commits `commit` with the buffered events, then publishes them.
+    /// Commits `commit` with the buffered events and the records that waited for it, then
+    /// publishes the events.
     pub(super) async fn commit(&self, mut commit: Commit) -> Result<(), JournalError> {
         let events = std::mem::take(&mut *lock(&self.buffer));
         commit.events = events.iter().map(|e| serde_json::to_value(e).unwrap_or(Value::Null)).collect();
-        commit.used_decisions = std::mem::take(&mut *lock(&self.used_decisions));
+        let waited = std::mem::take(&mut *lock(&self.waiting));
+        commit.replies.extend(waited.replies);
+        commit.finished.extend(waited.finished);
+        commit.used_decisions.extend(waited.used_decisions);
         let last = self.store.commit(&self.run, &self.owner, commit).await.map_err(stored)?;
         let first = last + 1 - events.len() as u64;
         let mut listener = lock(&self.listener);
@@ -131,8 +136,8 @@ impl Journal for StoreJournal {
     async fn record_reply(&self, turn: u32, reply: &ModelReply) -> Result<(), JournalError> {
         super::crash::point("reply");
         let body = serde_json::to_value(reply).map_err(|e| JournalError(e.to_string()))?;
-        let commit = Commit { reply: Some((turn, body)), ..Commit::default() };
-        self.store.commit(&self.run, &self.owner, commit).await.map_err(stored).map(drop)
+        lock(&self.waiting).replies.push((turn, body));
+        Ok(())
     }
 
     async fn call(&self, id: &str) -> Result<CallRecord, JournalError> {
@@ -140,33 +145,42 @@ impl Journal for StoreJournal {
     }
 
     async fn call_started(&self, call: &ToolCall, effect: Effect) -> Result<(), JournalError> {
-        let entry = CallEntry {
-            key: call.id.clone(),
-            tool: call.name.clone(),
-            arguments: call.arguments.clone(),
-            effect: effect.as_str().to_string(),
-            result: None,
-        };
-        let commit = Commit { started: vec![entry], sync: effect == Effect::SideEffect, ..Commit::default() };
+        let commit = Commit { started: vec![entry(call, effect)], sync: effect == Effect::SideEffect, ..Commit::default() };
         self.store.commit(&self.run, &self.owner, commit).await.map_err(stored)?;
-        lock(&self.calls).insert(call.id.clone(), CallRecord::Unfinished);
+        lock(&self.calls).insert(call.id.clone(), CallRecord::Started);
         super::crash::point("call_started");
         Ok(())
     }
 
-    async fn call_finished(&self, id: &str, outcome: &ToolOutcome) -> Result<(), JournalError> {
+    async fn call_finished(&self, id: &str, outcome: &ToolOutcome, with_checkpoint: bool) -> Result<(), JournalError> {
         super::crash::point("call_finished");
         let result = serde_json::to_value(outcome).map_err(|e| JournalError(e.to_string()))?;
-        let commit = Commit { finished: vec![(id.to_string(), result)], ..Commit::default() };
-        self.store.commit(&self.run, &self.owner, commit).await.map_err(stored)?;
+        if with_checkpoint {
+            lock(&self.waiting).finished.push((id.to_string(), result));
+        } else {
+            let commit = Commit { finished: vec![(id.to_string(), result)], ..Commit::default() };
+            self.store.commit(&self.run, &self.owner, commit).await.map_err(stored)?;
+        }
         lock(&self.calls).insert(id.to_string(), CallRecord::Finished(outcome.clone()));
         Ok(())
     }
 
-    async fn checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), JournalError> {
+    async fn checkpoint(&self, checkpoint: &Checkpoint, starting: &[(&ToolCall, Effect)]) -> Result<(), JournalError> {
         super::crash::point("checkpoint");
         let saved = serde_json::to_value(checkpoint).map_err(|e| JournalError(e.to_string()))?;
-        self.commit(Commit { checkpoint: Some(saved), status: Some(Status::Running), ..Commit::default() }).await
+        let started: Vec<CallEntry> = starting.iter().map(|(call, effect)| entry(call, *effect)).collect();
+        let sync = starting.iter().any(|(_, effect)| *effect == Effect::SideEffect);
+        let commit = Commit { checkpoint: Some(saved), status: Some(Status::Running), started, sync, ..Commit::default() };
+        self.commit(commit).await?;
+        let mut calls = lock(&self.calls);
+        for (call, _) in starting {
+            calls.insert(call.id.clone(), CallRecord::Started);
+        }
+        drop(calls);
+        for _ in starting {
+            super::crash::point("call_started");
+        }
+        Ok(())
     }
 
     fn stop_requested(&self) -> Option<Stop> {
@@ -183,6 +197,17 @@ pub(super) struct Sink {
 impl EventSink for Sink {
     fn emit(&mut self, event: &Event) {
         lock(&self.buffer).push(event.clone());
+    }
+}
+
+/// A call's journal entry as it starts.
+fn entry(call: &ToolCall, effect: Effect) -> CallEntry {
+    CallEntry {
+        key: call.id.clone(),
+        tool: call.name.clone(),
+        arguments: call.arguments.clone(),
+        effect: effect.as_str().to_string(),
+        result: None,
     }
 }
 

@@ -200,8 +200,8 @@ pub struct Commit {
     pub checkpoint: Option<Value>,
     pub status: Option<Status>,
     pub outcome: Option<Value>,
-    /// A model turn's reply: (turn number, reply).
-    pub reply: Option<(u32, Value)>,
+    /// Model turns' replies: (turn number, reply).
+    pub replies: Vec<(u32, Value)>,
     /// Calls about to run.
     pub started: Vec<CallEntry>,
     /// Calls that finished: (key, result).

@@ -20,11 +20,18 @@ use crate::{
     StoredEvent, hash_secret, new_run_id, now_ms,
 };
 
+/// Events inserted by one statement (SQLite allows 32766 parameters, three per event).
+const EVENTS_PER_INSERT: usize = 500;
+
 const RUN_COLUMNS: &str = "id, tenant, agent, task, inputs, status, outcome, last_seq, created_ms, updated_ms, \
                            cancel_requested, snapshot, checkpoint";
 
 pub struct SqliteStore {
+    /// Readers.
     pool: SqlitePool,
+    /// The one connection this process writes through: writers queue here, in order, instead of
+    /// contending for SQLite's write lock (whose busy handler sleeps for milliseconds).
+    writer: SqlitePool,
     place: String,
 }
 
@@ -54,11 +61,14 @@ impl SqliteStore {
         // processes opening a new store at once retry for a while instead of failing.
         let mut attempts = 0;
         loop {
-            let opened = match SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await {
-                Ok(pool) => {
-                    let store = SqliteStore { pool, place: place.clone() };
-                    store.migrate().await.map(|()| store)
-                }
+            let opened = match SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await {
+                Ok(writer) => match SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await {
+                    Ok(pool) => {
+                        let store = SqliteStore { pool, writer, place: place.clone() };
+                        store.migrate().await.map(|()| store)
+                    }
+                    Err(e) => Err(failed(e)),
+                },
                 Err(e) => Err(failed(e)),
             };
             match opened {
@@ -79,7 +89,7 @@ impl SqliteStore {
 
     async fn migrate(&self) -> Result<(), StoreError> {
         loop {
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(|e| self.error(e))?;
+            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(|e| self.error(e))?;
             let found: i64 =
                 sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut *tx).await.map_err(|e| self.error(e))?;
             if found > VERSION {
@@ -132,29 +142,47 @@ impl SqliteStore {
         owner: &str,
         commit: Commit,
     ) -> Result<u64, StoreError> {
-        let row = sqlx::query("SELECT owner, last_seq FROM runs WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(|e| self.error(e))?
-            .ok_or_else(|| StoreError::NoSuchRun(id.to_string()))?;
-        let holder: Option<String> = row.try_get(0).map_err(|e| self.error(e))?;
-        if holder.as_deref() != Some(owner) {
-            return Err(StoreError::NotOwner { run: id.to_string(), owner: holder.unwrap_or_else(|| "nobody".into()) });
-        }
-        let mut seq: i64 = row.try_get(1).map_err(|e| self.error(e))?;
-        for event in &commit.events {
-            seq += 1;
-            sqlx::query("INSERT INTO events (run_id, seq, body) VALUES (?, ?, ?)")
+        let now = now_ms();
+        // The fence and the run's new state in one statement: only the owner's write lands.
+        let count = i64::try_from(commit.events.len()).unwrap_or(i64::MAX);
+        let last: Option<i64> = sqlx::query_scalar(
+            "UPDATE runs SET last_seq = last_seq + ?, updated_ms = ?, checkpoint = COALESCE(?, checkpoint), \
+             status = COALESCE(?, status), outcome = COALESCE(?, outcome) WHERE id = ? AND owner = ? RETURNING last_seq",
+        )
+        .bind(count)
+        .bind(now)
+        .bind(commit.checkpoint.map(|c| c.to_string()))
+        .bind(commit.status.map(Status::as_str))
+        .bind(commit.outcome.map(|o| o.to_string()))
+        .bind(id)
+        .bind(owner)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(|e| self.error(e))?;
+        let Some(last) = last else {
+            let holder: Option<Option<String>> = sqlx::query_scalar("SELECT owner FROM runs WHERE id = ?")
                 .bind(id)
-                .bind(seq)
-                .bind(event.to_string())
-                .execute(&mut *conn)
+                .fetch_optional(&mut *conn)
                 .await
                 .map_err(|e| self.error(e))?;
+            return Err(match holder {
+                None => StoreError::NoSuchRun(id.to_string()),
+                Some(holder) => StoreError::NotOwner { run: id.to_string(), owner: holder.unwrap_or_else(|| "nobody".into()) },
+            });
+        };
+        // Many rows per statement: a turn's events cost one round trip, not one each.
+        let first = last - count + 1;
+        for (chunk_index, chunk) in commit.events.chunks(EVENTS_PER_INSERT).enumerate() {
+            let rows = vec!["(?, ?, ?)"; chunk.len()].join(", ");
+            let sql = format!("INSERT INTO events (run_id, seq, body) VALUES {rows}");
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (offset, event) in chunk.iter().enumerate() {
+                let seq = first + (chunk_index * EVENTS_PER_INSERT + offset) as i64;
+                insert = insert.bind(id).bind(seq).bind(event.to_string());
+            }
+            insert.execute(&mut *conn).await.map_err(|e| self.error(e))?;
         }
-        let now = now_ms();
-        if let Some((turn, reply)) = &commit.reply {
+        for (turn, reply) in &commit.replies {
             sqlx::query("INSERT OR REPLACE INTO replies (run_id, turn, body) VALUES (?, ?, ?)")
                 .bind(id)
                 .bind(i64::from(*turn))
@@ -196,27 +224,14 @@ impl SqliteStore {
                 .await
                 .map_err(|e| self.error(e))?;
         }
-        sqlx::query(
-            "UPDATE runs SET last_seq = ?, updated_ms = ?, checkpoint = COALESCE(?, checkpoint), \
-             status = COALESCE(?, status), outcome = COALESCE(?, outcome) WHERE id = ?",
-        )
-        .bind(seq)
-        .bind(now)
-        .bind(commit.checkpoint.map(|c| c.to_string()))
-        .bind(commit.status.map(Status::as_str))
-        .bind(commit.outcome.map(|o| o.to_string()))
-        .bind(id)
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| self.error(e))?;
-        Ok(u64::try_from(seq).unwrap_or(0))
+        Ok(u64::try_from(last).unwrap_or(0))
     }
 }
 
 #[async_trait]
 impl RunStore for SqliteStore {
     async fn create(&self, run: NewRun) -> Result<Created, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(|e| self.error(e))?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(|e| self.error(e))?;
         if let Some((key, digest)) = &run.idempotency {
             let found = sqlx::query("SELECT id, request_digest FROM runs WHERE tenant = ? AND idempotency_key = ?")
                 .bind(&run.tenant)
@@ -311,7 +326,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn claim(&self, id: &str, owner: &str, lease: Duration) -> Result<Option<Run>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(|e| self.error(e))?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(|e| self.error(e))?;
         let holder: Option<(Option<String>, i64)> = sqlx::query("SELECT owner, lease_until FROM runs WHERE id = ?")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -347,7 +362,7 @@ impl RunStore for SqliteStore {
             .bind(now_ms().saturating_add(millis(lease)))
             .bind(id)
             .bind(owner)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(|e| self.error(e))?;
         Ok(done.rows_affected() == 1)
@@ -357,14 +372,14 @@ impl RunStore for SqliteStore {
         sqlx::query("UPDATE runs SET owner = NULL, lease_until = 0 WHERE id = ? AND owner = ?")
             .bind(id)
             .bind(owner)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(|e| self.error(e))?;
         Ok(())
     }
 
     async fn commit(&self, id: &str, owner: &str, commit: Commit) -> Result<u64, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(|e| self.error(e))?;
+        let mut conn = self.writer.acquire().await.map_err(|e| self.error(e))?;
         let sync = commit.sync;
         if sync {
             sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await.map_err(|e| self.error(e))?;
@@ -411,7 +426,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn request_cancel(&self, id: &str) -> Result<Option<Run>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(|e| self.error(e))?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(|e| self.error(e))?;
         sqlx::query("UPDATE runs SET cancel_requested = 1, updated_ms = ? WHERE id = ?")
             .bind(now_ms())
             .bind(id)
@@ -445,7 +460,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn decide(&self, id: &str, decisions: &[Decision]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(|e| self.error(e))?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(|e| self.error(e))?;
         for decision in decisions {
             sqlx::query("DELETE FROM decisions WHERE run_id = ? AND call_id = ? AND used = 0")
                 .bind(id)
@@ -519,7 +534,7 @@ impl RunStore for SqliteStore {
             .bind(i64::from(key.max_runs))
             .bind(hash_secret(&secret))
             .bind(created_ms)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(|e| self.error(e))?;
         Ok(ApiKey {
