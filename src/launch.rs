@@ -50,6 +50,12 @@ pub async fn launch_from(
     Ok((spec, agent))
 }
 
+/// The agent file read from `sources` and the run's inputs bound to its `inputs:`: what a run can
+/// be recorded with, before anything is loaded for it.
+pub fn bind(sources: &Sources, file: &Path, inputs: &GivenInputs) -> Result<AgentSpec, LaunchError> {
+    load_with_inputs(sources, file, inputs).map(|(spec, _)| spec)
+}
+
 /// The agent file, and the run's inputs bound to its `inputs:`.
 fn load_with_inputs(
     sources: &Sources,

@@ -72,12 +72,18 @@ impl StoreJournal {
         listener: Listener,
         control: Arc<Control>,
         used_decisions: Vec<String>,
+        fresh: bool,
     ) -> Result<(Self, Sink), JournalError> {
-        let entries = store.calls(run).await.map_err(stored)?;
-        let calls = entries.into_iter().map(|entry| (entry.key.clone(), record_of(entry))).collect();
+        // A run without a checkpoint has journalled nothing: replies and calls are committed with
+        // checkpoints (or with the run's end).
+        let mut calls = HashMap::new();
         let mut replies_before = 0;
-        while store.reply(run, replies_before + 1).await.map_err(stored)?.is_some() {
-            replies_before += 1;
+        if !fresh {
+            let entries = store.calls(run).await.map_err(stored)?;
+            calls = entries.into_iter().map(|entry| (entry.key.clone(), record_of(entry))).collect();
+            while store.reply(run, replies_before + 1).await.map_err(stored)?.is_some() {
+                replies_before += 1;
+            }
         }
         let buffer = Arc::new(Mutex::new(Vec::new()));
         let journal = StoreJournal {

@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reagent_store::{Created, NewRun, Run, RunStore, Status, StoreError};
+use reagent_store::{Commit, Created, NewRun, Run, RunStore, Status, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::agent_loop::{Approver, Checkpoint, RunOutcome, Stop, Verdict};
-use crate::launch::{LaunchError, launch_from};
+use crate::launch::{LaunchError, bind, launch_from};
 use crate::runtime::Runtime;
 use crate::spec::{GivenInputs, Snapshot, Sources};
 
@@ -85,12 +85,13 @@ impl Runs {
         &self.store
     }
 
-    /// Records a run of the agent in `file`, after checking that it launches with the inputs (a
-    /// broken agent is refused, not recorded). The run is committed, `queued`, when this returns.
+    /// Records a run of the agent in `file`, after checking that the file reads and the inputs
+    /// fit it (a run that could not start is refused, not recorded; one whose tools or model fail
+    /// to load ends `failed`). The run is committed, `queued`, when this returns.
     pub async fn submit(&self, submission: Submission<'_>) -> Result<Created, RunsError> {
         let file = std::path::absolute(submission.file).unwrap_or_else(|_| submission.file.to_path_buf());
         let sources = Sources::disk();
-        let (spec, _) = launch_from(&self.runtime, &sources, &file, submission.inputs).await?;
+        let spec = bind(&sources, &file, submission.inputs)?;
         let bound = Bound { file, snapshot: sources.snapshot() };
         let run = NewRun {
             tenant: submission.tenant.to_string(),
@@ -174,10 +175,20 @@ impl Runs {
             crash::point("resume");
         }
         let sources = Sources::pinned(bound.snapshot);
-        let (_, mut agent) = launch_from(&self.runtime, &sources, &bound.file, &inputs).await?;
+        let mut agent = match launch_from(&self.runtime, &sources, &bound.file, &inputs).await {
+            Ok((_, agent)) => agent,
+            Err(error) => {
+                // It cannot start under its own agent files: it ends, saying why.
+                let outcome = json!({"message": error.to_string()});
+                let commit = Commit { status: Some(Status::Failed), outcome: Some(outcome), ..Commit::default() };
+                self.store.commit(&run.id, &self.owner, commit).await?;
+                return Err(error.into());
+            }
+        };
         let used = decisions.into_iter().map(|d| d.call_id).collect();
+        let fresh = checkpoint.is_none();
         let (journal, mut sink) =
-            journal::StoreJournal::open(self.store.clone(), &run.id, &self.owner, listener, control, used)
+            journal::StoreJournal::open(self.store.clone(), &run.id, &self.owner, listener, control, used, fresh)
                 .await
                 .map_err(|e| StoreError::Corrupt(e.0))?;
         let journal = Arc::new(journal);

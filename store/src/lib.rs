@@ -9,6 +9,7 @@
 //! - one `commit` is one transaction: events, checkpoint, status, call results and model replies
 //!   land together or not at all.
 
+mod group_commit;
 mod keys;
 mod schema;
 mod sqlite;

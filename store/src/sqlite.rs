@@ -13,15 +13,13 @@ use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
+use crate::group_commit::{self, Queued};
 use crate::keys::{new_secret, parse_scopes, scopes_text};
 use crate::schema::{MIGRATIONS, VERSION};
 use crate::{
     ApiKey, CallEntry, Commit, Created, Decision, NewKey, NewRun, Run, RunFilter, RunStore, Status, StoreError,
     StoredEvent, hash_secret, new_run_id, now_ms,
 };
-
-/// Events inserted by one statement (SQLite allows 32766 parameters, three per event).
-const EVENTS_PER_INSERT: usize = 500;
 
 const RUN_COLUMNS: &str = "id, tenant, agent, task, inputs, status, outcome, last_seq, created_ms, updated_ms, \
                            cancel_requested, snapshot, checkpoint";
@@ -32,6 +30,8 @@ pub struct SqliteStore {
     /// The one connection this process writes through: writers queue here, in order, instead of
     /// contending for SQLite's write lock (whose busy handler sleeps for milliseconds).
     writer: SqlitePool,
+    /// Journal writes, applied in groups by one task (`group_commit`).
+    commits: tokio::sync::mpsc::UnboundedSender<Queued>,
     place: String,
 }
 
@@ -64,7 +64,8 @@ impl SqliteStore {
             let opened = match SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await {
                 Ok(writer) => match SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await {
                     Ok(pool) => {
-                        let store = SqliteStore { pool, writer, place: place.clone() };
+                        let commits = group_commit::start(writer.clone(), place.clone());
+                        let store = SqliteStore { pool, writer, commits, place: place.clone() };
                         store.migrate().await.map(|()| store)
                     }
                     Err(e) => Err(failed(e)),
@@ -134,98 +135,6 @@ impl SqliteStore {
         row.map(|r| run_from(&r)).transpose()
     }
 
-    /// The commit proper, inside `conn`'s open transaction.
-    async fn apply(
-        &self,
-        conn: &mut SqliteConnection,
-        id: &str,
-        owner: &str,
-        commit: Commit,
-    ) -> Result<u64, StoreError> {
-        let now = now_ms();
-        // The fence and the run's new state in one statement: only the owner's write lands.
-        let count = i64::try_from(commit.events.len()).unwrap_or(i64::MAX);
-        let last: Option<i64> = sqlx::query_scalar(
-            "UPDATE runs SET last_seq = last_seq + ?, updated_ms = ?, checkpoint = COALESCE(?, checkpoint), \
-             status = COALESCE(?, status), outcome = COALESCE(?, outcome) WHERE id = ? AND owner = ? RETURNING last_seq",
-        )
-        .bind(count)
-        .bind(now)
-        .bind(commit.checkpoint.map(|c| c.to_string()))
-        .bind(commit.status.map(Status::as_str))
-        .bind(commit.outcome.map(|o| o.to_string()))
-        .bind(id)
-        .bind(owner)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(|e| self.error(e))?;
-        let Some(last) = last else {
-            let holder: Option<Option<String>> = sqlx::query_scalar("SELECT owner FROM runs WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(|e| self.error(e))?;
-            return Err(match holder {
-                None => StoreError::NoSuchRun(id.to_string()),
-                Some(holder) => StoreError::NotOwner { run: id.to_string(), owner: holder.unwrap_or_else(|| "nobody".into()) },
-            });
-        };
-        // Many rows per statement: a turn's events cost one round trip, not one each.
-        let first = last - count + 1;
-        for (chunk_index, chunk) in commit.events.chunks(EVENTS_PER_INSERT).enumerate() {
-            let rows = vec!["(?, ?, ?)"; chunk.len()].join(", ");
-            let sql = format!("INSERT INTO events (run_id, seq, body) VALUES {rows}");
-            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (offset, event) in chunk.iter().enumerate() {
-                let seq = first + (chunk_index * EVENTS_PER_INSERT + offset) as i64;
-                insert = insert.bind(id).bind(seq).bind(event.to_string());
-            }
-            insert.execute(&mut *conn).await.map_err(|e| self.error(e))?;
-        }
-        for (turn, reply) in &commit.replies {
-            sqlx::query("INSERT OR REPLACE INTO replies (run_id, turn, body) VALUES (?, ?, ?)")
-                .bind(id)
-                .bind(i64::from(*turn))
-                .bind(reply.to_string())
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| self.error(e))?;
-        }
-        for call in &commit.started {
-            sqlx::query(
-                "INSERT INTO calls (run_id, key, tool, arguments, effect, started_ms) VALUES (?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (run_id, key) DO UPDATE SET started_ms = excluded.started_ms",
-            )
-            .bind(id)
-            .bind(&call.key)
-            .bind(&call.tool)
-            .bind(call.arguments.to_string())
-            .bind(&call.effect)
-            .bind(now)
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| self.error(e))?;
-        }
-        for (key, result) in &commit.finished {
-            sqlx::query("UPDATE calls SET result = ?, finished_ms = ? WHERE run_id = ? AND key = ?")
-                .bind(result.to_string())
-                .bind(now)
-                .bind(id)
-                .bind(key)
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| self.error(e))?;
-        }
-        for call_id in &commit.used_decisions {
-            sqlx::query("UPDATE decisions SET used = 1 WHERE run_id = ? AND call_id = ? AND used = 0")
-                .bind(id)
-                .bind(call_id)
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| self.error(e))?;
-        }
-        Ok(u64::try_from(last).unwrap_or(0))
-    }
 }
 
 #[async_trait]
@@ -379,23 +288,11 @@ impl RunStore for SqliteStore {
     }
 
     async fn commit(&self, id: &str, owner: &str, commit: Commit) -> Result<u64, StoreError> {
-        let mut conn = self.writer.acquire().await.map_err(|e| self.error(e))?;
-        let sync = commit.sync;
-        if sync {
-            sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await.map_err(|e| self.error(e))?;
-        }
-        let result = async {
-            let mut tx =
-                sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await.map_err(|e| self.error(e))?;
-            let seq = self.apply(&mut tx, id, owner, commit).await?;
-            tx.commit().await.map_err(|e| self.error(e))?;
-            Ok(seq)
-        }
-        .await;
-        if sync {
-            sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await.map_err(|e| self.error(e))?;
-        }
-        result
+        let (done, result) = tokio::sync::oneshot::channel();
+        let queued = Queued { run: id.to_string(), owner: owner.to_string(), commit, done };
+        let stopped = || StoreError::Database { place: self.place.clone(), message: "the store's writer stopped".into() };
+        self.commits.send(queued).map_err(|_| stopped())?;
+        result.await.map_err(|_| stopped())?
     }
 
     async fn reply(&self, id: &str, turn: u32) -> Result<Option<Value>, StoreError> {
