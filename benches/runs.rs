@@ -172,7 +172,11 @@ async fn serve(dir: &Path, served: usize) {
             let (client, url) = (client.clone(), url.clone());
             tokio::spawn(async move {
                 let sent = Instant::now();
-                let response = client.post(format!("{url}/v1/runs")).json(&json!({"agent": "calculator", "task": TASK})).send().await;
+                let response = client
+                    .post(format!("{url}/v1/runs"))
+                    .json(&json!({"agent": "calculator", "task": TASK}))
+                    .send()
+                    .await;
                 let latency = sent.elapsed();
                 let run: Option<Value> = match response {
                     Ok(r) if r.status() == 202 => r.json().await.ok(),
@@ -209,9 +213,9 @@ async fn serve(dir: &Path, served: usize) {
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    let peak_rss_kb = std::fs::read_to_string(format!("/proc/{}/status", server.id()))
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()));
+    let peak_rss_kb = std::fs::read_to_string(format!("/proc/{}/status", server.id())).ok().and_then(|s| {
+        s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+    });
     let _ = server.kill();
     let _ = server.wait();
     latencies.sort();

@@ -151,7 +151,8 @@ impl Journal for StoreJournal {
     }
 
     async fn call_started(&self, call: &ToolCall, effect: Effect) -> Result<(), JournalError> {
-        let commit = Commit { started: vec![entry(call, effect)], sync: effect == Effect::SideEffect, ..Commit::default() };
+        let commit =
+            Commit { started: vec![entry(call, effect)], sync: effect == Effect::SideEffect, ..Commit::default() };
         self.store.commit(&self.run, &self.owner, commit).await.map_err(stored)?;
         lock(&self.calls).insert(call.id.clone(), CallRecord::Started);
         super::crash::point("call_started");
@@ -176,7 +177,8 @@ impl Journal for StoreJournal {
         let saved = serde_json::to_value(checkpoint).map_err(|e| JournalError(e.to_string()))?;
         let started: Vec<CallEntry> = starting.iter().map(|(call, effect)| entry(call, *effect)).collect();
         let sync = starting.iter().any(|(_, effect)| *effect == Effect::SideEffect);
-        let commit = Commit { checkpoint: Some(saved), status: Some(Status::Running), started, sync, ..Commit::default() };
+        let commit =
+            Commit { checkpoint: Some(saved), status: Some(Status::Running), started, sync, ..Commit::default() };
         self.commit(commit).await?;
         let mut calls = lock(&self.calls);
         for (call, _) in starting {

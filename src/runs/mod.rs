@@ -105,6 +105,12 @@ impl Runs {
         Ok(self.store.create(run).await?)
     }
 
+    /// `reagent validate`'s checks of the agent in `file`, on this runtime: its files, its model
+    /// (present, or its key set), its tools.
+    pub async fn validate(&self, file: &Path) -> Result<(), LaunchError> {
+        crate::launch::validate(&self.runtime, file).await.map(drop)
+    }
+
     /// Asks a run to stop at its next safe point: at once if this process drives it, else when its
     /// driver next looks; a run that waits for a person is cancelled by its next drive.
     pub async fn cancel(&self, id: &str) -> Result<Option<Run>, RunsError> {

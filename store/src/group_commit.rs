@@ -116,8 +116,7 @@ async fn apply_in(conn: &mut SqliteConnection, batch: &[Queued]) -> Result<Vec<R
         }
         lasts.extend(update.fetch_all(&mut *conn).await?);
     }
-    let landed: Vec<(&Queued, i64)> =
-        batch.iter().filter_map(|q| lasts.get(&q.run).map(|last| (q, *last))).collect();
+    let landed: Vec<(&Queued, i64)> = batch.iter().filter_map(|q| lasts.get(&q.run).map(|last| (q, *last))).collect();
 
     let mut events = Vec::new();
     for (queued, last) in &landed {
@@ -137,10 +136,13 @@ async fn apply_in(conn: &mut SqliteConnection, batch: &[Queued]) -> Result<Vec<R
 
     let replies: Vec<(&str, i64, String)> = landed
         .iter()
-        .flat_map(|(q, _)| q.commit.replies.iter().map(|(turn, body)| (q.run.as_str(), i64::from(*turn), body.to_string())))
+        .flat_map(|(q, _)| {
+            q.commit.replies.iter().map(|(turn, body)| (q.run.as_str(), i64::from(*turn), body.to_string()))
+        })
         .collect();
     for chunk in replies.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!("INSERT OR REPLACE INTO replies (run_id, turn, body) VALUES {}", rows("(?, ?, ?)", chunk.len()));
+        let sql =
+            format!("INSERT OR REPLACE INTO replies (run_id, turn, body) VALUES {}", rows("(?, ?, ?)", chunk.len()));
         let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (run, turn, body) in chunk {
             insert = insert.bind(*run).bind(*turn).bind(body);
@@ -159,14 +161,21 @@ async fn apply_in(conn: &mut SqliteConnection, batch: &[Queued]) -> Result<Vec<R
         );
         let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (run, call) in chunk {
-            insert =
-                insert.bind(*run).bind(&call.key).bind(&call.tool).bind(call.arguments.to_string()).bind(&call.effect).bind(now);
+            insert = insert
+                .bind(*run)
+                .bind(&call.key)
+                .bind(&call.tool)
+                .bind(call.arguments.to_string())
+                .bind(&call.effect)
+                .bind(now);
         }
         insert.execute(&mut *conn).await?;
     }
     let finished: Vec<(&str, &str, String)> = landed
         .iter()
-        .flat_map(|(q, _)| q.commit.finished.iter().map(|(key, result)| (q.run.as_str(), key.as_str(), result.to_string())))
+        .flat_map(|(q, _)| {
+            q.commit.finished.iter().map(|(key, result)| (q.run.as_str(), key.as_str(), result.to_string()))
+        })
         .collect();
     for chunk in finished.chunks(ROWS_PER_STATEMENT / 3) {
         let sql = format!(

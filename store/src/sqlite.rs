@@ -134,7 +134,6 @@ impl SqliteStore {
             .map_err(|e| self.error(e))?;
         row.map(|r| run_from(&r)).transpose()
     }
-
 }
 
 #[async_trait]
@@ -290,7 +289,8 @@ impl RunStore for SqliteStore {
     async fn commit(&self, id: &str, owner: &str, commit: Commit) -> Result<u64, StoreError> {
         let (done, result) = tokio::sync::oneshot::channel();
         let queued = Queued { run: id.to_string(), owner: owner.to_string(), commit, done };
-        let stopped = || StoreError::Database { place: self.place.clone(), message: "the store's writer stopped".into() };
+        let stopped =
+            || StoreError::Database { place: self.place.clone(), message: "the store's writer stopped".into() };
         self.commits.send(queued).map_err(|_| stopped())?;
         result.await.map_err(|_| stopped())?
     }

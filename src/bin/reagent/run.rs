@@ -30,6 +30,10 @@ pub async fn run(
         Ok(given) => given,
         Err(e) => return fail(Exit::Usage, &e),
     };
+    // Everything that can be checked before a run is recorded is: a broken agent records none.
+    if let Err(e) = runs.validate(file).await {
+        return launch_failure(&e);
+    }
     let submission = Submission { file, task, inputs: &given, tenant: "", key: None, idempotency: None };
     let id = match runs.submit(submission).await {
         Ok(Created::New(run) | Created::Existing(run)) => run.id,

@@ -20,6 +20,11 @@ pub async fn run(runs: Runs, agents: &Path, listen: SocketAddr) -> ExitCode {
         Ok(offered) => offered,
         Err(e) => return fail(Exit::InvalidAgent, &e),
     };
+    for agent in offered.values() {
+        if let Err(e) = runs.validate(&agent.file).await {
+            return crate::launch_failure(&e);
+        }
+    }
     if needs_keys(&listen) {
         match runs.store().keys().await {
             Ok(keys) if keys.is_empty() => return fail(Exit::Usage, &format!("--listen {listen}: {LOOPBACK_ONLY}")),
