@@ -119,6 +119,12 @@ pub enum Event {
         tool: String,
         arguments: Value,
     },
+    /// An event of a sub-agent's run, in its parent's stream: `path` names the sub-agents from the
+    /// parent's call down (a sub-agent's own sub-agent adds its name).
+    SubAgent {
+        path: Vec<String>,
+        inner: Box<Event>,
+    },
     /// A stopped run goes on from its checkpoint, with the decisions on the calls it waited for.
     RunResumed {
         step: u32,

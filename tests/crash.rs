@@ -285,3 +285,29 @@ async fn run_of(store: &SqliteStore, agent: &LedgerAgent) -> Option<String> {
     assert!(found.len() <= 1, "one run per agent: {found:?}");
     found.pop()
 }
+
+#[tokio::test]
+async fn two_processes_never_drive_one_run_and_a_resumed_run_keeps_the_agent_it_started_with() {
+    let expected = uninterrupted("C").await;
+    let (db_dir, ledger) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let db = db_dir.path().join("runs.db");
+    let agent = LedgerAgent::new(ledger.path(), "C", 300);
+    let first = output(reagent_on(&db, &["run", agent.file().to_str().unwrap(), "keep the ledger"], Some("reply@3")));
+    assert!(killed(&first));
+    let id = only_run(&db).await;
+
+    // The agent file and its script are edited while the run is stopped: it goes on under the
+    // files it started with, and says so.
+    let script = agent.dir.path().join("script.yaml");
+    std::fs::write(&script, json!({"turns": ["edited: I answer at once."]}).to_string()).unwrap();
+    let mut driving = reagent_on(&db, &["runs", "resume", &id], None).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let second = output(reagent_on(&db, &["runs", "resume", &id], None));
+    assert_eq!(second.status.code(), Some(16), "{}", stderr(&second));
+    assert!(stderr(&second).contains("is being driven by another process"), "{}", stderr(&second));
+    let driven = driving.wait_with_output().unwrap();
+    assert_eq!(driven.status.code(), Some(0), "{}", stderr(&driven));
+    assert!(stderr(&driven).contains("changed since run"), "{}", stderr(&driven));
+    assert_eq!(conversation(&db, &id).await, expected, "the snapshot's script, not the edited one");
+    assert_eq!(ledger_lines(ledger.path()), ["C-1", "C-2"]);
+}

@@ -47,6 +47,13 @@ impl Server {
         self.child.wait().unwrap()
     }
 
+    /// SIGKILL, as a crash would.
+    fn kill(mut self) -> (PathBuf, PathBuf) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        (self.agents.clone(), self.db.clone())
+    }
+
     fn restart(self) -> Self {
         let (agents, db) = (self.agents.clone(), self.db.clone());
         assert!(self.terminate().success());
@@ -453,4 +460,38 @@ fn schemathesis_finds_no_5xx_and_no_response_that_breaks_the_openapi_document() 
         .output()
         .unwrap();
     assert!(output.status.success(), "{}\n{}", stdout(&output), stderr(&output));
+}
+
+#[tokio::test]
+async fn a_server_killed_during_an_sse_stream_loses_no_run_and_the_stream_resumes_after_the_restart() {
+    let setup = Setup::new(&[("k", 250, "")]);
+    let server = setup.server();
+    let client = Client::new(&server, None);
+    let (_, run) = client.submit("ledger-k").await;
+    let id = run["id"].as_str().unwrap().to_string();
+    let seen = client.events(&id, None, Some(4)).await;
+    let last = seen.last().unwrap().0;
+    let (agents, db) = server.kill();
+
+    let server = Server::start(&agents, &db);
+    let client = Client::new(&server, None);
+    // The kill may have caught the append between its start and its result: a person looks at
+    // the ledger and says whether it happened.
+    let mut run = client.settled(&id).await;
+    while run["status"] == "in_doubt" {
+        let call = &run["waiting"]["in_doubt"][0];
+        let line = call["arguments"]["line"].as_str().unwrap().to_string();
+        let decision = match setup.ledger().contains(&line) {
+            true => json!({"call_id": call["id"], "verdict": "done", "result": {"appended": line}}),
+            false => json!({"call_id": call["id"], "verdict": "retry"}),
+        };
+        let (status, _) = client.post(&format!("/v1/runs/{id}/approvals"), json!({"decisions": [decision]})).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        run = client.settled(&id).await;
+    }
+    assert_eq!(run["status"], "answered", "{run}");
+    let rest = client.events(&id, Some(last), None).await;
+    let whole = client.events(&id, None, None).await;
+    assert_eq!(seen.into_iter().chain(rest).collect::<Vec<_>>(), whole, "exactly the events missed, in order");
+    assert_eq!(setup.ledger(), ["k-1", "k-2"], "each side effect once");
 }

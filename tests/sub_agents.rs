@@ -41,6 +41,17 @@ fn a_sub_agent_is_a_tool_that_runs_the_other_agent() {
     assert_eq!((result["tool"].as_str(), result["ok"].as_bool()), (Some("helper"), Some(true)), "{}", shown(&events));
     assert_eq!(result["result"], json!("395"), "the helper's answer is the result");
     assert!(result["log"].as_str().unwrap().contains("sub-agent `helper`: 2 step(s), calls: calc"), "{result}");
+
+    // The helper's own run is in the lead's stream, marked with its path, before its result.
+    let inner = events_of(&events, "sub_agent");
+    let kinds: Vec<&str> = inner.iter().map(|e| e["inner"]["event"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"run_started"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"run_finished"), "{kinds:?}");
+    assert!(inner.iter().all(|e| e["path"] == json!(["helper"])), "{}", shown(&events));
+    let calc = inner.iter().find(|e| e["inner"]["event"] == "tool_result").expect("the helper's calc result");
+    assert_eq!(calc["inner"]["result"], json!(395));
+    let position = |e: &serde_json::Value| events.iter().position(|x| x == e).unwrap();
+    assert!(position(inner.last().unwrap()) < position(result), "inner events come before the call's result");
 }
 
 #[test]

@@ -17,8 +17,9 @@ use super::{
     clipped, sub_agents,
 };
 
-/// A call's id, its tool (none for an unreadable call), its outcome, and a sub-agent's spending.
-type Ran = (String, Option<String>, ToolOutcome, Option<Spent>);
+/// A call's id, its tool (none for an unreadable call), its outcome, and a sub-agent's spending
+/// and events.
+type Ran = (String, Option<String>, ToolOutcome, Option<(Spent, Vec<Event>)>);
 use crate::conversation::{MalformedCall, Message, ToolCall, ToolChoice};
 use crate::events::{Event, EventSink};
 use crate::spec::Budget;
@@ -115,8 +116,11 @@ impl Agent {
             .await;
         for ran in outcomes {
             let (id, tool, outcome, child) = ran?;
-            if let Some(child) = child {
+            if let Some((child, inner)) = child {
                 spent.absorb(&child);
+                for event in &inner {
+                    events.emit(event);
+                }
             }
             progress.recovering |= outcome.result.is_err();
             if outcome.result.is_ok() {
@@ -136,7 +140,7 @@ impl Agent {
         call: &ToolCall,
         parent: &Spent,
         alone: bool,
-    ) -> Result<(ToolOutcome, Option<Spent>), JournalError> {
+    ) -> Result<(ToolOutcome, Option<(Spent, Vec<Event>)>), JournalError> {
         if let Some(journal) = &self.journal {
             match journal.call(&call.id).await? {
                 CallRecord::Finished(outcome) => return Ok((outcome, None)),
@@ -159,8 +163,9 @@ impl Agent {
     }
 
     /// Checks a call against the declared tools and their schemas, then runs it: on the toolbox,
-    /// or as a sub-agent's run with budgets carved from `parent`'s, whose spending it returns.
-    async fn execute(&self, call: &ToolCall, parent: &Spent) -> (ToolOutcome, Option<Spent>) {
+    /// or as a sub-agent's run with budgets carved from `parent`'s, whose spending and events
+    /// (marked with its name) it returns.
+    async fn execute(&self, call: &ToolCall, parent: &Spent) -> (ToolOutcome, Option<(Spent, Vec<Event>)>) {
         let failed = |error| (failed(error), None);
         let Some(validator) = self.validators.get(&call.name) else {
             let known: Vec<&str> = self.tools.iter().map(|t| t.name.as_str()).collect();
@@ -178,18 +183,19 @@ impl Agent {
         let task = call.arguments["task"].as_str().unwrap_or_default();
         let mut spent = Spent::start(parent.carve(&sub_agent.config.limits));
         let started = std::time::Instant::now();
-        let mut steps = Vec::new();
+        let (mut steps, mut inner) = (Vec::new(), Vec::new());
         let mut record = |event: &Event| {
             if let Event::ToolCall { tool, .. } = event {
                 steps.push(tool.clone());
             }
+            inner.push(sub_agents::marked(&call.name, event));
         };
         // Boxed: a sub-agent's run is the same async function as its parent's.
         let outcome = Box::pin(sub_agent.run_within(task, &mut spent, &mut record)).await;
         let outcome = super::settle(outcome, &spent);
         let log = format!("sub-agent `{}`: {} step(s), calls: {}", call.name, spent.steps, steps.join(", "));
         let outcome = ToolOutcome { result: sub_agents::result(outcome), log, duration: started.elapsed() };
-        (outcome, Some(spent))
+        (outcome, Some((spent, inner)))
     }
 }
 

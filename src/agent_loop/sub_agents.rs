@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::RunOutcome;
 use crate::conversation::ToolDeclaration;
+use crate::events::Event;
 use crate::model::ModelError;
 use crate::toolbox::{ToolError, ToolErrorKind};
 
@@ -21,6 +22,17 @@ pub fn declaration(name: &str, description: Option<&str>) -> ToolDeclaration {
             "required": ["task"],
             "additionalProperties": false,
         }),
+    }
+}
+
+/// A sub-agent `name`'s event as its parent's stream carries it.
+pub(super) fn marked(name: &str, event: &Event) -> Event {
+    match event {
+        Event::SubAgent { path, inner } => {
+            let path = std::iter::once(name.to_string()).chain(path.iter().cloned()).collect();
+            Event::SubAgent { path, inner: inner.clone() }
+        }
+        other => Event::SubAgent { path: vec![name.to_string()], inner: Box::new(other.clone()) },
     }
 }
 

@@ -29,6 +29,7 @@ impl Metrics {
                 add(&self.tool_errors, u64::from(!ok));
                 add(&self.tool_micros, (duration_ms * 1000.0) as u64);
             }
+            Event::SubAgent { inner, .. } => self.observe(inner),
             Event::Usage { usage, .. } => {
                 add(&self.prompt_tokens, u64::from(usage.prompt_tokens));
                 add(&self.completion_tokens, u64::from(usage.completion_tokens));

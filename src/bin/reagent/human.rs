@@ -66,6 +66,21 @@ impl Printer {
             Event::ApprovalRequired { tool, arguments, .. } => {
                 labelled("approval", &format!("{tool} {arguments} waits for a person's yes"))
             }
+            Event::SubAgent { path, inner } => match inner.as_ref() {
+                Event::ToolCall { tool, arguments, .. } => {
+                    labelled(&path.join("/"), &format!("call {tool} {arguments}"))
+                }
+                Event::ToolResult { ok, result, error, .. } => {
+                    let shown = match (ok, result, error) {
+                        (true, Some(result), _) => format!("result {result}"),
+                        (_, _, Some(error)) => format!("error {}: {}", error.kind, error.message),
+                        _ => return,
+                    };
+                    labelled(&path.join("/"), &shown)
+                }
+                Event::Answer { text, .. } => labelled(&path.join("/"), &format!("answer {text}")),
+                _ => return,
+            },
             Event::InDoubt { id, tool, arguments, .. } => labelled(
                 "in doubt",
                 &format!("{tool} {arguments} ({id}) may or may not have happened: decide retry, done or skip"),
