@@ -51,9 +51,19 @@ pub async fn launch_from(
 }
 
 /// The agent file read from `sources` and the run's inputs bound to its `inputs:`: what a run can
-/// be recorded with, before anything is loaded for it.
+/// be recorded with, before tools or models are loaded for it. Replay scripts (the agent's and
+/// its sub-agents') are read too, so that `sources` holds every file a launch reads.
 pub fn bind(sources: &Sources, file: &Path, inputs: &GivenInputs) -> Result<AgentSpec, LaunchError> {
-    load_with_inputs(sources, file, inputs).map(|(spec, _)| spec)
+    let (spec, _) = load_with_inputs(sources, file, inputs)?;
+    read_scripts(sources, &spec)?;
+    Ok(spec)
+}
+
+fn read_scripts(sources: &Sources, spec: &AgentSpec) -> Result<(), LaunchError> {
+    if let ModelSpec::Replay { script, at } = &spec.model {
+        replay_model(sources, script, at)?;
+    }
+    spec.sub_agents.iter().try_for_each(|sub| read_scripts(sources, &sub.spec))
 }
 
 /// The agent file, and the run's inputs bound to its `inputs:`.
