@@ -219,9 +219,7 @@ async fn keep_claim(store: Arc<dyn RunStore>, id: String, owner: String, control
     let mut renewed = tokio::time::Instant::now();
     loop {
         tick.tick().await;
-        if let Ok(Some(run)) = store.get(&id).await
-            && run.cancel_requested
-        {
+        if let Ok(true) = store.cancel_requested(&id).await {
             control.cancel();
         }
         if renewed.elapsed() >= LEASE / 3 {

@@ -262,6 +262,9 @@ pub trait RunStore: Send + Sync {
     /// The journal entries of the run's calls.
     async fn calls(&self, id: &str) -> Result<Vec<CallEntry>, StoreError>;
 
+    /// Whether someone asked the run to stop (read by its driver's heartbeat).
+    async fn cancel_requested(&self, id: &str) -> Result<bool, StoreError>;
+
     /// Asks the run to stop at its next safe point (a run that waits stops at once). Returns the run.
     async fn request_cancel(&self, id: &str) -> Result<Option<Run>, StoreError>;
 

@@ -322,6 +322,15 @@ impl RunStore for SqliteStore {
             .collect()
     }
 
+    async fn cancel_requested(&self, id: &str) -> Result<bool, StoreError> {
+        let asked: Option<i64> = sqlx::query_scalar("SELECT cancel_requested FROM runs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(asked.unwrap_or(0) != 0)
+    }
+
     async fn request_cancel(&self, id: &str) -> Result<Option<Run>, StoreError> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(|e| self.error(e))?;
         sqlx::query("UPDATE runs SET cancel_requested = 1, updated_ms = ? WHERE id = ?")
