@@ -10,11 +10,15 @@
 //! Memory is measured as the peers measure it: every run parks once launched, before its first
 //! model turn; RSS with all N parked, minus RSS after a warm-up run, over N.
 
-use std::path::{Path, PathBuf};
+#[path = "shared/calc_agent.rs"]
+mod calc_agent;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
+use calc_agent::{STEPS_PER_RUN, TASK};
 use reagent::agent_loop::RunOutcome;
 use reagent::events::Event;
 use reagent::launch::launch;
@@ -22,12 +26,6 @@ use reagent::runtime::Runtime;
 use reagent::spec::GivenInputs;
 use serde_json::json;
 use tokio::sync::watch;
-
-/// Nine spellings of (17*23)+4, so that the loop's repeat guard sees nine different calls.
-const EXPRESSIONS: [&str; 9] =
-    ["(17*23)+4", "4+(17*23)", "(23*17)+4", "4+(23*17)", "17*23+4", "4+17*23", "23*17+4", "4+23*17", "(17*23+4)"];
-const STEPS_PER_RUN: u64 = EXPRESSIONS.len() as u64 + 1;
-const TASK: &str = "What is (17*23)+4?";
 
 fn main() {
     let runs = runs_from_args();
@@ -47,7 +45,7 @@ fn runs_from_args() -> usize {
 
 async fn measure(runs: usize) {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let agent_file = setup(dir.path());
+    let agent_file = calc_agent::write(dir.path());
     let runtime = Runtime::new().expect("the runtime");
     let counts = Counts::default();
     // Warm up: one run, so that the baseline holds what every run shares (compiled component,
@@ -97,25 +95,6 @@ async fn measure(runs: usize) {
         "memory_note": format!("rss_per_run_kb: (RSS with all {runs} runs launched and parked before their first model turn ({parked_kb} KB) - RSS after a warm-up run ({baseline_kb} KB)) / runs"),
     });
     println!("{line}");
-}
-
-/// The agent file (calc component from tools/dist) and its 10-turn replay script, in `dir`.
-fn setup(dir: &Path) -> PathBuf {
-    let calc = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/dist/calc.wasm");
-    assert!(calc.is_file(), "{} is missing: run scripts/setup.sh first", calc.display());
-    let mut turns: Vec<String> = EXPRESSIONS
-        .iter()
-        .map(|e| format!(r#"<tool_call>{{"name": "calc", "arguments": {{"expression": "{e}"}}}}</tool_call>"#))
-        .collect();
-    turns.push("(17*23)+4 = 395.".into());
-    std::fs::write(dir.join("script.yaml"), json!({ "turns": turns }).to_string()).expect("write the script");
-    let agent_file = dir.join("agent.yaml");
-    let yaml = format!(
-        "name: calculator\nmodel:\n  backend: replay\n  script: script.yaml\ninstructions: |\n  You are a careful calculator. Never compute in your head: call the calc tool for every\n  arithmetic expression, then answer with the result in one short sentence.\ntools:\n  - component: {}\nlimits:\n  max_steps: {STEPS_PER_RUN}\n",
-        calc.display()
-    );
-    std::fs::write(&agent_file, yaml).expect("write the agent");
-    agent_file
 }
 
 #[derive(Default)]

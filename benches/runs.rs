@@ -10,11 +10,15 @@
 //!
 //!     scripts/setup.sh && cargo bench --profile dev --bench runs -- --runs 2000 --at-once 50 --served 1000
 
-use std::path::{Path, PathBuf};
+#[path = "shared/calc_agent.rs"]
+mod calc_agent;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use calc_agent::{STEPS_PER_RUN, TASK};
 use reagent::events::Event;
 use reagent::launch::launch;
 use reagent::runs::Runs;
@@ -22,11 +26,6 @@ use reagent::runtime::Runtime;
 use reagent::spec::GivenInputs;
 use reagent_store::{Created, SqliteStore};
 use serde_json::{Value, json};
-
-const EXPRESSIONS: [&str; 9] =
-    ["(17*23)+4", "4+(17*23)", "(23*17)+4", "4+(23*17)", "17*23+4", "4+17*23", "23*17+4", "4+23*17", "(17*23+4)"];
-const STEPS_PER_RUN: u64 = EXPRESSIONS.len() as u64 + 1;
-const TASK: &str = "What is (17*23)+4?";
 
 fn main() {
     let arg = |name: &str, default: usize| {
@@ -41,31 +40,10 @@ fn main() {
     let executor = tokio::runtime::Runtime::new().expect("a tokio runtime");
     executor.block_on(async {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let agent_file = setup(dir.path());
+        let agent_file = calc_agent::write(dir.path());
         journal(&agent_file, runs, at_once, dir.path()).await;
         serve(dir.path(), served).await;
     });
-}
-
-/// The agent file (calc from tools/dist) and its 10-turn replay script, in `dir/agents`.
-fn setup(dir: &Path) -> PathBuf {
-    let calc = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/dist/calc.wasm");
-    assert!(calc.is_file(), "{} is missing: run scripts/setup.sh first", calc.display());
-    let mut turns: Vec<String> = EXPRESSIONS
-        .iter()
-        .map(|e| format!(r#"<tool_call>{{"name": "calc", "arguments": {{"expression": "{e}"}}}}</tool_call>"#))
-        .collect();
-    turns.push("(17*23)+4 = 395.".into());
-    std::fs::write(dir.join("script.yaml"), json!({ "turns": turns }).to_string()).expect("write the script");
-    std::fs::create_dir_all(dir.join("agents")).expect("agents folder");
-    let agent_file = dir.join("agents/calculator.yaml");
-    let yaml = format!(
-        "name: calculator\nmodel:\n  backend: replay\n  script: {}\ntools:\n  - component: {}\nlimits:\n  max_steps: {STEPS_PER_RUN}\n",
-        dir.join("script.yaml").display(),
-        calc.display()
-    );
-    std::fs::write(&agent_file, yaml).expect("write the agent");
-    agent_file
 }
 
 async fn journal(agent_file: &Path, runs: usize, at_once: usize, dir: &Path) {
