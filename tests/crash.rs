@@ -106,6 +106,7 @@ async fn a_run_killed_at_each_named_point_ends_answered_with_each_side_effect_on
     let expected = uninterrupted("A").await;
     // (crash point, whether the restart finds a side-effect call in doubt)
     let points = [
+        ("asking@2", false),       // in the middle of the second model turn
         ("reply@1", false),        // the first model turn answered, its reply not recorded
         ("reply@3", false),        // the third turn, after two calls
         ("call_started@1", true),  // append recorded as started; the tool never ran

@@ -1,10 +1,9 @@
 //! Fault injection for the crash tests: with `REAGENT_CRASH_AT=POINT` (or `POINT@N`), the process
 //! kills itself with SIGKILL the N-th time it reaches POINT, exactly as a `kill -9` landing there
-//! would. The points: `reply` (a model turn answered, its reply not yet recorded), `call_started`
-//! (a call recorded as started, its tool not yet run), `call_finished` (a tool ran, its result not
-//! yet recorded), `checkpoint` (before a turn boundary is committed), `resume` (a stored run
-//! claimed, before it goes on).
-
+//! would. The points: `asking` (a model turn asked, not answered), `reply` (a model turn answered,
+//! its reply not yet recorded), `call_started` (a call recorded as started, its tool not yet run),
+//! `call_finished` (a tool ran, its result not yet recorded), `checkpoint` (before a turn boundary
+//! is committed), `resume` (a stored run claimed, before it goes on).
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -133,6 +133,8 @@ impl StoreJournal {
 impl Journal for StoreJournal {
     async fn recorded_reply(&self, turn: u32) -> Result<Option<ModelReply>, JournalError> {
         if turn > self.replies_before {
+            // The model is asked now: a stop from here on is in the middle of its turn.
+            super::crash::point("asking");
             return Ok(None);
         }
         let Some(body) = self.store.reply(&self.run, turn).await.map_err(stored)? else { return Ok(None) };
