@@ -4,6 +4,7 @@
 //! its reply not yet recorded), `call_started` (a call recorded as started, its tool not yet run),
 //! `call_finished` (a tool ran, its result not yet recorded), `checkpoint` (before a turn boundary
 //! is committed), `resume` (a stored run claimed, before it goes on).
+
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
