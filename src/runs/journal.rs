@@ -104,7 +104,7 @@ impl StoreJournal {
     /// publishes the events.
     pub(super) async fn commit(&self, mut commit: Commit) -> Result<(), JournalError> {
         let events = std::mem::take(&mut *lock(&self.buffer));
-        commit.events = events.iter().map(|e| serde_json::to_value(e).unwrap_or(Value::Null)).collect();
+        commit.events = events.iter().map(|e| serde_json::to_string(e).unwrap_or_default()).collect();
         let waited = std::mem::take(&mut *lock(&self.waiting));
         commit.replies.extend(waited.replies);
         commit.finished.extend(waited.finished);
@@ -123,7 +123,7 @@ impl StoreJournal {
         &self,
         status: Status,
         outcome: Value,
-        checkpoint: Option<Value>,
+        checkpoint: Option<String>,
     ) -> Result<(), JournalError> {
         self.commit(Commit { status: Some(status), outcome: Some(outcome), checkpoint, ..Commit::default() }).await
     }
@@ -176,7 +176,7 @@ impl Journal for StoreJournal {
 
     async fn checkpoint(&self, checkpoint: &Checkpoint, starting: &[(&ToolCall, Effect)]) -> Result<(), JournalError> {
         super::crash::point("checkpoint");
-        let saved = serde_json::to_value(checkpoint).map_err(|e| JournalError(e.to_string()))?;
+        let saved = serde_json::to_string(checkpoint).map_err(|e| JournalError(e.to_string()))?;
         let started: Vec<CallEntry> = starting.iter().map(|(call, effect)| entry(call, *effect)).collect();
         let sync = starting.iter().any(|(_, effect)| *effect == Effect::SideEffect);
         let commit =

@@ -245,7 +245,7 @@ fn verdict(decision: &reagent_store::Decision) -> Option<Verdict> {
 
 /// The status, summary and (for a pause) checkpoint a run ends with; `None` when it stopped
 /// short and stays resumable from its last checkpoint.
-fn ending(outcome: &Result<RunOutcome, crate::model::ModelError>) -> Option<(Status, Value, Option<Value>)> {
+fn ending(outcome: &Result<RunOutcome, crate::model::ModelError>) -> Option<(Status, Value, Option<String>)> {
     let done = |status, summary| Some((status, summary, None));
     match outcome {
         Ok(RunOutcome::Answered { answer, output, steps }) => {
@@ -258,7 +258,7 @@ fn ending(outcome: &Result<RunOutcome, crate::model::ModelError>) -> Option<(Sta
                 "in_doubt": checkpoint.in_doubt(),
                 "steps": checkpoint.steps(),
             });
-            Some((status, summary, serde_json::to_value(checkpoint).ok()))
+            Some((status, summary, serde_json::to_string(checkpoint).ok()))
         }
         Ok(RunOutcome::InvalidOutput { answer, errors, steps }) => {
             done(Status::InvalidOutput, json!({"answer": answer, "errors": errors, "steps": steps}))

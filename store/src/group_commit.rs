@@ -110,7 +110,7 @@ async fn apply_in(conn: &mut SqliteConnection, batch: &[Queued]) -> Result<Vec<R
                 .bind(&queued.owner)
                 .bind(i64::try_from(commit.events.len()).unwrap_or(i64::MAX))
                 .bind(now)
-                .bind(commit.checkpoint.as_ref().map(|c| c.to_string()))
+                .bind(commit.checkpoint.as_deref())
                 .bind(commit.status.map(Status::as_str))
                 .bind(commit.outcome.as_ref().map(|o| o.to_string()));
         }
@@ -122,14 +122,14 @@ async fn apply_in(conn: &mut SqliteConnection, batch: &[Queued]) -> Result<Vec<R
     for (queued, last) in &landed {
         let first = last - queued.commit.events.len() as i64 + 1;
         for (offset, event) in queued.commit.events.iter().enumerate() {
-            events.push((queued.run.as_str(), first + offset as i64, event.to_string()));
+            events.push((queued.run.as_str(), first + offset as i64, event.as_str()));
         }
     }
     for chunk in events.chunks(ROWS_PER_STATEMENT) {
         let sql = format!("INSERT INTO events (run_id, seq, body) VALUES {}", rows("(?, ?, ?)", chunk.len()));
         let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (run, seq, body) in chunk {
-            insert = insert.bind(*run).bind(*seq).bind(body);
+            insert = insert.bind(*run).bind(*seq).bind(*body);
         }
         insert.execute(&mut *conn).await?;
     }

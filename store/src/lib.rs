@@ -195,10 +195,11 @@ pub struct Decision {
 /// One transaction of a run's journal. Everything in it lands together or not at all.
 #[derive(Debug, Clone, Default)]
 pub struct Commit {
-    /// Appended with the next seqs.
-    pub events: Vec<Value>,
-    /// The checkpoint the run resumes from from now on.
-    pub checkpoint: Option<Value>,
+    /// Appended with the next seqs, each a JSON object as text (serialised by the writer's task,
+    /// not the store's one writer).
+    pub events: Vec<String>,
+    /// The checkpoint the run resumes from from now on, as JSON text.
+    pub checkpoint: Option<String>,
     pub status: Option<Status>,
     pub outcome: Option<Value>,
     /// Model turns' replies: (turn number, reply).
