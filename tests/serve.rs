@@ -205,6 +205,7 @@ async fn a_resubmission_with_its_idempotency_key_is_the_same_run_and_a_stream_re
     };
     let (status, run) = answer(submit("k1", "keep the ledger")).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{run}");
+    assert_eq!(run["inputs"], json!({}), "inputs as submitted");
     let id = run["id"].as_str().unwrap().to_string();
     let again = submit("k1", "keep the ledger").send().await.unwrap();
     assert_eq!(again.status(), StatusCode::ACCEPTED);

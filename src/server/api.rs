@@ -119,9 +119,15 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A run as the API shows it: with the calls it waits for, when it waits.
+/// A run as the API shows it: its inputs as one object (as they were submitted; a CLI run's
+/// `--input` values as text), with the calls it waits for, when it waits.
 pub(crate) fn shown(run: &Run) -> Value {
     let mut value = serde_json::to_value(run).unwrap_or(Value::Null);
+    if let Ok(given) = serde_json::from_value::<GivenInputs>(run.inputs.clone()) {
+        let mut inputs = given.from_file;
+        inputs.extend(given.from_flags.into_iter().map(|(name, text)| (name, Value::String(text))));
+        value["inputs"] = Value::Object(inputs);
+    }
     if run.status.is_waiting() {
         value["waiting"] = waiting(run);
     }
