@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::agent_loop::{Approver, Checkpoint, RunOutcome, Stop, Verdict};
+use crate::conversation::ToolCall;
 use crate::launch::{LaunchError, bind, launch_from};
 use crate::runtime::Runtime;
 use crate::spec::{GivenInputs, Snapshot, Sources};
@@ -230,6 +231,30 @@ async fn keep_claim(store: Arc<dyn RunStore>, id: String, owner: String, control
             renewed = tokio::time::Instant::now();
         }
     }
+}
+
+/// The calls a stored run's checkpoint waits for.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Waiting {
+    /// For a person's approval.
+    pub awaiting: Vec<ToolCall>,
+    /// For a person's retry, done or skip.
+    pub in_doubt: Vec<ToolCall>,
+}
+
+impl Waiting {
+    /// The ids of the calls in `list`.
+    pub fn ids(list: &[ToolCall]) -> Vec<String> {
+        list.iter().map(|call| call.id.clone()).collect()
+    }
+}
+
+/// What the run's last checkpoint waits for, whatever the run's status; `None` without a
+/// readable checkpoint.
+pub fn waiting(run: &Run) -> Option<Waiting> {
+    let checkpoint: Checkpoint = serde_json::from_value(run.checkpoint.clone()?).ok()?;
+    let owned = |calls: Vec<&ToolCall>| calls.into_iter().cloned().collect();
+    Some(Waiting { awaiting: owned(checkpoint.awaiting()), in_doubt: owned(checkpoint.in_doubt()) })
 }
 
 fn verdict(decision: &reagent_store::Decision) -> Option<Verdict> {

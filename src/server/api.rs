@@ -22,9 +22,8 @@ use sha2::{Digest, Sha256};
 
 use super::App;
 use super::auth::{Caller, caller};
-use crate::agent_loop::Checkpoint;
 use crate::launch::LaunchError;
-use crate::runs::{RunsError, Submission};
+use crate::runs::{RunsError, Submission, Waiting, waiting};
 use crate::spec::GivenInputs;
 
 /// The longest `?wait=` a long poll may ask for.
@@ -129,17 +128,14 @@ pub(crate) fn shown(run: &Run) -> Value {
         value["inputs"] = Value::Object(inputs);
     }
     if run.status.is_waiting() {
-        value["waiting"] = waiting(run);
+        value["waiting"] = serde_json::to_value(waits_for(run)).unwrap_or(Value::Null);
     }
     value
 }
 
-fn waiting(run: &Run) -> Value {
-    let checkpoint = run.checkpoint.clone().and_then(|c| serde_json::from_value::<Checkpoint>(c).ok());
-    match checkpoint {
-        Some(c) if run.status.is_waiting() => json!({"awaiting": c.awaiting(), "in_doubt": c.in_doubt()}),
-        _ => json!({"awaiting": [], "in_doubt": []}),
-    }
+/// The calls a run waits for now: none unless it is waiting.
+fn waits_for(run: &Run) -> Waiting {
+    run.status.is_waiting().then(|| waiting(run)).flatten().unwrap_or_default()
 }
 
 /// The run, if the caller's tenant may see it (another tenant's run is not found).
@@ -432,7 +428,7 @@ async fn approvals(
 ) -> Result<Json<Value>, ApiError> {
     let who = caller(&app, &headers, Scope::Read).await?;
     let run = visible_run(&app, &who, &id).await?;
-    let mut value = waiting(&run);
+    let mut value = serde_json::to_value(waits_for(&run)).unwrap_or(Value::Null);
     value["status"] = json!(run.status);
     Ok(Json(value))
 }
@@ -467,11 +463,8 @@ async fn decide(
     if body.decisions.is_empty() {
         return Err(ApiError::invalid("decisions: give at least one"));
     }
-    let waiting = waiting(&run);
-    let ids = |list: &str| -> Vec<String> {
-        waiting[list].as_array().into_iter().flatten().filter_map(|c| c["id"].as_str().map(str::to_string)).collect()
-    };
-    let (awaiting, in_doubt) = (ids("awaiting"), ids("in_doubt"));
+    let waiting = waits_for(&run);
+    let (awaiting, in_doubt) = (Waiting::ids(&waiting.awaiting), Waiting::ids(&waiting.in_doubt));
     let mut decisions = Vec::new();
     for (i, decision) in body.decisions.into_iter().enumerate() {
         let allowed: &[&str] = if awaiting.contains(&decision.call_id) {

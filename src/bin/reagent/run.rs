@@ -8,10 +8,10 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use async_trait::async_trait;
-use reagent::agent_loop::{Approver, Checkpoint, Decision as Approval, RunOutcome, Stop};
+use reagent::agent_loop::{Approver, Decision as Approval, RunOutcome, Stop};
 use reagent::conversation::ToolCall;
 use reagent::events::Event;
-use reagent::runs::{Driven, Listener, Runs, RunsError, Submission};
+use reagent::runs::{Driven, Listener, Runs, RunsError, Submission, Waiting, waiting};
 use reagent::spec::Budget;
 use reagent_store::{Created, Decision, Status};
 
@@ -88,10 +88,9 @@ pub async fn resume(runs: &Runs, id: &str, approve: bool, json: bool, output_fil
     if run.status != Status::Paused {
         return fail(Exit::Usage, &format!("run {id} is {}, not paused for approval", run.status));
     }
-    let checkpoint = run.checkpoint.and_then(|c| serde_json::from_value::<Checkpoint>(c).ok());
-    let decisions: Vec<Decision> = checkpoint
-        .iter()
-        .flat_map(|c| c.awaiting().into_iter().map(|call| call.id.clone()).collect::<Vec<_>>())
+    let awaiting = waiting(&run).map(|w| Waiting::ids(&w.awaiting)).unwrap_or_default();
+    let decisions: Vec<Decision> = awaiting
+        .into_iter()
         .map(|call_id| Decision { call_id, verdict: verdict.into(), result: None, made_by: "cli".into() })
         .collect();
     if let Err(e) = runs.store().decide(id, &decisions).await {
@@ -123,7 +122,7 @@ fn report(driven: Driven, json: bool, output_file: Option<&Path>) -> ExitCode {
     };
     let Some(outcome) = driven.outcome else {
         return match driven.run.status {
-            status if status.is_waiting() => waiting(id, status),
+            status if status.is_waiting() => waits(id, status),
             status => fail(Exit::Usage, &format!("run {id} is {status} already; see `reagent runs show {id}`")),
         };
     };
@@ -141,7 +140,7 @@ fn report(driven: Driven, json: bool, output_file: Option<&Path>) -> ExitCode {
             }
             ExitCode::from(Exit::Success as u8)
         }
-        Ok(RunOutcome::Paused(_)) => waiting(id, driven.run.status),
+        Ok(RunOutcome::Paused(_)) => waits(id, driven.run.status),
         Ok(RunOutcome::InvalidOutput { errors, .. }) => fail(
             Exit::InvalidOutput,
             &format!(
@@ -184,7 +183,7 @@ fn report(driven: Driven, json: bool, output_file: Option<&Path>) -> ExitCode {
 }
 
 /// A run that waits for a person: what to do next.
-fn waiting(id: &str, status: Status) -> ExitCode {
+fn waits(id: &str, status: Status) -> ExitCode {
     match status {
         Status::InDoubt => fail(
             Exit::InDoubt,

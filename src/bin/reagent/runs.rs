@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use reagent::runs::Runs;
+use reagent::runs::{Runs, Waiting, waiting};
 use reagent_store::{Decision, RunFilter, Status};
 use serde_json::{Value, json};
 
@@ -86,7 +86,7 @@ pub async fn run(runs: &Runs, command: RunsCommand) -> ExitCode {
         }
         RunsCommand::Show { run } => match store.get(&run).await {
             Ok(Some(found)) => {
-                let waiting = waiting_calls(&found.checkpoint);
+                let waiting = serde_json::to_value(waiting(&found)).unwrap_or(Value::Null);
                 let mut shown = serde_json::to_value(&found).unwrap_or(Value::Null);
                 shown["waiting"] = waiting;
                 let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&shown).unwrap_or_default());
@@ -127,20 +127,11 @@ pub async fn run(runs: &Runs, command: RunsCommand) -> ExitCode {
     result.unwrap_or_else(|e| fail(Exit::Internal, &e.to_string()))
 }
 
-/// The calls a run's checkpoint waits for: `{"awaiting": [...], "in_doubt": [...]}`.
-fn waiting_calls(checkpoint: &Option<Value>) -> Value {
-    let Some(checkpoint) = checkpoint.clone() else { return Value::Null };
-    match serde_json::from_value::<reagent::agent_loop::Checkpoint>(checkpoint) {
-        Ok(checkpoint) => json!({"awaiting": checkpoint.awaiting(), "in_doubt": checkpoint.in_doubt()}),
-        Err(_) => Value::Null,
-    }
-}
-
 /// Approves or denies the given calls, or every call the run awaits approval for.
 async fn decide_all(runs: &Runs, id: &str, calls: Vec<String>, verdict: &str) -> ExitCode {
     let calls = if calls.is_empty() {
         match runs.store().get(id).await {
-            Ok(Some(run)) => awaited_ids(&run.checkpoint),
+            Ok(Some(run)) => waiting(&run).map(|w| Waiting::ids(&w.awaiting)).unwrap_or_default(),
             Ok(None) => return no_such_run(id),
             Err(e) => return fail(Exit::Internal, &e.to_string()),
         }
@@ -154,12 +145,6 @@ async fn decide_all(runs: &Runs, id: &str, calls: Vec<String>, verdict: &str) ->
     record(runs, id, decisions, "awaiting").await
 }
 
-fn awaited_ids(checkpoint: &Option<Value>) -> Vec<String> {
-    let awaiting = waiting_calls(checkpoint);
-    let ids = awaiting["awaiting"].as_array().cloned().unwrap_or_default();
-    ids.iter().filter_map(|call| call["id"].as_str().map(str::to_string)).collect()
-}
-
 /// Records decisions on calls a run waits for (`list`: `awaiting` approval, or `in_doubt`).
 async fn record(runs: &Runs, id: &str, decisions: Vec<Decision>, list: &str) -> ExitCode {
     let waits_as = if list == "awaiting" { "paused" } else { "in_doubt" };
@@ -170,10 +155,10 @@ async fn record(runs: &Runs, id: &str, decisions: Vec<Decision>, list: &str) -> 
     };
     // A run with some decisions recorded is queued to go on; it still waits for the calls it
     // has no decision on.
-    let waiting = waiting_calls(&run.checkpoint);
-    let known: Vec<&str> = waiting[list].as_array().into_iter().flatten().filter_map(|c| c["id"].as_str()).collect();
+    let waiting = waiting(&run).unwrap_or_default();
+    let known = Waiting::ids(if list == "awaiting" { &waiting.awaiting } else { &waiting.in_doubt });
     let takes_decisions = run.status.as_str() == waits_as || run.status == Status::Queued;
-    if let Some(unknown) = decisions.iter().find(|d| !takes_decisions || !known.contains(&d.call_id.as_str())) {
+    if let Some(unknown) = decisions.iter().find(|d| !takes_decisions || !known.contains(&d.call_id)) {
         let message = format!(
             "run {id} is {} and has no call {} {}: see `reagent runs show {id}`",
             run.status,
