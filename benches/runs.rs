@@ -1,14 +1,19 @@
 //! Durable runs under load, two measurements in one process, each printed as one JSON line:
 //!
 //! - `journal`: the loop benchmark's run shape (10 model turns: 9 calls of the real calc
-//!   component, then the answer, on the replay model), N runs, C at a time, once in memory
-//!   (`launch` + `Agent::run`) and once durable (`Runs::submit` + `Runs::drive` on a SQLite store:
-//!   every reply, call and checkpoint committed), side by side: steps/s and their ratio.
+//!   component, then the answer, on the replay model), N runs, C at a time, in memory
+//!   (`launch`, `Agent::run`) and durable (`Runs::submit`, `Runs::drive` on a SQLite store: every
+//!   reply, call and checkpoint committed), alternating for R rounds: the median steps/s of each
+//!   and their ratio.
 //! - `serve`: `reagent serve` on loopback, S runs submitted at once over HTTP, each followed on
 //!   its SSE stream to its end: failed and lost runs, runs/s, p50/p99 submit latency, events/s,
 //!   the server's peak RSS.
 //!
-//!     scripts/setup.sh && cargo bench --profile dev --bench runs -- --runs 2000 --at-once 50 --served 1000
+//!     scripts/setup.sh && cargo bench --profile dev --bench runs -- --runs 2000 --at-once 50 --rounds 5 --served 1000
+
+// As the `reagent` binary allocates.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[path = "shared/calc_agent.rs"]
 mod calc_agent;
@@ -37,83 +42,100 @@ fn main() {
             .unwrap_or(default)
     };
     let (runs, at_once, served) = (arg("--runs", 2000), arg("--at-once", 50), arg("--served", 1000));
+    let rounds = arg("--rounds", 5).max(1);
     let executor = tokio::runtime::Runtime::new().expect("a tokio runtime");
     executor.block_on(async {
         let dir = tempfile::tempdir().expect("a temp dir");
         let agent_file = calc_agent::write(dir.path());
-        journal(&agent_file, runs, at_once, dir.path()).await;
+        journal(&agent_file, runs, at_once, rounds, dir.path()).await;
         serve(dir.path(), served).await;
     });
 }
 
-async fn journal(agent_file: &Path, runs: usize, at_once: usize, dir: &Path) {
+async fn journal(agent_file: &Path, runs: usize, at_once: usize, rounds: usize, dir: &Path) {
     let runtime = Runtime::new().expect("the runtime");
     let store = SqliteStore::open(dir.join("journal.db").to_str().unwrap()).await.expect("the store");
     let durable = Runs::new(Arc::new(store), runtime.clone());
     let steps = Arc::new(AtomicU64::new(0));
-
-    // In memory first, then durable; the same work, the same concurrency.
-    let memory = timed(runs, at_once, {
-        let (runtime, file, steps) = (runtime.clone(), agent_file.to_path_buf(), steps.clone());
-        move || {
-            let (runtime, file, steps) = (runtime.clone(), file.clone(), steps.clone());
-            async move {
-                let (_, agent) = launch(&runtime, &file, &GivenInputs::default()).await.expect("launch");
-                let mut sink = |event: &Event| {
-                    if let Event::StepStarted { .. } = event {
-                        steps.fetch_add(1, Ordering::Relaxed);
-                    }
-                };
-                agent.run(TASK, &mut sink).await.expect("a run");
-            }
-        }
-    })
-    .await;
-    let memory_steps = steps.swap(0, Ordering::Relaxed);
-    let journalled = timed(runs, at_once, {
-        let (durable, file, steps) = (durable.clone(), agent_file.to_path_buf(), steps.clone());
-        move || {
-            let (durable, file, steps) = (durable.clone(), file.clone(), steps.clone());
-            async move {
-                let inputs = GivenInputs::default();
-                let submission = reagent::runs::Submission {
-                    file: &file,
-                    task: TASK,
-                    inputs: &inputs,
-                    tenant: "",
-                    key: None,
-                    idempotency: None,
-                };
-                let Ok(Created::New(run)) = durable.submit(submission).await else { panic!("submit") };
-                let counted = steps.clone();
-                let listener = Box::new(move |_seq, event: &Event| {
-                    if let Event::StepStarted { .. } = event {
-                        counted.fetch_add(1, Ordering::Relaxed);
-                    }
-                });
-                let driven = durable.drive(&run.id, listener, None).await.expect("a drive");
-                assert_eq!(driven.run.status, reagent_store::Status::Answered);
-            }
-        }
-    })
-    .await;
-    let journal_steps = steps.load(Ordering::Relaxed);
     let expected = runs as u64 * STEPS_PER_RUN;
-    assert_eq!((memory_steps, journal_steps), (expected, expected), "every run made 10 model turns");
-    let (memory_rate, journal_rate) = (expected as f64 / memory, expected as f64 / journalled);
+
+    // In memory, then durable, round after round: the same work at the same concurrency, side by
+    // side, so that a slower or faster stretch of the machine weighs on both alike.
+    let (mut memory_rates, mut journal_rates) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let memory = timed(runs, at_once, {
+            let (runtime, file, steps) = (runtime.clone(), agent_file.to_path_buf(), steps.clone());
+            move || {
+                let (runtime, file, steps) = (runtime.clone(), file.clone(), steps.clone());
+                async move {
+                    let (_, agent) = launch(&runtime, &file, &GivenInputs::default()).await.expect("launch");
+                    let mut sink = |event: &Event| {
+                        if let Event::StepStarted { .. } = event {
+                            steps.fetch_add(1, Ordering::Relaxed);
+                        }
+                    };
+                    agent.run(TASK, &mut sink).await.expect("a run");
+                }
+            }
+        })
+        .await;
+        let memory_steps = steps.swap(0, Ordering::Relaxed);
+        let journalled = timed(runs, at_once, {
+            let (durable, file, steps) = (durable.clone(), agent_file.to_path_buf(), steps.clone());
+            move || {
+                let (durable, file, steps) = (durable.clone(), file.clone(), steps.clone());
+                async move {
+                    let inputs = GivenInputs::default();
+                    let submission = reagent::runs::Submission {
+                        file: &file,
+                        task: TASK,
+                        inputs: &inputs,
+                        tenant: "",
+                        key: None,
+                        idempotency: None,
+                    };
+                    let Ok(Created::New(run)) = durable.submit(submission).await else { panic!("submit") };
+                    let counted = steps.clone();
+                    let listener = Box::new(move |_seq, event: &Event| {
+                        if let Event::StepStarted { .. } = event {
+                            counted.fetch_add(1, Ordering::Relaxed);
+                        }
+                    });
+                    let driven = durable.drive(&run.id, listener, None).await.expect("a drive");
+                    assert_eq!(driven.run.status, reagent_store::Status::Answered);
+                }
+            }
+        })
+        .await;
+        let journal_steps = steps.swap(0, Ordering::Relaxed);
+        assert_eq!((memory_steps, journal_steps), (expected, expected), "every run made 10 model turns");
+        memory_rates.push(expected as f64 / memory);
+        journal_rates.push(expected as f64 / journalled);
+    }
+    let each_round: Vec<Value> =
+        memory_rates.iter().zip(&journal_rates).map(|(m, j)| json!([round(*m), round(*j)])).collect();
+    let (memory_rate, journal_rate) = (median(&mut memory_rates), median(&mut journal_rates));
     println!(
         "{}",
         json!({
             "measure": "journal",
             "runs": runs,
             "at_once": at_once,
-            "steps": expected,
+            "rounds": rounds,
+            "steps_per_round": expected,
             "in_memory_steps_per_s": round(memory_rate),
             "journalled_steps_per_s": round(journal_rate),
             "journalled_over_in_memory": (journal_rate / memory_rate * 1000.0).round() / 1000.0,
+            "each_round_steps_per_s": each_round,
             "journal": "SQLite (WAL, synchronous=NORMAL; FULL before side-effect calls), every model reply, call and turn boundary committed",
         })
     );
+}
+
+/// The middle value (of an odd count; the upper middle of an even one).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 /// Runs `count` jobs made by `job`, `at_once` at a time; the seconds it took.

@@ -1,14 +1,22 @@
 //! The loop's `Journal` on the run store: each record a transaction of the store, fenced by the
 //! claim this process holds on the run. Events are buffered as the loop emits them and committed
 //! with the next checkpoint (or the run's end); only then are they published.
+//!
+//! The loop waits for a commit only where a crash could otherwise cost more than a rerun: before
+//! a side-effect call starts, after one finishes, and at the run's end or pause. Every other
+//! commit is written behind the run, in order, by the run's own writer task, which merges what
+//! has queued up while the store was busy into one transaction and publishes the events once it
+//! lands. A crash before such a commit lands loses only work the loop redoes the same way (a pure
+//! or idempotent call, a model turn not yet recorded).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use reagent_store::{CallEntry, Commit, RunStore, Status};
 use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::agent_loop::{CallRecord, Checkpoint, Journal, JournalError, Stop};
 use crate::conversation::ToolCall;
@@ -19,11 +27,13 @@ use crate::toolbox::{Effect, ToolOutcome};
 /// Who hears a run's events once they are committed: (seq, event).
 pub type Listener = Box<dyn FnMut(u64, &Event) + Send>;
 
-/// A stop asked of a run from outside: a cancel, a shutdown.
+/// A stop asked of a run from outside (a cancel, a shutdown), or by its journal's writer.
 #[derive(Debug, Default)]
 pub struct Control {
     cancelled: AtomicBool,
     shutting_down: AtomicBool,
+    /// Why a commit written behind the run failed: the run stops at its next turn boundary.
+    journal_failed: Mutex<Option<String>>,
 }
 
 impl Control {
@@ -36,7 +46,9 @@ impl Control {
     }
 
     fn stop(&self) -> Option<Stop> {
-        if self.cancelled.load(Ordering::SeqCst) {
+        if let Some(why) = lock(&self.journal_failed).clone() {
+            Some(Stop::JournalFailed(why))
+        } else if self.cancelled.load(Ordering::SeqCst) {
             Some(Stop::Cancelled)
         } else if self.shutting_down.load(Ordering::SeqCst) {
             Some(Stop::ShuttingDown)
@@ -49,19 +61,38 @@ impl Control {
 pub(super) struct StoreJournal {
     store: Arc<dyn RunStore>,
     run: String,
-    owner: String,
     /// Emitted, not yet committed.
     buffer: Arc<Mutex<Vec<Event>>>,
-    listener: Mutex<Listener>,
+    /// Commits on their way to the store, in the order made (see `write_behind`).
+    writes: mpsc::UnboundedSender<Write>,
     /// What the journal held of each call when this process took the run, and since.
     calls: Mutex<HashMap<String, CallRecord>>,
+    /// The calls with side effects among them: their results must land before the run goes on.
+    side_effects: Mutex<HashSet<String>>,
     /// Replies recorded up to this turn before this process took the run: only those can be
     /// found; later turns are asked without a lookup.
     replies_before: u32,
     /// Records that wait for the next commit (replies, a turn's only result), and the decisions
     /// the run resumed with, to be marked used by it.
-    waiting: Mutex<Commit>,
+    waiting: Mutex<Deferred>,
     control: Arc<Control>,
+}
+
+#[derive(Default)]
+struct Deferred {
+    commit: Commit,
+    /// It holds a side-effect call's result: the commit that takes it must land before the run
+    /// goes on.
+    must_land: bool,
+}
+
+/// A commit for the run's writer task, with its events and checkpoint (serialised there, where
+/// a checkpoint superseded before it lands is never serialised), and who waits for it to land.
+struct Write {
+    commit: Commit,
+    checkpoint: Option<Checkpoint>,
+    events: Vec<Event>,
+    landed: Option<oneshot::Sender<Result<(), JournalError>>>,
 }
 
 impl StoreJournal {
@@ -77,55 +108,139 @@ impl StoreJournal {
         // A run without a checkpoint has journalled nothing: replies and calls are committed with
         // checkpoints (or with the run's end).
         let mut calls = HashMap::new();
+        let mut side_effects = HashSet::new();
         let mut replies_before = 0;
         if !fresh {
-            let entries = store.calls(run).await.map_err(stored)?;
-            calls = entries.into_iter().map(|entry| (entry.key.clone(), record_of(entry))).collect();
+            for entry in store.calls(run).await.map_err(stored)? {
+                if entry.effect == Effect::SideEffect.as_str() {
+                    side_effects.insert(entry.key.clone());
+                }
+                calls.insert(entry.key.clone(), record_of(entry));
+            }
             while store.reply(run, replies_before + 1).await.map_err(stored)?.is_some() {
                 replies_before += 1;
             }
         }
+        let (writes, queue) = mpsc::unbounded_channel();
+        let writer = Writer { store: store.clone(), run: run.to_string(), owner: owner.to_string(), listener };
+        tokio::spawn(writer.write_behind(queue, control.clone()));
         let buffer = Arc::new(Mutex::new(Vec::new()));
         let journal = StoreJournal {
             store,
             run: run.to_string(),
-            owner: owner.to_string(),
             buffer: buffer.clone(),
-            listener: Mutex::new(listener),
+            writes,
             calls: Mutex::new(calls),
+            side_effects: Mutex::new(side_effects),
             replies_before,
-            waiting: Mutex::new(Commit { used_decisions, ..Commit::default() }),
+            waiting: Mutex::new(Deferred { commit: Commit { used_decisions, ..Commit::default() }, must_land: false }),
             control,
         };
         Ok((journal, Sink { buffer }))
     }
 
-    /// Commits `commit` with the buffered events and the records that waited for it, then
-    /// publishes the events.
-    pub(super) async fn commit(&self, mut commit: Commit) -> Result<(), JournalError> {
+    /// Commits `commit` with the buffered events and the records that waited for it; the events
+    /// are published once it lands. With `wait`, or when a side-effect result waited for it,
+    /// returns only then; otherwise at once, the commit written behind the run.
+    async fn commit(&self, mut commit: Commit, checkpoint: Option<Checkpoint>, wait: bool) -> Result<(), JournalError> {
         let events = std::mem::take(&mut *lock(&self.buffer));
-        commit.events = events.iter().map(|e| serde_json::to_string(e).unwrap_or_default()).collect();
         let waited = std::mem::take(&mut *lock(&self.waiting));
-        commit.replies.extend(waited.replies);
-        commit.finished.extend(waited.finished);
-        commit.used_decisions.extend(waited.used_decisions);
-        let last = self.store.commit(&self.run, &self.owner, commit).await.map_err(stored)?;
-        let first = last + 1 - events.len() as u64;
-        let mut listener = lock(&self.listener);
-        for (offset, event) in events.iter().enumerate() {
-            listener(first + offset as u64, event);
+        commit.replies.extend(waited.commit.replies);
+        commit.finished.extend(waited.commit.finished);
+        commit.used_decisions.extend(waited.commit.used_decisions);
+        let wait = wait || waited.must_land;
+        let (landed, result) = if wait { Some(oneshot::channel()).unzip() } else { (None, None) };
+        let stopped = || JournalError("the run's journal writer stopped".into());
+        self.writes.send(Write { commit, checkpoint, events, landed }).map_err(|_| stopped())?;
+        match result {
+            Some(result) => result.await.map_err(|_| stopped())?,
+            None => Ok(()),
         }
-        Ok(())
     }
 
-    /// Commits the run's end (or its pause) with the events before it.
+    /// Commits the run's end (or its pause) with the events before it, lets go of the claim, and
+    /// waits for it.
     pub(super) async fn finish(
         &self,
         status: Status,
         outcome: Value,
-        checkpoint: Option<String>,
+        checkpoint: Option<Checkpoint>,
     ) -> Result<(), JournalError> {
-        self.commit(Commit { status: Some(status), outcome: Some(outcome), checkpoint, ..Commit::default() }).await
+        let commit = Commit { status: Some(status), outcome: Some(outcome), release: true, ..Commit::default() };
+        self.commit(commit, checkpoint, true).await
+    }
+
+    /// Lets go of the claim once everything committed so far has landed (a run that stopped
+    /// short), and waits for it.
+    pub(super) async fn settle(&self) -> Result<(), JournalError> {
+        self.commit(Commit { release: true, ..Commit::default() }, None, true).await
+    }
+
+    fn side_effect(&self, id: &str) -> bool {
+        lock(&self.side_effects).contains(id)
+    }
+}
+
+/// The run's writer task: takes the run's commits in order, merges what has queued up while the
+/// store was busy into one, and publishes their events once it lands.
+struct Writer {
+    store: Arc<dyn RunStore>,
+    run: String,
+    owner: String,
+    listener: Listener,
+}
+
+impl Writer {
+    async fn write_behind(mut self, mut queue: mpsc::UnboundedReceiver<Write>, control: Arc<Control>) {
+        let mut failed: Option<JournalError> = None;
+        while let Some(first) = queue.recv().await {
+            let mut writes = vec![first];
+            while let Ok(next) = queue.try_recv() {
+                writes.push(next);
+            }
+            let mut commit = Commit::default();
+            let mut checkpoint = None;
+            let mut events = Vec::new();
+            let mut waiting = Vec::new();
+            for write in writes {
+                commit = commit.then(write.commit);
+                checkpoint = write.checkpoint.or(checkpoint);
+                events.extend(write.events);
+                waiting.extend(write.landed);
+            }
+            let result = match &failed {
+                Some(error) => Err(error.clone()),
+                None if commit.is_empty() && checkpoint.is_none() && events.is_empty() && !commit.release => Ok(()),
+                None => self.land(commit, checkpoint, events).await,
+            };
+            if let Err(error) = &result
+                && failed.is_none()
+            {
+                // Nothing after a lost write may land: the run stops at its next turn boundary.
+                failed = Some(error.clone());
+                *lock(&control.journal_failed) = Some(error.0.clone());
+            }
+            for waiter in waiting {
+                let _ = waiter.send(result.clone());
+            }
+        }
+    }
+
+    async fn land(
+        &mut self,
+        mut commit: Commit,
+        checkpoint: Option<Checkpoint>,
+        events: Vec<Event>,
+    ) -> Result<(), JournalError> {
+        commit.checkpoint =
+            checkpoint.map(|c| serde_json::to_string(&c)).transpose().map_err(|e| JournalError(e.to_string()))?;
+        commit.events = events.iter().map(|e| serde_json::to_string(e).unwrap_or_default()).collect();
+        let last = self.store.commit(&self.run, &self.owner, commit).await.map_err(stored)?;
+        let first = last + 1 - events.len() as u64;
+        for (offset, event) in events.iter().enumerate() {
+            (self.listener)(first + offset as u64, event);
+        }
+        Ok(())
     }
 }
 
@@ -144,7 +259,7 @@ impl Journal for StoreJournal {
     async fn record_reply(&self, turn: u32, reply: &ModelReply) -> Result<(), JournalError> {
         super::crash::point("reply");
         let body = serde_json::to_value(reply).map_err(|e| JournalError(e.to_string()))?;
-        lock(&self.waiting).replies.push((turn, body));
+        lock(&self.waiting).commit.replies.push((turn, body));
         Ok(())
     }
 
@@ -153,9 +268,12 @@ impl Journal for StoreJournal {
     }
 
     async fn call_started(&self, call: &ToolCall, effect: Effect) -> Result<(), JournalError> {
-        let commit =
-            Commit { started: vec![entry(call, effect)], sync: effect == Effect::SideEffect, ..Commit::default() };
-        self.store.commit(&self.run, &self.owner, commit).await.map_err(stored)?;
+        let side_effect = effect == Effect::SideEffect;
+        if side_effect {
+            lock(&self.side_effects).insert(call.id.clone());
+        }
+        let commit = Commit { started: vec![entry(call, effect)], sync: side_effect, ..Commit::default() };
+        self.commit(commit, None, side_effect).await?;
         lock(&self.calls).insert(call.id.clone(), CallRecord::Started);
         super::crash::point("call_started");
         Ok(())
@@ -164,11 +282,14 @@ impl Journal for StoreJournal {
     async fn call_finished(&self, id: &str, outcome: &ToolOutcome, with_checkpoint: bool) -> Result<(), JournalError> {
         super::crash::point("call_finished");
         let result = serde_json::to_value(outcome).map_err(|e| JournalError(e.to_string()))?;
+        let side_effect = self.side_effect(id);
         if with_checkpoint {
-            lock(&self.waiting).finished.push((id.to_string(), result));
+            let mut waiting = lock(&self.waiting);
+            waiting.commit.finished.push((id.to_string(), result));
+            waiting.must_land |= side_effect;
         } else {
             let commit = Commit { finished: vec![(id.to_string(), result)], ..Commit::default() };
-            self.store.commit(&self.run, &self.owner, commit).await.map_err(stored)?;
+            self.commit(commit, None, side_effect).await?;
         }
         lock(&self.calls).insert(id.to_string(), CallRecord::Finished(outcome.clone()));
         Ok(())
@@ -176,12 +297,13 @@ impl Journal for StoreJournal {
 
     async fn checkpoint(&self, checkpoint: &Checkpoint, starting: &[(&ToolCall, Effect)]) -> Result<(), JournalError> {
         super::crash::point("checkpoint");
-        let saved = serde_json::to_string(checkpoint).map_err(|e| JournalError(e.to_string()))?;
         let started: Vec<CallEntry> = starting.iter().map(|(call, effect)| entry(call, *effect)).collect();
         let sync = starting.iter().any(|(_, effect)| *effect == Effect::SideEffect);
-        let commit =
-            Commit { checkpoint: Some(saved), status: Some(Status::Running), started, sync, ..Commit::default() };
-        self.commit(commit).await?;
+        lock(&self.side_effects).extend(
+            starting.iter().filter(|(_, effect)| *effect == Effect::SideEffect).map(|(call, _)| call.id.clone()),
+        );
+        let commit = Commit { status: Some(Status::Running), started, sync, ..Commit::default() };
+        self.commit(commit, Some(checkpoint.clone()), sync).await?;
         let mut calls = lock(&self.calls);
         for (call, _) in starting {
             calls.insert(call.id.clone(), CallRecord::Started);

@@ -67,6 +67,14 @@ pub struct Driven {
     pub changed: Vec<PathBuf>,
 }
 
+/// What `drive_claimed` did: the loop's outcome, the agent's files edited since the run started,
+/// and whether the run's last commit let go of the claim.
+struct Drove {
+    outcome: Option<Result<RunOutcome, crate::model::ModelError>>,
+    changed: Vec<PathBuf>,
+    released: bool,
+}
+
 /// The runs of one store, driven on one runtime by one owner (this process).
 #[derive(Clone)]
 pub struct Runs {
@@ -147,8 +155,10 @@ impl Runs {
         let driven = self.drive_claimed(run, listener, approver, control).await;
         heartbeat.abort();
         self.driving.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
-        let _ = self.store.release(id, &self.owner).await;
-        let (outcome, changed) = driven?;
+        if !matches!(driven, Ok(Drove { released: true, .. })) {
+            let _ = self.store.release(id, &self.owner).await;
+        }
+        let Drove { outcome, changed, .. } = driven?;
         let run = self.store.get(id).await?.ok_or_else(|| StoreError::NoSuchRun(id.into()))?;
         Ok(Driven { run, outcome, changed })
     }
@@ -159,9 +169,9 @@ impl Runs {
         listener: Listener,
         approver: Option<Box<dyn Approver>>,
         control: Arc<Control>,
-    ) -> Result<(Option<Result<RunOutcome, crate::model::ModelError>>, Vec<PathBuf>), RunsError> {
+    ) -> Result<Drove, RunsError> {
         if run.status.is_final() {
-            return Ok((None, Vec::new()));
+            return Ok(Drove { outcome: None, changed: Vec::new(), released: false });
         }
         let unreadable = |e: serde_json::Error| RunsError::Unreadable(run.id.clone(), e.to_string());
         let bound: Bound = serde_json::from_value(run.snapshot.clone()).map_err(unreadable)?;
@@ -169,14 +179,15 @@ impl Runs {
         let checkpoint: Option<Checkpoint> =
             run.checkpoint.clone().map(serde_json::from_value).transpose().map_err(unreadable)?;
         let changed = bound.snapshot.changed_on_disk();
-        let decisions = self.store.decisions(&run.id).await?;
+        // Decisions are made on a run that waits, which has a checkpoint.
+        let decisions = if checkpoint.is_some() { self.store.decisions(&run.id).await? } else { Vec::new() };
         let verdicts: HashMap<String, Verdict> =
             decisions.iter().filter_map(|d| verdict(d).map(|v| (d.call_id.clone(), v))).collect();
         if run.cancel_requested {
             control.cancel();
         }
         if run.status.is_waiting() && verdicts.is_empty() && !run.cancel_requested {
-            return Ok((None, changed));
+            return Ok(Drove { outcome: None, changed, released: false });
         }
         if checkpoint.is_some() {
             crash::point("resume");
@@ -187,7 +198,8 @@ impl Runs {
             Err(error) => {
                 // It cannot start under its own agent files: it ends, saying why.
                 let outcome = json!({"message": error.to_string()});
-                let commit = Commit { status: Some(Status::Failed), outcome: Some(outcome), ..Commit::default() };
+                let commit =
+                    Commit { status: Some(Status::Failed), outcome: Some(outcome), release: true, ..Commit::default() };
                 self.store.commit(&run.id, &self.owner, commit).await?;
                 return Err(error.into());
             }
@@ -207,10 +219,20 @@ impl Runs {
             None => agent.run(&run.task, &mut sink).await,
             Some(checkpoint) => agent.resume(checkpoint, &verdicts, &mut sink).await,
         };
-        if let Some((status, summary, checkpoint)) = ending(&outcome) {
-            journal.finish(status, summary, checkpoint).await.map_err(|e| StoreError::Corrupt(e.0))?;
-        }
-        Ok((Some(outcome), changed))
+        let outcome = match ending(&outcome) {
+            Some((status, summary, checkpoint)) => {
+                journal.finish(status, summary, checkpoint).await.map_err(|e| StoreError::Corrupt(e.0))?;
+                outcome
+            }
+            // Stopped short: what was written behind it lands before the claim is let go.
+            None => match (journal.settle().await, outcome) {
+                (Err(error), Ok(RunOutcome::Stopped { steps, .. })) => {
+                    Ok(RunOutcome::Stopped { stop: Stop::JournalFailed(error.0), steps })
+                }
+                (_, outcome) => outcome,
+            },
+        };
+        Ok(Drove { outcome: Some(outcome), changed, released: true })
     }
 }
 
@@ -270,7 +292,7 @@ fn verdict(decision: &reagent_store::Decision) -> Option<Verdict> {
 
 /// The status, summary and (for a pause) checkpoint a run ends with; `None` when it stopped
 /// short and stays resumable from its last checkpoint.
-fn ending(outcome: &Result<RunOutcome, crate::model::ModelError>) -> Option<(Status, Value, Option<String>)> {
+fn ending(outcome: &Result<RunOutcome, crate::model::ModelError>) -> Option<(Status, Value, Option<Checkpoint>)> {
     let done = |status, summary| Some((status, summary, None));
     match outcome {
         Ok(RunOutcome::Answered { answer, output, steps }) => {
@@ -283,7 +305,7 @@ fn ending(outcome: &Result<RunOutcome, crate::model::ModelError>) -> Option<(Sta
                 "in_doubt": checkpoint.in_doubt(),
                 "steps": checkpoint.steps(),
             });
-            Some((status, summary, serde_json::to_string(checkpoint).ok()))
+            Some((status, summary, Some(Checkpoint::clone(checkpoint))))
         }
         Ok(RunOutcome::InvalidOutput { answer, errors, steps }) => {
             done(Status::InvalidOutput, json!({"answer": answer, "errors": errors, "steps": steps}))

@@ -1,15 +1,18 @@
-//! Group commit for the SQLite adapter: the journal writes of every run in the process go
-//! through one writer task, which applies whatever has queued up in one transaction and with a
-//! handful of statements (one per table, many rows each), then answers each writer. Each write
-//! is still fenced by its run's owner and gets its own result; a batch never holds two writes of
-//! one run, so each run's writes land in the order it made them.
+//! Group commit for the SQLite adapter: the runs' creations, claims and journal writes of every
+//! run in the process go through one writer task, which applies whatever has queued up in one
+//! transaction (journal writes with a handful of statements, one per table, many rows each),
+//! then answers each writer. Each journal write is still fenced by its run's owner and gets its
+//! own result; a batch never holds two writes of one run, so each run's writes land in the order
+//! it made them.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
-use sqlx::{Connection, SqliteConnection, SqlitePool};
+use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Commit, Status, StoreError, now_ms};
+use crate::sqlite::{RUN_COLUMNS, millis, owner_is_gone, run_from};
+use crate::{Commit, Created, NewRun, Run, Status, StoreError, new_run_id, now_ms};
 
 /// The most writes applied in one transaction.
 const MAX_BATCH: usize = 128;
@@ -17,19 +20,62 @@ const MAX_BATCH: usize = 128;
 /// Rows per multi-row statement (SQLite allows 32766 parameters; at most 8 per row here).
 const ROWS_PER_STATEMENT: usize = 1000;
 
-pub(crate) struct Queued {
-    pub(crate) run: String,
-    pub(crate) owner: String,
-    pub(crate) commit: Commit,
-    pub(crate) done: oneshot::Sender<Result<u64, StoreError>>,
+/// A write for the writer task, with where its answer goes.
+pub(crate) enum Write {
+    Create { run: NewRun, done: oneshot::Sender<Result<Created, StoreError>> },
+    Claim { id: String, owner: String, lease: Duration, done: oneshot::Sender<Result<Option<Run>, StoreError>> },
+    Commit { run: String, owner: String, commit: Commit, done: oneshot::Sender<Result<u64, StoreError>> },
+}
+
+/// A journal write as the batch applies it.
+#[derive(Clone, Copy)]
+struct Journalled<'a> {
+    run: &'a str,
+    owner: &'a str,
+    commit: &'a Commit,
+}
+
+/// A write's answer.
+enum Answer {
+    Created(Result<Created, StoreError>),
+    Claimed(Result<Option<Run>, StoreError>),
+    Committed(Result<u64, StoreError>),
+}
+
+impl Write {
+    /// The existing run it writes to.
+    fn run(&self) -> Option<&str> {
+        match self {
+            Write::Create { .. } => None,
+            Write::Claim { id, .. } => Some(id),
+            Write::Commit { run, .. } => Some(run),
+        }
+    }
+
+    fn answer(self, answer: Answer) {
+        let _ = match (self, answer) {
+            (Write::Create { done, .. }, Answer::Created(answer)) => done.send(answer).map_err(drop),
+            (Write::Claim { done, .. }, Answer::Claimed(answer)) => done.send(answer).map_err(drop),
+            (Write::Commit { done, .. }, Answer::Committed(answer)) => done.send(answer).map_err(drop),
+            _ => Ok(()),
+        };
+    }
+
+    fn fail(self, error: StoreError) {
+        let _ = match self {
+            Write::Create { done, .. } => done.send(Err(error)).map_err(drop),
+            Write::Claim { done, .. } => done.send(Err(error)).map_err(drop),
+            Write::Commit { done, .. } => done.send(Err(error)).map_err(drop),
+        };
+    }
 }
 
 /// Starts the writer task on `writer` (a pool of one connection); it ends when every sender is
 /// dropped.
-pub(crate) fn start(writer: SqlitePool, place: String) -> mpsc::UnboundedSender<Queued> {
-    let (sender, mut queue) = mpsc::unbounded_channel::<Queued>();
+pub(crate) fn start(writer: SqlitePool, place: String) -> mpsc::UnboundedSender<Write> {
+    let (sender, mut queue) = mpsc::unbounded_channel::<Write>();
     tokio::spawn(async move {
-        let mut carried: Option<Queued> = None;
+        let mut carried: Option<Write> = None;
         loop {
             let first = match carried.take() {
                 Some(first) => first,
@@ -38,11 +84,13 @@ pub(crate) fn start(writer: SqlitePool, place: String) -> mpsc::UnboundedSender<
                     None => return,
                 },
             };
-            let mut runs = HashSet::from([first.run.clone()]);
+            let mut runs: HashSet<String> = first.run().map(str::to_string).into_iter().collect();
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 let Ok(next) = queue.try_recv() else { break };
-                if !runs.insert(next.run.clone()) {
+                if let Some(run) = next.run()
+                    && !runs.insert(run.to_string())
+                {
                     carried = Some(next); // the run's next write goes in the next batch, after this one
                     break;
                 }
@@ -53,15 +101,14 @@ pub(crate) fn start(writer: SqlitePool, place: String) -> mpsc::UnboundedSender<
                 Err(e) => Err(e),
             };
             match results {
-                Ok(results) => {
-                    for (queued, result) in batch.into_iter().zip(results) {
-                        let _ = queued.done.send(result);
+                Ok(answers) => {
+                    for (write, answer) in batch.into_iter().zip(answers) {
+                        write.answer(answer);
                     }
                 }
                 Err(e) => {
-                    for queued in batch {
-                        let error = StoreError::Database { place: place.clone(), message: e.to_string() };
-                        let _ = queued.done.send(Err(error));
+                    for write in batch {
+                        write.fail(StoreError::Database { place: place.clone(), message: e.to_string() });
                     }
                 }
             }
@@ -72,16 +119,49 @@ pub(crate) fn start(writer: SqlitePool, place: String) -> mpsc::UnboundedSender<
 
 /// Applies a batch in one transaction: each write's result (its run's last seq, or why it was
 /// refused), or the database's error for all of them.
-async fn apply(conn: &mut SqliteConnection, batch: &[Queued]) -> Result<Vec<Result<u64, StoreError>>, sqlx::Error> {
-    let sync = batch.iter().any(|q| q.commit.sync);
+async fn apply(conn: &mut SqliteConnection, batch: &[Write]) -> Result<Vec<Answer>, sqlx::Error> {
+    let sync = batch.iter().any(|w| matches!(w, Write::Commit { commit, .. } if commit.sync));
     if sync {
         sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
     }
     let applied = async {
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let results = apply_in(&mut tx, batch).await?;
+        // Each write's answer where it is in the batch: creations and claims first, several rows
+        // to a statement, then journal writes, together.
+        let mut answers: Vec<Option<Answer>> = Vec::with_capacity(batch.len());
+        let (mut plain, mut claims, mut commits) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, write) in batch.iter().enumerate() {
+            answers.push(match write {
+                Write::Create { run, .. } if run.idempotency.is_none() && run.key.is_none() => {
+                    plain.push((i, run));
+                    None
+                }
+                Write::Create { run, .. } => Some(Answer::Created(create(&mut tx, run).await?)),
+                Write::Claim { id, owner, lease, .. } => {
+                    claims.push((i, id.as_str(), owner.as_str(), *lease));
+                    None
+                }
+                Write::Commit { run, owner, commit, .. } => {
+                    commits.push((i, Journalled { run, owner, commit }));
+                    None
+                }
+            });
+        }
+        for (i, created) in insert_runs(&mut tx, &plain).await? {
+            answers[i] = Some(Answer::Created(created.map(Created::New)));
+        }
+        for (i, claimed) in claim_all(&mut tx, &claims).await? {
+            answers[i] = Some(Answer::Claimed(claimed));
+        }
+        let journalled: Vec<Journalled<'_>> = commits.iter().map(|(_, journalled)| *journalled).collect();
+        let committed = apply_commits(&mut tx, &journalled).await?;
+        for ((i, _), result) in commits.iter().zip(committed) {
+            answers[*i] = Some(Answer::Committed(result));
+        }
         tx.commit().await?;
-        Ok(results)
+        let unanswered = || Answer::Committed(Err(StoreError::Corrupt("a write without an answer".into())));
+        let answers = answers.into_iter().map(|answer| answer.unwrap_or_else(unanswered)).collect();
+        Ok(answers)
     }
     .await;
     if sync {
@@ -90,7 +170,12 @@ async fn apply(conn: &mut SqliteConnection, batch: &[Queued]) -> Result<Vec<Resu
     applied
 }
 
-async fn apply_in(conn: &mut SqliteConnection, batch: &[Queued]) -> Result<Vec<Result<u64, StoreError>>, sqlx::Error> {
+/// Applies journal writes: each one's result, its run's last seq or why it
+/// was refused.
+async fn apply_commits(
+    conn: &mut SqliteConnection,
+    batch: &[Journalled<'_>],
+) -> Result<Vec<Result<u64, StoreError>>, sqlx::Error> {
     let now = now_ms();
     // The fences and the runs' new states, in one statement: only an owner's write lands.
     let mut lasts: HashMap<String, i64> = HashMap::new();
@@ -98,31 +183,35 @@ async fn apply_in(conn: &mut SqliteConnection, batch: &[Queued]) -> Result<Vec<R
         let sql = format!(
             "UPDATE runs SET last_seq = runs.last_seq + v.column3, updated_ms = v.column4, \
              checkpoint = COALESCE(v.column5, runs.checkpoint), status = COALESCE(v.column6, runs.status), \
-             outcome = COALESCE(v.column7, runs.outcome) FROM (VALUES {}) AS v \
+             outcome = COALESCE(v.column7, runs.outcome), \
+             owner = CASE WHEN v.column8 THEN NULL ELSE runs.owner END, \
+             lease_until = CASE WHEN v.column8 THEN 0 ELSE runs.lease_until END FROM (VALUES {}) AS v \
              WHERE runs.id = v.column1 AND runs.owner = v.column2 RETURNING runs.id, runs.last_seq",
-            rows("(?, ?, ?, ?, ?, ?, ?)", chunk.len())
+            rows("(?, ?, ?, ?, ?, ?, ?, ?)", chunk.len())
         );
         let mut update = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql));
         for queued in chunk {
             let commit = &queued.commit;
             update = update
-                .bind(&queued.run)
-                .bind(&queued.owner)
+                .bind(queued.run)
+                .bind(queued.owner)
                 .bind(i64::try_from(commit.events.len()).unwrap_or(i64::MAX))
                 .bind(now)
                 .bind(commit.checkpoint.as_deref())
                 .bind(commit.status.map(Status::as_str))
-                .bind(commit.outcome.as_ref().map(|o| o.to_string()));
+                .bind(commit.outcome.as_ref().map(|o| o.to_string()))
+                .bind(commit.release);
         }
         lasts.extend(update.fetch_all(&mut *conn).await?);
     }
-    let landed: Vec<(&Queued, i64)> = batch.iter().filter_map(|q| lasts.get(&q.run).map(|last| (q, *last))).collect();
+    let landed: Vec<(&Journalled, i64)> =
+        batch.iter().filter_map(|q| lasts.get(q.run).map(|last| (q, *last))).collect();
 
     let mut events = Vec::new();
     for (queued, last) in &landed {
         let first = last - queued.commit.events.len() as i64 + 1;
         for (offset, event) in queued.commit.events.iter().enumerate() {
-            events.push((queued.run.as_str(), first + offset as i64, event.as_str()));
+            events.push((queued.run, first + offset as i64, event.as_str()));
         }
     }
     for chunk in events.chunks(ROWS_PER_STATEMENT) {
@@ -136,9 +225,7 @@ async fn apply_in(conn: &mut SqliteConnection, batch: &[Queued]) -> Result<Vec<R
 
     let replies: Vec<(&str, i64, String)> = landed
         .iter()
-        .flat_map(|(q, _)| {
-            q.commit.replies.iter().map(|(turn, body)| (q.run.as_str(), i64::from(*turn), body.to_string()))
-        })
+        .flat_map(|(q, _)| q.commit.replies.iter().map(|(turn, body)| (q.run, i64::from(*turn), body.to_string())))
         .collect();
     for chunk in replies.chunks(ROWS_PER_STATEMENT) {
         let sql =
@@ -152,7 +239,7 @@ async fn apply_in(conn: &mut SqliteConnection, batch: &[Queued]) -> Result<Vec<R
 
     // Calls: rows as they start, then results onto them (a result never arrives without its row).
     let started: Vec<(&str, &crate::CallEntry)> =
-        landed.iter().flat_map(|(q, _)| q.commit.started.iter().map(|c| (q.run.as_str(), c))).collect();
+        landed.iter().flat_map(|(q, _)| q.commit.started.iter().map(|c| (q.run, c))).collect();
     for chunk in started.chunks(ROWS_PER_STATEMENT / 6) {
         let sql = format!(
             "INSERT INTO calls (run_id, key, tool, arguments, effect, started_ms) VALUES {} \
@@ -173,9 +260,7 @@ async fn apply_in(conn: &mut SqliteConnection, batch: &[Queued]) -> Result<Vec<R
     }
     let finished: Vec<(&str, &str, String)> = landed
         .iter()
-        .flat_map(|(q, _)| {
-            q.commit.finished.iter().map(|(key, result)| (q.run.as_str(), key.as_str(), result.to_string()))
-        })
+        .flat_map(|(q, _)| q.commit.finished.iter().map(|(key, result)| (q.run, key.as_str(), result.to_string())))
         .collect();
     for chunk in finished.chunks(ROWS_PER_STATEMENT / 3) {
         let sql = format!(
@@ -190,10 +275,8 @@ async fn apply_in(conn: &mut SqliteConnection, batch: &[Queued]) -> Result<Vec<R
         update.execute(&mut *conn).await?;
     }
 
-    let used: Vec<(&str, &str)> = landed
-        .iter()
-        .flat_map(|(q, _)| q.commit.used_decisions.iter().map(|call| (q.run.as_str(), call.as_str())))
-        .collect();
+    let used: Vec<(&str, &str)> =
+        landed.iter().flat_map(|(q, _)| q.commit.used_decisions.iter().map(|call| (q.run, call.as_str()))).collect();
     for chunk in used.chunks(ROWS_PER_STATEMENT / 2) {
         let sql = format!(
             "UPDATE decisions SET used = 1 WHERE used = 0 AND (run_id, call_id) IN (VALUES {})",
@@ -208,9 +291,9 @@ async fn apply_in(conn: &mut SqliteConnection, batch: &[Queued]) -> Result<Vec<R
 
     let mut results = Vec::with_capacity(batch.len());
     for queued in batch {
-        let result = match lasts.get(&queued.run) {
+        let result = match lasts.get(queued.run) {
             Some(last) => Ok(u64::try_from(*last).unwrap_or(0)),
-            None => Err(refused(conn, &queued.run).await?),
+            None => Err(refused(conn, queued.run).await?),
         };
         results.push(result);
     }
@@ -230,4 +313,151 @@ async fn refused(conn: &mut SqliteConnection, run: &str) -> Result<StoreError, s
 /// `count` copies of a row's placeholders, comma-separated.
 fn rows(row: &str, count: usize) -> String {
     vec![row; count].join(", ")
+}
+
+/// Records a new run, `queued`, unless its idempotency key was used before or its API key is at
+/// its limit of unfinished runs.
+async fn create(conn: &mut SqliteConnection, run: &NewRun) -> Result<Result<Created, StoreError>, sqlx::Error> {
+    if let Some((key, digest)) = &run.idempotency {
+        let found = sqlx::query("SELECT id, request_digest FROM runs WHERE tenant = ? AND idempotency_key = ?")
+            .bind(&run.tenant)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if let Some(row) = found {
+            let (id, earlier): (String, Option<String>) = (row.try_get(0)?, row.try_get(1)?);
+            if earlier.as_deref() != Some(digest.as_str()) {
+                return Ok(Ok(Created::KeyReused));
+            }
+            let existing = self::run(conn, &id).await?;
+            return Ok(existing.and_then(|found| found.ok_or(StoreError::NoSuchRun(id))).map(Created::Existing));
+        }
+    }
+    if let Some((key_id, max_runs)) = &run.key {
+        let unfinished: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM runs WHERE key_id = ? AND status IN ('queued', 'running', 'paused', 'in_doubt')",
+        )
+        .bind(key_id)
+        .fetch_one(&mut *conn)
+        .await?;
+        if unfinished >= i64::from(*max_runs) {
+            return Ok(Ok(Created::OverLimit));
+        }
+    }
+    let mut inserted = insert_runs(conn, &[(0, run)]).await?;
+    Ok(inserted
+        .pop()
+        .map_or_else(|| Err(StoreError::Corrupt("a run not inserted".into())), |(_, run)| run.map(Created::New)))
+}
+
+/// Inserts new runs, `queued`, with one statement per `ROWS_PER_STATEMENT / 11` of them: each
+/// one's place in the batch, with the run as stored.
+async fn insert_runs(
+    conn: &mut SqliteConnection,
+    runs: &[(usize, &NewRun)],
+) -> Result<Vec<(usize, Result<Run, StoreError>)>, sqlx::Error> {
+    let now = now_ms();
+    let mut inserted = Vec::with_capacity(runs.len());
+    for chunk in runs.chunks(ROWS_PER_STATEMENT / 11) {
+        let ids: Vec<String> = chunk.iter().map(|_| new_run_id()).collect();
+        let sql = format!(
+            "INSERT INTO runs (id, tenant, agent, snapshot, task, inputs, status, key_id, idempotency_key, \
+             request_digest, created_ms, updated_ms) VALUES {} RETURNING {RUN_COLUMNS}",
+            rows("(?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)", chunk.len())
+        );
+        let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (id, (_, run)) in ids.iter().zip(chunk) {
+            insert = insert
+                .bind(id)
+                .bind(&run.tenant)
+                .bind(&run.agent)
+                .bind(run.snapshot.to_string())
+                .bind(&run.task)
+                .bind(run.inputs.to_string())
+                .bind(run.key.as_ref().map(|(k, _)| k.as_str()))
+                .bind(run.idempotency.as_ref().map(|(k, _)| k.as_str()))
+                .bind(run.idempotency.as_ref().map(|(_, d)| d.as_str()))
+                .bind(now)
+                .bind(now);
+        }
+        let mut stored: HashMap<String, Result<Run, StoreError>> = HashMap::new();
+        for row in insert.fetch_all(&mut *conn).await? {
+            let id: String = row.try_get(0)?;
+            stored.insert(id, run_from(&row));
+        }
+        for (id, (place, _)) in ids.iter().zip(chunk) {
+            let run = stored.remove(id).unwrap_or_else(|| Err(StoreError::NoSuchRun(id.clone())));
+            inserted.push((*place, run));
+        }
+    }
+    Ok(inserted)
+}
+
+/// Gives each run (place in the batch, id, owner, lease) to its owner if it is free, held by that
+/// owner, held past its lease, or held by a process of this host that has exited; `None` for a
+/// run that is not there. The free ones are taken with one statement.
+async fn claim_all(
+    conn: &mut SqliteConnection,
+    claims: &[(usize, &str, &str, Duration)],
+) -> Result<Vec<(usize, Result<Option<Run>, StoreError>)>, sqlx::Error> {
+    let now = now_ms();
+    let mut taken: HashMap<String, Result<Run, StoreError>> = HashMap::new();
+    for chunk in claims.chunks(ROWS_PER_STATEMENT / 3) {
+        let sql = format!(
+            "UPDATE runs SET owner = v.column2, lease_until = v.column3 FROM (VALUES {}) AS v \
+             WHERE runs.id = v.column1 AND (runs.owner IS NULL OR runs.owner = v.column2 OR runs.lease_until < {now}) \
+             RETURNING {}",
+            rows("(?, ?, ?)", chunk.len()),
+            RUN_COLUMNS.split(", ").map(|c| format!("runs.{c}")).collect::<Vec<_>>().join(", ")
+        );
+        let mut update = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (_, id, owner, lease) in chunk {
+            update = update.bind(*id).bind(*owner).bind(now.saturating_add(millis(*lease)));
+        }
+        for row in update.fetch_all(&mut *conn).await? {
+            let id: String = row.try_get(0)?;
+            taken.insert(id, run_from(&row));
+        }
+    }
+    let mut claimed = Vec::with_capacity(claims.len());
+    for (place, id, owner, lease) in claims {
+        let answer = match taken.remove(*id) {
+            Some(run) => run.map(Some),
+            None => held(conn, id, owner, *lease).await?,
+        };
+        claimed.push((*place, answer));
+    }
+    Ok(claimed)
+}
+
+/// A claim on a run that was not free: taken over from a holder whose process is gone, refused
+/// while the holder lives, `None` when there is no such run.
+async fn held(
+    conn: &mut SqliteConnection,
+    id: &str,
+    owner: &str,
+    lease: Duration,
+) -> Result<Result<Option<Run>, StoreError>, sqlx::Error> {
+    let holder: Option<Option<String>> =
+        sqlx::query_scalar("SELECT owner FROM runs WHERE id = ?").bind(id).fetch_optional(&mut *conn).await?;
+    let Some(Some(holder)) = holder else { return Ok(Ok(None)) };
+    if !owner_is_gone(&holder) {
+        return Ok(Err(StoreError::NotOwner { run: id.to_string(), owner: holder }));
+    }
+    let sql = format!("UPDATE runs SET owner = ?, lease_until = ? WHERE id = ? AND owner = ? RETURNING {RUN_COLUMNS}");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(owner)
+        .bind(now_ms().saturating_add(millis(lease)))
+        .bind(id)
+        .bind(&holder)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.map(|r| run_from(&r)).transpose())
+}
+
+/// Run `id` as stored.
+pub(crate) async fn run(conn: &mut SqliteConnection, id: &str) -> Result<Result<Option<Run>, StoreError>, sqlx::Error> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *conn).await?;
+    Ok(row.map(|r| run_from(&r)).transpose())
 }

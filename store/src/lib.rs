@@ -212,6 +212,39 @@ pub struct Commit {
     pub used_decisions: Vec<String>,
     /// Wait until the commit is on disk, not only in the log (before a side-effect call).
     pub sync: bool,
+    /// The run's last commit by its owner: it lets go of the claim.
+    pub release: bool,
+}
+
+impl Commit {
+    /// This commit followed by `next`, as one: what a run wrote in two transactions, written in
+    /// one with the same end state (the later checkpoint, status and outcome win; everything
+    /// else is appended in order).
+    pub fn then(mut self, next: Commit) -> Commit {
+        self.events.extend(next.events);
+        self.checkpoint = next.checkpoint.or(self.checkpoint);
+        self.status = next.status.or(self.status);
+        self.outcome = next.outcome.or(self.outcome);
+        self.replies.extend(next.replies);
+        self.started.extend(next.started);
+        self.finished.extend(next.finished);
+        self.used_decisions.extend(next.used_decisions);
+        self.sync |= next.sync;
+        self.release |= next.release;
+        self
+    }
+
+    /// Whether it writes nothing but (perhaps) a release.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+            && self.checkpoint.is_none()
+            && self.status.is_none()
+            && self.outcome.is_none()
+            && self.replies.is_empty()
+            && self.started.is_empty()
+            && self.finished.is_empty()
+            && self.used_decisions.is_empty()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

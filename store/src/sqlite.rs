@@ -11,17 +11,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{Row, SqlitePool};
+use tokio::sync::oneshot;
 
-use crate::group_commit::{self, Queued};
+use crate::group_commit::{self, Write};
 use crate::keys::{new_secret, parse_scopes, scopes_text};
 use crate::schema::{MIGRATIONS, VERSION};
 use crate::{
     ApiKey, CallEntry, Commit, Created, Decision, NewKey, NewRun, Run, RunFilter, RunStore, Status, StoreError,
-    StoredEvent, hash_secret, new_run_id, now_ms,
+    StoredEvent, hash_secret, now_ms,
 };
 
-const RUN_COLUMNS: &str = "id, tenant, agent, task, inputs, status, outcome, last_seq, created_ms, updated_ms, \
+pub(crate) const RUN_COLUMNS: &str = "id, tenant, agent, task, inputs, status, outcome, last_seq, created_ms, updated_ms, \
                            cancel_requested, snapshot, checkpoint";
 
 pub struct SqliteStore {
@@ -30,8 +31,8 @@ pub struct SqliteStore {
     /// The one connection this process writes through: writers queue here, in order, instead of
     /// contending for SQLite's write lock (whose busy handler sleeps for milliseconds).
     writer: SqlitePool,
-    /// Journal writes, applied in groups by one task (`group_commit`).
-    commits: tokio::sync::mpsc::UnboundedSender<Queued>,
+    /// Runs' creations, claims and journal writes, applied in groups by one task (`group_commit`).
+    writes: tokio::sync::mpsc::UnboundedSender<Write>,
     place: String,
 }
 
@@ -59,13 +60,16 @@ impl SqliteStore {
             .foreign_keys(true);
         // Switching a new file to WAL takes a lock that SQLite's busy timeout does not wait for:
         // processes opening a new store at once retry for a while instead of failing.
+        // A connection to a local file has nothing to test before each use: sqlx's ping would
+        // cost a round trip to its worker thread on every acquire.
+        let pool = |size| SqlitePoolOptions::new().max_connections(size).test_before_acquire(false);
         let mut attempts = 0;
         loop {
-            let opened = match SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await {
-                Ok(writer) => match SqlitePoolOptions::new().max_connections(4).connect_with(options.clone()).await {
+            let opened = match pool(1).connect_with(options.clone()).await {
+                Ok(writer) => match pool(4).connect_with(options.clone()).await {
                     Ok(pool) => {
-                        let commits = group_commit::start(writer.clone(), place.clone());
-                        let store = SqliteStore { pool, writer, commits, place: place.clone() };
+                        let writes = group_commit::start(writer.clone(), place.clone());
+                        let store = SqliteStore { pool, writer, writes, place: place.clone() };
                         store.migrate().await.map(|()| store)
                     }
                     Err(e) => Err(failed(e)),
@@ -82,6 +86,14 @@ impl SqliteStore {
                 other => return other,
             }
         }
+    }
+
+    /// Hands `write` to the writer task and waits for its answer.
+    async fn write<T>(&self, write: Write, answer: oneshot::Receiver<Result<T, StoreError>>) -> Result<T, StoreError> {
+        let stopped =
+            || StoreError::Database { place: self.place.clone(), message: "the store's writer stopped".into() };
+        self.writes.send(write).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     fn error(&self, e: sqlx::Error) -> StoreError {
@@ -124,79 +136,18 @@ impl SqliteStore {
             })
             .collect()
     }
-
-    async fn run_in(&self, conn: &mut SqliteConnection, id: &str) -> Result<Option<Run>, StoreError> {
-        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(|e| self.error(e))?;
-        row.map(|r| run_from(&r)).transpose()
-    }
 }
 
 #[async_trait]
 impl RunStore for SqliteStore {
     async fn create(&self, run: NewRun) -> Result<Created, StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(|e| self.error(e))?;
-        if let Some((key, digest)) = &run.idempotency {
-            let found = sqlx::query("SELECT id, request_digest FROM runs WHERE tenant = ? AND idempotency_key = ?")
-                .bind(&run.tenant)
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(|e| self.error(e))?;
-            if let Some(row) = found {
-                let (id, earlier): (String, Option<String>) =
-                    (row.try_get(0).map_err(|e| self.error(e))?, row.try_get(1).map_err(|e| self.error(e))?);
-                if earlier.as_deref() != Some(digest.as_str()) {
-                    return Ok(Created::KeyReused);
-                }
-                let existing = self.run_in(&mut tx, &id).await?.ok_or(StoreError::NoSuchRun(id))?;
-                return Ok(Created::Existing(existing));
-            }
-        }
-        if let Some((key_id, max_runs)) = &run.key {
-            let unfinished: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM runs WHERE key_id = ? AND status IN ('queued', 'running', 'paused', 'in_doubt')",
-            )
-            .bind(key_id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| self.error(e))?;
-            if unfinished >= i64::from(*max_runs) {
-                return Ok(Created::OverLimit);
-            }
-        }
-        let id = new_run_id();
-        let now = now_ms();
-        sqlx::query(
-            "INSERT INTO runs (id, tenant, agent, snapshot, task, inputs, status, key_id, idempotency_key, \
-             request_digest, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
-        )
-        .bind(&id)
-        .bind(&run.tenant)
-        .bind(&run.agent)
-        .bind(run.snapshot.to_string())
-        .bind(&run.task)
-        .bind(run.inputs.to_string())
-        .bind(run.key.as_ref().map(|(k, _)| k.as_str()))
-        .bind(run.idempotency.as_ref().map(|(k, _)| k.as_str()))
-        .bind(run.idempotency.as_ref().map(|(_, d)| d.as_str()))
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.error(e))?;
-        let created = self.run_in(&mut tx, &id).await?.ok_or(StoreError::NoSuchRun(id))?;
-        tx.commit().await.map_err(|e| self.error(e))?;
-        Ok(Created::New(created))
+        let (done, answer) = oneshot::channel();
+        self.write(Write::Create { run, done }, answer).await
     }
 
     async fn get(&self, id: &str) -> Result<Option<Run>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(|e| self.error(e))?;
-        self.run_in(&mut conn, id).await
+        group_commit::run(&mut conn, id).await.map_err(|e| self.error(e))?
     }
 
     async fn list(&self, filter: &RunFilter) -> Result<Vec<Run>, StoreError> {
@@ -234,35 +185,8 @@ impl RunStore for SqliteStore {
     }
 
     async fn claim(&self, id: &str, owner: &str, lease: Duration) -> Result<Option<Run>, StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(|e| self.error(e))?;
-        let holder: Option<(Option<String>, i64)> = sqlx::query("SELECT owner, lease_until FROM runs WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| self.error(e))?
-            .map(|row| Ok::<_, sqlx::Error>((row.try_get(0)?, row.try_get(1)?)))
-            .transpose()
-            .map_err(|e| self.error(e))?;
-        let Some((holder, lease_until)) = holder else { return Ok(None) };
-        let now = now_ms();
-        let free = match &holder {
-            None => true,
-            Some(current) if current == owner => true,
-            Some(current) => lease_until < now || owner_is_gone(current),
-        };
-        if !free {
-            return Err(StoreError::NotOwner { run: id.to_string(), owner: holder.unwrap_or_default() });
-        }
-        sqlx::query("UPDATE runs SET owner = ?, lease_until = ? WHERE id = ?")
-            .bind(owner)
-            .bind(now.saturating_add(millis(lease)))
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.error(e))?;
-        let run = self.run_in(&mut tx, id).await?;
-        tx.commit().await.map_err(|e| self.error(e))?;
-        Ok(run)
+        let (done, answer) = oneshot::channel();
+        self.write(Write::Claim { id: id.to_string(), owner: owner.to_string(), lease, done }, answer).await
     }
 
     async fn renew(&self, id: &str, owner: &str, lease: Duration) -> Result<bool, StoreError> {
@@ -287,12 +211,8 @@ impl RunStore for SqliteStore {
     }
 
     async fn commit(&self, id: &str, owner: &str, commit: Commit) -> Result<u64, StoreError> {
-        let (done, result) = tokio::sync::oneshot::channel();
-        let queued = Queued { run: id.to_string(), owner: owner.to_string(), commit, done };
-        let stopped =
-            || StoreError::Database { place: self.place.clone(), message: "the store's writer stopped".into() };
-        self.commits.send(queued).map_err(|_| stopped())?;
-        result.await.map_err(|_| stopped())?
+        let (done, answer) = oneshot::channel();
+        self.write(Write::Commit { run: id.to_string(), owner: owner.to_string(), commit, done }, answer).await
     }
 
     async fn reply(&self, id: &str, turn: u32) -> Result<Option<Value>, StoreError> {
@@ -339,7 +259,7 @@ impl RunStore for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| self.error(e))?;
-        let run = self.run_in(&mut tx, id).await?;
+        let run = group_commit::run(&mut tx, id).await.map_err(|e| self.error(e))??;
         tx.commit().await.map_err(|e| self.error(e))?;
         Ok(run)
     }
@@ -471,7 +391,7 @@ impl RunStore for SqliteStore {
     }
 }
 
-fn run_from(row: &SqliteRow) -> Result<Run, StoreError> {
+pub(crate) fn run_from(row: &SqliteRow) -> Result<Run, StoreError> {
     let corrupt = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
     let text = |i: usize| row.try_get::<String, _>(i).map_err(corrupt);
     let optional = |i: usize| row.try_get::<Option<String>, _>(i).map_err(corrupt);
@@ -509,13 +429,13 @@ fn json(text: &str, what: &str) -> Result<Value, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
-fn millis(duration: Duration) -> i64 {
+pub(crate) fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Whether `owner` (host/pid/nonce) was a process of this host that has exited: its runs need
 /// not wait for its lease to run out.
-fn owner_is_gone(owner: &str) -> bool {
+pub(crate) fn owner_is_gone(owner: &str) -> bool {
     let mut parts = owner.split('/');
     let (Some(host), Some(pid)) = (parts.next(), parts.next()) else { return false };
     if host != crate::hostname() {
