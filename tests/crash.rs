@@ -168,6 +168,32 @@ async fn a_run_killed_again_while_it_resumes_loses_nothing() {
     assert_eq!(conversation(&db, &id).await, expected);
 }
 
+#[tokio::test]
+async fn a_retried_call_sees_the_idempotency_key_of_its_first_attempt() {
+    let (db_dir, ledger) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let db = db_dir.path().join("runs.db");
+    let agent = LedgerAgent::new(ledger.path(), "K", 0);
+    // The first append runs; the process dies before its result is recorded.
+    let first =
+        output(reagent_on(&db, &["run", agent.file().to_str().unwrap(), "keep the ledger"], Some("call_finished@1")));
+    assert!(killed(&first));
+    let id = only_run(&db).await;
+    let resumed = output(reagent_on(&db, &["runs", "resume", &id], None));
+    assert_eq!(resumed.status.code(), Some(14), "in doubt: {}", stderr(&resumed));
+    // A person says retry: the call runs again, under the same key, so an API that deduplicates
+    // by it would not do the thing twice (this ledger does not, and shows both attempts).
+    let retried = output(reagent_on(&db, &["runs", "decide", &id, "call_1_1", "retry"], None));
+    assert_eq!(retried.status.code(), Some(0), "{}", stderr(&retried));
+    let done = output(reagent_on(&db, &["runs", "resume", &id], None));
+    assert_eq!(done.status.code(), Some(0), "{}", stderr(&done));
+
+    let attempts = std::fs::read_to_string(ledger.path().join("attempts.txt")).unwrap();
+    let first_call = format!("{id}/call_1_1 K-1");
+    let third_call = format!("{id}/call_3_1 K-2");
+    assert_eq!(attempts.lines().collect::<Vec<_>>(), [&first_call, &first_call, &third_call], "{attempts}");
+    assert_eq!(ledger_lines(ledger.path()), ["K-1", "K-1", "K-2"]);
+}
+
 /// A small deterministic generator: the same seed, the same kills.
 struct Rng(u64);
 

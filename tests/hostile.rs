@@ -18,7 +18,7 @@ async fn hostile(grants: Grants, limits: Limits) -> ToolComponent {
 }
 
 async fn call(component: &ToolComponent, tool: &str, arguments: Value) -> CallOutput {
-    component.call(tool, &arguments.to_string()).await
+    component.call(tool, &arguments.to_string(), "test-key").await
 }
 
 /// Asserts the call failed with `kind` and returns the message.

@@ -30,7 +30,7 @@ impl Toolbox for RecordingToolbox {
         }]
     }
 
-    async fn call(&self, _name: &str, arguments: &Value) -> ToolOutcome {
+    async fn call(&self, _name: &str, arguments: &Value, _key: &str) -> ToolOutcome {
         self.received.lock().unwrap().push(arguments.clone());
         let n = arguments["n"].as_i64().unwrap_or_default();
         ToolOutcome { result: Ok(json!(n * 2)), log: String::new(), duration: Duration::ZERO }
@@ -258,7 +258,7 @@ impl Toolbox for RendezvousToolbox {
         RecordingToolbox::default().declarations()
     }
 
-    async fn call(&self, _name: &str, arguments: &Value) -> ToolOutcome {
+    async fn call(&self, _name: &str, arguments: &Value, _key: &str) -> ToolOutcome {
         // Run one after another, the first call would wait here forever.
         let met = tokio::time::timeout(Duration::from_secs(10), self.barrier.wait()).await.is_ok();
         let result = if met {
@@ -408,7 +408,7 @@ impl Toolbox for StuckToolbox {
         RecordingToolbox::default().declarations()
     }
 
-    async fn call(&self, _name: &str, _arguments: &Value) -> ToolOutcome {
+    async fn call(&self, _name: &str, _arguments: &Value, _key: &str) -> ToolOutcome {
         std::future::pending().await
     }
 }

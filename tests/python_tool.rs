@@ -32,11 +32,11 @@ async fn a_python_tool_runs_in_the_sandbox_and_in_an_agent() {
         Sandbox::with_cache(Some(cache)).unwrap().load(&wasm, Grants::default(), Limits::default()).await.unwrap();
     assert_eq!(tool.tools()[0].name, "word_frequencies");
 
-    let counted = tool.call("word_frequencies", r#"{"text": "to be or not to be", "top": 2}"#).await;
+    let counted = tool.call("word_frequencies", r#"{"text": "to be or not to be", "top": 2}"#, "test-key").await;
     assert_eq!(counted.result, Ok(json!([{"word": "to", "count": 2}, {"word": "be", "count": 2}])));
-    let refused = tool.call("word_frequencies", r#"{"text": "  "}"#).await.result.unwrap_err();
+    let refused = tool.call("word_frequencies", r#"{"text": "  "}"#, "test-key").await.result.unwrap_err();
     assert_eq!(refused.kind, ErrorKind::InvalidArguments);
-    let unknown = tool.call("nope", "{}").await.result.unwrap_err();
+    let unknown = tool.call("nope", "{}", "test-key").await.result.unwrap_err();
     assert_eq!(unknown.kind, ErrorKind::UnknownTool);
 
     // A componentize-py component instantiates 14 core modules per call, many more than a Rust
@@ -45,7 +45,9 @@ async fn a_python_tool_runs_in_the_sandbox_and_in_an_agent() {
     let burst: Vec<_> = (0..100)
         .map(|_| {
             let tool = tool.clone();
-            tokio::spawn(async move { tool.call("word_frequencies", r#"{"text": "a b a", "top": 1}"#).await.result })
+            tokio::spawn(async move {
+                tool.call("word_frequencies", r#"{"text": "a b a", "top": 1}"#, "test-key").await.result
+            })
         })
         .collect();
     for call in burst {

@@ -17,7 +17,7 @@ async fn fs_tool(data: &std::path::Path, out: &std::path::Path) -> ToolComponent
 }
 
 async fn call(tool: &ToolComponent, name: &str, arguments: Value) -> Result<Value, reagent_sandbox::ToolError> {
-    tool.call(name, &arguments.to_string()).await.result
+    tool.call(name, &arguments.to_string(), "test-key").await.result
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ async fn http_fetch(grants: Grants) -> ToolComponent {
 }
 
 async fn fetch(tool: &ToolComponent, arguments: Value) -> Result<Value, reagent_sandbox::ToolError> {
-    tool.call("http_fetch", &arguments.to_string()).await.result
+    tool.call("http_fetch", &arguments.to_string(), "test-key").await.result
 }
 
 #[tokio::test]

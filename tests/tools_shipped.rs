@@ -12,7 +12,7 @@ async fn call(component: &str, tool: &str, arguments: Value) -> Value {
     assert!(path.is_file(), "{} is missing: run scripts/setup.sh", path.display());
     let loaded = Sandbox::with_cache(None).unwrap().load(&path, Grants::default(), Limits::default()).await.unwrap();
     assert!(loaded.tools().iter().any(|t| t.name == tool), "{component} describes {tool}");
-    loaded.call(tool, &arguments.to_string()).await.result.unwrap_or_else(|e| panic!("{tool}: {e:?}"))
+    loaded.call(tool, &arguments.to_string(), "test-key").await.result.unwrap_or_else(|e| panic!("{tool}: {e:?}"))
 }
 
 #[tokio::test]

@@ -31,6 +31,14 @@ mod raw_async {
 
 const ARGUMENTS: &str = r#"{"expression": "1+2"}"#;
 
+fn raw_context() -> raw::exports::reagent::tool::tools::CallContext {
+    raw::exports::reagent::tool::tools::CallContext { idempotency_key: "bench".into() }
+}
+
+fn raw_async_context() -> raw_async::exports::reagent::tool::tools::CallContext {
+    raw_async::exports::reagent::tool::tools::CallContext { idempotency_key: "bench".into() }
+}
+
 fn main() {
     let calc = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tools/dist/calc.wasm");
     let bytes = std::fs::read(&calc).unwrap_or_else(|e| panic!("{}: {e}; run scripts/setup.sh first", calc.display()));
@@ -88,7 +96,7 @@ async fn fast_path_and_wasmtime_alone(
             if block % 2 == 0 {
                 let arguments: serde_json::Value = serde_json::from_str(ARGUMENTS).expect("json");
                 assert!(validator.is_valid(&arguments));
-                let output = component.call("calc", &arguments.to_string()).await;
+                let output = component.call("calc", &arguments.to_string(), "bench").await;
                 assert_eq!(output.result, Ok(json!(3)));
                 if !warming_up {
                     fast.push(started.elapsed());
@@ -98,7 +106,11 @@ async fn fast_path_and_wasmtime_alone(
                 // reagent's engine interrupts guests at an epoch deadline; this one never comes.
                 store.set_epoch_deadline(u64::MAX / 2);
                 let plugin = pre.instantiate_async(&mut store).await.expect("instantiate");
-                let result = plugin.reagent_tool_tools().call_call(&mut store, "calc", ARGUMENTS).await.expect("call");
+                let result = plugin
+                    .reagent_tool_tools()
+                    .call_call(&mut store, "calc", ARGUMENTS, &raw_async_context())
+                    .await
+                    .expect("call");
                 assert_eq!(result.ok().as_deref(), Some("3"));
                 drop(store);
                 if !warming_up {
@@ -118,7 +130,7 @@ async fn concurrent(sandbox: &Sandbox, calc: &std::path::Path, callers: usize, c
             let component = component.clone();
             tokio::spawn(async move {
                 for _ in 0..calls_each {
-                    assert!(component.call("calc", ARGUMENTS).await.result.is_ok());
+                    assert!(component.call("calc", ARGUMENTS, "bench").await.result.is_ok());
                 }
             })
         })
@@ -159,7 +171,8 @@ fn compile_per_call(bytes: &[u8], iterations: usize) -> Vec<Duration> {
             let component = Component::new(&engine, bytes).expect("compile");
             let mut store = new_store(&engine);
             let plugin = raw::Plugin::instantiate(&mut store, &component, &linker).expect("instantiate");
-            let result = plugin.reagent_tool_tools().call_call(&mut store, "calc", ARGUMENTS).expect("call");
+            let result =
+                plugin.reagent_tool_tools().call_call(&mut store, "calc", ARGUMENTS, &raw_context()).expect("call");
             assert_eq!(result.ok().as_deref(), Some("3"));
             started.elapsed()
         })
@@ -175,7 +188,7 @@ fn raw_typed_call(bytes: &[u8], iterations: usize) -> Vec<Duration> {
     (0..iterations + 1_000)
         .map(|_| {
             let started = Instant::now();
-            let result = tools.call_call(&mut store, "calc", ARGUMENTS).expect("call");
+            let result = tools.call_call(&mut store, "calc", ARGUMENTS, &raw_context()).expect("call");
             assert_eq!(result.ok().as_deref(), Some("3"));
             started.elapsed()
         })

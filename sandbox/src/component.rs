@@ -8,8 +8,8 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 use wasmtime_wasi_http::WasiHttpCtx;
 
-use crate::bindings::PluginPre;
-use crate::bindings::exports::reagent::tool::tools as wit;
+use crate::bindings::exports_of::{v0_1_tools, v0_2_tools};
+use crate::bindings::{v0_1, v0_2};
 use crate::call_state::CallState;
 use crate::description::{ToolDescription, parse_descriptions};
 use crate::disk::CallDisk;
@@ -22,7 +22,7 @@ use crate::network::HttpPolicy;
 /// A loaded component: compiled, linked, its tools known. Cheap to call many times, concurrently.
 pub struct ToolComponent {
     shared: Arc<Shared>,
-    pre: PluginPre<CallState>,
+    contract: Contract,
     imports: Vec<String>,
     tools: Vec<ToolDescription>,
     grants: CallGrants,
@@ -41,12 +41,12 @@ pub struct CallOutput {
 impl ToolComponent {
     pub(crate) async fn describe(
         shared: Arc<Shared>,
-        pre: PluginPre<CallState>,
+        contract: Contract,
         imports: Vec<String>,
         grants: CallGrants,
         limits: Limits,
     ) -> Result<Self, String> {
-        let mut component = ToolComponent { shared, pre, imports, tools: Vec::new(), grants, limits };
+        let mut component = ToolComponent { shared, contract, imports, tools: Vec::new(), grants, limits };
         let (json, _log) = component.invoke(Export::Describe).await;
         component.tools = parse_descriptions(&json.map_err(|e| e.to_string())?)?;
         Ok(component)
@@ -66,10 +66,19 @@ impl ToolComponent {
         &self.imports
     }
 
-    /// Calls `tool` with `arguments` (a JSON object as text) in a fresh instance.
-    pub async fn call(&self, tool: &str, arguments: &str) -> CallOutput {
+    /// The version of the `reagent:tool` contract the component was built against, e.g. `0.2.0`.
+    pub fn contract(&self) -> &'static str {
+        match self.contract {
+            Contract::V0_1(_) => "0.1.0",
+            Contract::V0_2(_) => "0.2.0",
+        }
+    }
+
+    /// Calls `tool` with `arguments` (a JSON object as text) in a fresh instance. The tool sees
+    /// `idempotency_key` if it was built against `reagent:tool@0.2.0` or later.
+    pub async fn call(&self, tool: &str, arguments: &str, idempotency_key: &str) -> CallOutput {
         let started = Instant::now();
-        let (outcome, log) = self.invoke(Export::Call { tool, arguments }).await;
+        let (outcome, log) = self.invoke(Export::Call { tool, arguments, idempotency_key }).await;
         let result = outcome.and_then(|json| {
             serde_json::from_str(&json)
                 .map_err(|e| ToolError::new(ErrorKind::BadResult, format!("the tool returned invalid JSON: {e}")))
@@ -121,11 +130,29 @@ impl ToolComponent {
         });
 
         let run = async {
-            let plugin = self.pre.instantiate_async(&mut store).await?;
-            let tools = plugin.reagent_tool_tools();
-            match export {
-                Export::Describe => tools.call_describe(&mut store).await.map(Ok),
-                Export::Call { tool, arguments } => tools.call_call(&mut store, tool, arguments).await,
+            match &self.contract {
+                Contract::V0_2(pre) => {
+                    let tools = pre.instantiate_async(&mut store).await?;
+                    let tools = tools.reagent_tool_tools();
+                    match export {
+                        Export::Describe => tools.call_describe(&mut store).await.map(Ok),
+                        Export::Call { tool, arguments, idempotency_key } => {
+                            let context = v0_2_tools::CallContext { idempotency_key: idempotency_key.to_string() };
+                            let called = tools.call_call(&mut store, tool, arguments, &context).await?;
+                            Ok(called.map_err(ToolError::from))
+                        }
+                    }
+                }
+                Contract::V0_1(pre) => {
+                    let tools = pre.instantiate_async(&mut store).await?;
+                    let tools = tools.reagent_tool_tools();
+                    match export {
+                        Export::Describe => tools.call_describe(&mut store).await.map(Ok),
+                        Export::Call { tool, arguments, .. } => {
+                            Ok(tools.call_call(&mut store, tool, arguments).await?.map_err(ToolError::from))
+                        }
+                    }
+                }
             }
         };
         // Epochs do not interrupt host calls (a slow HTTP response): bound the whole call too.
@@ -146,7 +173,7 @@ impl ToolComponent {
             )),
             Ok(Ok(Ok(json))) => Ok(json),
             Ok(_) if !refused.is_empty() => Err(ToolError::new(ErrorKind::Denied, refused)),
-            Ok(Ok(Err(error))) => Err(ToolError::new(guest_kind(error.kind), error.message)),
+            Ok(Ok(Err(error))) => Err(error),
             Ok(Err(trap)) => {
                 Err(disk_breach.unwrap_or_else(|| classify_trap(&trap, store.data().memory.refused, flooded, limits)))
             }
@@ -172,20 +199,36 @@ impl ToolComponent {
     }
 }
 
-enum Export<'a> {
-    Describe,
-    Call { tool: &'a str, arguments: &'a str },
+/// A component linked against the version of the `reagent:tool` contract it was built for.
+pub(crate) enum Contract {
+    V0_1(v0_1::PluginPre<CallState>),
+    V0_2(v0_2::PluginPre<CallState>),
 }
 
-fn guest_kind(kind: wit::ErrorKind) -> ErrorKind {
-    match kind {
-        wit::ErrorKind::InvalidArguments => ErrorKind::InvalidArguments,
-        wit::ErrorKind::UnknownTool => ErrorKind::UnknownTool,
-        wit::ErrorKind::NotFound => ErrorKind::NotFound,
-        wit::ErrorKind::Denied => ErrorKind::Denied,
-        wit::ErrorKind::Failed => ErrorKind::Failed,
-    }
+enum Export<'a> {
+    Describe,
+    Call { tool: &'a str, arguments: &'a str, idempotency_key: &'a str },
 }
+
+/// A tool's own error, as each contract version reports it (their error types are alike).
+macro_rules! from_guest_error {
+    ($($wit:ident),+) => {$(
+        impl From<$wit::ToolError> for ToolError {
+            fn from(error: $wit::ToolError) -> Self {
+                let kind = match error.kind {
+                    $wit::ErrorKind::InvalidArguments => ErrorKind::InvalidArguments,
+                    $wit::ErrorKind::UnknownTool => ErrorKind::UnknownTool,
+                    $wit::ErrorKind::NotFound => ErrorKind::NotFound,
+                    $wit::ErrorKind::Denied => ErrorKind::Denied,
+                    $wit::ErrorKind::Failed => ErrorKind::Failed,
+                };
+                ToolError::new(kind, error.message)
+            }
+        }
+    )+};
+}
+
+from_guest_error!(v0_1_tools, v0_2_tools);
 
 fn classify_trap(error: &wasmtime::Error, memory_refused: bool, flooded: bool, limits: Limits) -> ToolError {
     if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {

@@ -6,10 +6,10 @@ use std::time::SystemTime;
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
-use crate::bindings::PluginPre;
+use crate::bindings::{v0_1, v0_2};
 use crate::cache;
 use crate::call_state::CallState;
-use crate::component::ToolComponent;
+use crate::component::{Contract, ToolComponent};
 use crate::disk;
 use crate::engine::{INSTANCE_SLOTS, Shared};
 use crate::error::{LoadError, StartError};
@@ -107,14 +107,38 @@ impl Sandbox {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link { path: path.to_path_buf(), reason: link_reason(&e) })?;
-        let pre = PluginPre::new(instance_pre)
-            .map_err(|e| LoadError::Link { path: path.to_path_buf(), reason: one_line(&format!("{e:#}")) })?;
+        let contract = link_contract(&self.shared.engine, &component, instance_pre)
+            .map_err(|reason| LoadError::Link { path: path.to_path_buf(), reason })?;
         let imports =
             component.component_type().imports(&self.shared.engine).map(|(name, _)| name.to_string()).collect();
-        ToolComponent::describe(self.shared.clone(), pre, imports, grants.into(), limits)
+        ToolComponent::describe(self.shared.clone(), contract, imports, grants.into(), limits)
             .await
             .map_err(|reason| LoadError::Describe { path: path.to_path_buf(), reason })
     }
+}
+
+/// Links the component to the newest version of the `reagent:tool` contract it exports.
+fn link_contract(
+    engine: &Engine,
+    component: &Component,
+    instance_pre: wasmtime::component::InstancePre<CallState>,
+) -> Result<Contract, String> {
+    const V0_2: &str = "reagent:tool/tools@0.2.0";
+    const V0_1: &str = "reagent:tool/tools@0.1.0";
+    let exports: Vec<String> = component.component_type().exports(engine).map(|(name, _)| name.to_string()).collect();
+    let exports_version = |name: &str| exports.iter().any(|e| e == name);
+    let linked = if exports_version(V0_2) {
+        v0_2::PluginPre::new(instance_pre).map(Contract::V0_2)
+    } else if exports_version(V0_1) {
+        v0_1::PluginPre::new(instance_pre).map(Contract::V0_1)
+    } else {
+        return Err(format!(
+            "it exports no version of the tool contract this reagent knows ({V0_2} or {V0_1}); it exports: {}. \
+             Build it with the reagent-tool SDK (tools/README.md)",
+            if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") }
+        ));
+    };
+    linked.map_err(|e| one_line(&format!("{e:#}")))
 }
 
 fn check_grants(path: &Path, grants: &Grants, limits: Limits, handles_total: usize) -> Result<(), LoadError> {

@@ -19,11 +19,20 @@ pub(super) struct Spent {
     pub(super) tool_calls: u32,
     pub(super) usage: Option<Usage>,
     pub(super) deadline: Instant,
+    /// What this run's calls' idempotency keys start with: the run's id (a sub-agent's run: the
+    /// key of the call that runs it).
+    pub(super) keys: String,
 }
 
 impl Spent {
-    pub(super) fn start(limits: Limits) -> Self {
-        Spent { limits, steps: 0, turns: 0, tool_calls: 0, usage: None, deadline: deadline_after(limits.timeout) }
+    pub(super) fn start(limits: Limits, keys: String) -> Self {
+        let deadline = deadline_after(limits.timeout);
+        Spent { limits, steps: 0, turns: 0, tool_calls: 0, usage: None, deadline, keys }
+    }
+
+    /// The idempotency key of the call `call_id` (the loop's id, unique within the run).
+    pub(super) fn key_of(&self, call_id: &str) -> String {
+        format!("{}/{call_id}", self.keys)
     }
 
     pub(super) fn tokens(&self) -> u64 {

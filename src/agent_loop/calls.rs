@@ -178,10 +178,10 @@ impl Agent {
             return failed(error);
         }
         let Some(sub_agent) = self.sub_agents.get(&call.name) else {
-            return (self.toolbox.call(&call.name, &call.arguments).await, None);
+            return (self.toolbox.call(&call.name, &call.arguments, &parent.key_of(&call.id)).await, None);
         };
         let task = call.arguments["task"].as_str().unwrap_or_default();
-        let mut spent = Spent::start(parent.carve(&sub_agent.config.limits));
+        let mut spent = Spent::start(parent.carve(&sub_agent.config.limits), parent.key_of(&call.id));
         let started = std::time::Instant::now();
         let (mut steps, mut inner) = (Vec::new(), Vec::new());
         let mut record = |event: &Event| {

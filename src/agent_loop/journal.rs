@@ -49,6 +49,9 @@ pub struct JournalError(pub String);
 /// Where a durable run records its progress. Without one, a run lives in memory only.
 #[async_trait]
 pub trait Journal: Send + Sync {
+    /// The run's id: what its calls' idempotency keys start with.
+    fn run_id(&self) -> &str;
+
     /// The reply recorded for model turn `turn` (counted from 1 over the whole run).
     async fn recorded_reply(&self, turn: u32) -> Result<Option<ModelReply>, JournalError>;
 

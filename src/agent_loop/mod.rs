@@ -257,7 +257,7 @@ impl Agent {
     }
 
     pub async fn run(&self, task: &str, events: &mut dyn EventSink) -> Result<RunOutcome, ModelError> {
-        let mut spent = Spent::start(self.config.limits);
+        let mut spent = Spent::start(self.config.limits, self.keys());
         let outcome = self.run_within(task, &mut spent, events).await;
         settle(outcome, &spent)
     }
@@ -298,7 +298,7 @@ impl Agent {
         verdicts: &HashMap<String, Verdict>,
         events: &mut dyn EventSink,
     ) -> Result<RunOutcome, ModelError> {
-        let mut spent = checkpoint.spent.restore(self.config.limits);
+        let mut spent = checkpoint.spent.restore(self.config.limits, self.keys());
         let outcome = self.resume_within(checkpoint, verdicts, &mut spent, events).await;
         settle(outcome, &spent)
     }
@@ -371,6 +371,12 @@ impl Agent {
         let Some(journal) = &self.journal else { return Ok(false) };
         let unfinished = journal.call(&call.id).await? == CallRecord::Unfinished;
         Ok(unfinished && self.effect(&call.name) == Effect::SideEffect)
+    }
+
+    /// What the run's calls' idempotency keys start with: the durable run's id, the same after
+    /// every resume; a fresh key for a run without a journal.
+    fn keys(&self) -> String {
+        self.journal.as_ref().map_or_else(crate::toolbox::fresh_key, |journal| journal.run_id().to_string())
     }
 
     /// The calls of a turn that will run, with their effects.

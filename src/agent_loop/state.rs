@@ -89,8 +89,8 @@ impl SavedSpend {
     }
 
     /// The spending to go on from, under `limits`, the clock restarted with the time left.
-    pub(super) fn restore(&self, limits: Limits) -> Spent {
-        let mut spent = Spent::start(limits);
+    pub(super) fn restore(&self, limits: Limits, keys: String) -> Spent {
+        let mut spent = Spent::start(limits, keys);
         (spent.steps, spent.turns, spent.tool_calls, spent.usage) =
             (self.steps, self.turns, self.tool_calls, self.usage);
         spent.deadline = deadline_after(Duration::from_millis(self.time_left_ms));

@@ -246,6 +246,10 @@ impl Writer {
 
 #[async_trait]
 impl Journal for StoreJournal {
+    fn run_id(&self) -> &str {
+        &self.run
+    }
+
     async fn recorded_reply(&self, turn: u32) -> Result<Option<ModelReply>, JournalError> {
         if turn > self.replies_before {
             // The model is asked now: a stop from here on is in the middle of its turn.

@@ -18,7 +18,10 @@ pub trait Toolbox: Send + Sync {
     fn declarations(&self) -> Vec<ToolDeclaration>;
 
     /// Calls a declared tool with arguments already validated against its schema.
-    async fn call(&self, name: &str, arguments: &Value) -> ToolOutcome;
+    /// `idempotency_key` is the same on every attempt of this call and different for every other
+    /// call: a tool with side effects hands it to the APIs it calls so that a retry after a crash
+    /// does not do the thing twice.
+    async fn call(&self, name: &str, arguments: &Value, idempotency_key: &str) -> ToolOutcome;
 
     /// Whether a call of `name` must wait for a person's yes (the agent file's `approval:`).
     fn needs_approval(&self, _name: &str) -> bool {
@@ -30,6 +33,15 @@ pub trait Toolbox: Send + Sync {
     fn effect(&self, _name: &str) -> Effect {
         Effect::SideEffect
     }
+}
+
+/// A key no other call has had, for a call made outside a durable run (whose calls' keys come
+/// from the run's id): `key_` and 128 random bits.
+pub fn fresh_key() -> String {
+    let mut bytes = [0u8; 16];
+    // Without the OS's randomness no key can be told apart from another's: there is no fallback.
+    getrandom::fill(&mut bytes).expect("the operating system's random number generator failed");
+    format!("key_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
 /// What a call does to the world: whether running it again after a crash is safe.
@@ -61,8 +73,8 @@ impl<T: Toolbox + ?Sized> Toolbox for std::sync::Arc<T> {
         (**self).declarations()
     }
 
-    async fn call(&self, name: &str, arguments: &Value) -> ToolOutcome {
-        (**self).call(name, arguments).await
+    async fn call(&self, name: &str, arguments: &Value, idempotency_key: &str) -> ToolOutcome {
+        (**self).call(name, arguments, idempotency_key).await
     }
 
     fn needs_approval(&self, name: &str) -> bool {

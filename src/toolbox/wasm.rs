@@ -86,7 +86,7 @@ impl Toolbox for WasmToolbox {
         self.effects.get(name).copied().unwrap_or(Effect::SideEffect)
     }
 
-    async fn call(&self, name: &str, arguments: &Value) -> ToolOutcome {
+    async fn call(&self, name: &str, arguments: &Value, idempotency_key: &str) -> ToolOutcome {
         let Some(&owner) = self.owners.get(name) else {
             return ToolOutcome {
                 result: Err(ToolError::new(ToolErrorKind::UnknownTool, format!("no component provides `{name}`"))),
@@ -94,7 +94,7 @@ impl Toolbox for WasmToolbox {
                 duration: Default::default(),
             };
         };
-        let output = self.components[owner].call(name, &arguments.to_string()).await;
+        let output = self.components[owner].call(name, &arguments.to_string(), idempotency_key).await;
         ToolOutcome {
             result: output.result.map_err(|e| ToolError::new(kind(e.kind), e.message)),
             log: output.log,

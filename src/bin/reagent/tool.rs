@@ -59,6 +59,10 @@ pub enum ToolCommand {
         /// does: to see how the tool itself handles bad input)
         #[arg(long)]
         no_validate: bool,
+        /// The call's idempotency key, as the tool sees it (an agent's run gives each call its
+        /// own, the same on every retry); by default a new one for this call
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
     },
 }
 
@@ -67,12 +71,13 @@ pub async fn run(command: ToolCommand) -> ExitCode {
         ToolCommand::New { name, dir, sdk } => new(&name, &dir, &sdk),
         ToolCommand::Build { dir } => build(&dir),
         ToolCommand::Inspect { component } => inspect(&component).await,
-        ToolCommand::Call { component, tool, arguments, allow_hosts, dirs, env, no_validate } => {
+        ToolCommand::Call { component, tool, arguments, allow_hosts, dirs, env, no_validate, idempotency_key } => {
             let grants = match grants_from_flags(&allow_hosts, &dirs, &env) {
                 Ok(grants) => grants,
                 Err(message) => return fail(Exit::Usage, &message),
             };
-            return call(&component, &tool, &arguments, grants, !no_validate).await;
+            let key = idempotency_key.unwrap_or_else(reagent::toolbox::fresh_key);
+            return call(&component, &tool, &arguments, &key, grants, !no_validate).await;
         }
     };
     match result {
@@ -249,6 +254,7 @@ async fn inspect(component: &Path) -> Outcome {
         .map_err(|e| (Exit::BrokenTool, e.to_string()))?;
     let described = serde_json::json!({
         "component": component,
+        "contract": format!("reagent:tool@{}", loaded.contract()),
         "tools": loaded.tools(),
         "imports": loaded.imports(),
     });
@@ -256,7 +262,7 @@ async fn inspect(component: &Path) -> Outcome {
     Ok(())
 }
 
-async fn call(component: &Path, tool: &str, arguments: &str, grants: Grants, validate: bool) -> ExitCode {
+async fn call(component: &Path, tool: &str, arguments: &str, key: &str, grants: Grants, validate: bool) -> ExitCode {
     let parsed = match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(arguments) {
         Ok(parsed) => serde_json::Value::Object(parsed),
         Err(e) => return fail(Exit::Usage, &format!("the arguments must be a JSON object: {e}")),
@@ -272,7 +278,7 @@ async fn call(component: &Path, tool: &str, arguments: &str, grants: Grants, val
     if validate && let Err(message) = check(&loaded, tool, &parsed) {
         return fail(Exit::Usage, &message);
     }
-    let output = loaded.call(tool, arguments).await;
+    let output = loaded.call(tool, arguments, key).await;
     if !output.log.is_empty() {
         eprint!("{}", output.log);
     }

@@ -11,7 +11,7 @@ from collections import Counter
 
 from componentize_py_types import Err
 from wit_world import exports
-from wit_world.exports.tools import ErrorKind, ToolError
+from wit_world.exports.tools import CallContext, ErrorKind, ToolError
 
 TOOLS = [
     {
@@ -42,7 +42,7 @@ class Tools(exports.Tools):
     def describe(self) -> str:
         return json.dumps(TOOLS)
 
-    def call(self, name: str, arguments: str) -> str:
+    def call(self, name: str, arguments: str, context: CallContext) -> str:
         if name != "word_frequencies":
             raise Err(ToolError(ErrorKind.UNKNOWN_TOOL, f"this component has no tool `{name}`"))
         args = json.loads(arguments)

@@ -23,8 +23,9 @@
 //! }
 //!
 //! // What the host sees: the exports of the `reagent:tool` contract.
-//! use reagent_tool::bindings::exports::reagent::tool::tools::Guest;
-//! assert_eq!(ReagentTools::call("greet".into(), r#"{"name": "Ada"}"#.into()).unwrap(), r#""Hello, Ada!""#);
+//! use reagent_tool::bindings::exports::reagent::tool::tools::{CallContext, Guest};
+//! let context = CallContext { idempotency_key: "run_1/call_1_1".into() };
+//! assert_eq!(ReagentTools::call("greet".into(), r#"{"name": "Ada"}"#.into(), context).unwrap(), r#""Hello, Ada!""#);
 //! assert!(ReagentTools::describe().contains(r#""required":["name"]"#));
 //! ```
 
@@ -155,12 +156,28 @@ pub fn describe_all(tools: Vec<Value>) -> String {
     Value::Array(tools).to_string()
 }
 
+std::thread_local! {
+    /// The context of the call running now (a component instance runs one call).
+    static CONTEXT: std::cell::RefCell<Option<wit::CallContext>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The idempotency key of the call running now: the same on every attempt of this call (a retry
+/// after a crash, a person's "retry" of a call in doubt), different for every other call. A tool
+/// with side effects passes it to the APIs it calls that deduplicate (e.g. as an
+/// `Idempotency-Key` header), so that an attempt after a crash does not do the thing twice.
+/// Empty outside a call.
+pub fn idempotency_key() -> String {
+    CONTEXT.with(|context| context.borrow().as_ref().map(|c| c.idempotency_key.clone()).unwrap_or_default())
+}
+
 /// Parses the arguments, runs the tool, serialises its result. Used by [`export_tools!`].
 #[doc(hidden)]
 pub fn run_tool<A: DeserializeOwned, R: Serialize>(
     arguments: &str,
+    context: wit::CallContext,
     tool: fn(A) -> Result<R, ToolError>,
 ) -> Result<String, wit::ToolError> {
+    CONTEXT.with(|current| *current.borrow_mut() = Some(context));
     let to_wit = |e: ToolError| wit::ToolError { kind: e.kind, message: e.message };
     let arguments: A =
         serde_json::from_str(arguments).map_err(|e| to_wit(ToolError::invalid_arguments(e.to_string())))?;
@@ -195,12 +212,13 @@ macro_rules! export_tools {
             fn call(
                 name: ::std::string::String,
                 arguments: ::std::string::String,
+                context: $crate::bindings::exports::reagent::tool::tools::CallContext,
             ) -> ::std::result::Result<
                 ::std::string::String,
                 $crate::bindings::exports::reagent::tool::tools::ToolError,
             > {
                 match name.as_str() {
-                    $(stringify!($tool) => $crate::run_tool(&arguments, $tool),)+
+                    $(stringify!($tool) => $crate::run_tool(&arguments, context, $tool),)+
                     other => ::std::result::Result::Err($crate::unknown_tool(other, &[$(stringify!($tool)),+])),
                 }
             }

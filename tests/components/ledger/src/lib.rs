@@ -1,6 +1,7 @@
 //! For the crash tests: `append` adds a line to /ledger/ledger.txt (a side effect that must never
 //! happen twice), `echo` returns its text (pure). Both can wait first, so that a test can kill
-//! the process while a call runs.
+//! the process while a call runs. Each attempt of `append` also adds its call's idempotency key
+//! to /ledger/attempts.txt, before anything else.
 
 use std::io::Write;
 
@@ -25,6 +26,15 @@ struct Appended {
 }
 
 fn append(args: AppendArgs) -> Result<Appended, ToolError> {
+    let mut attempts = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open("/ledger/attempts.txt")
+        .map_err(|e| ToolError::failed(format!("cannot open the attempts log: {e}")))?;
+    attempts
+        .write_all(format!("{} {}\n", reagent_tool::idempotency_key(), args.line).as_bytes())
+        .map_err(|e| ToolError::failed(format!("cannot log the attempt: {e}")))?;
+    drop(attempts);
     std::thread::sleep(std::time::Duration::from_millis(args.wait_ms));
     let mut file = std::fs::OpenOptions::new()
         .create(true)
