@@ -22,8 +22,17 @@ struct Server {
 
 impl Server {
     fn start(agents: &Path, db: &Path) -> Self {
+        Server::start_crashing_at(agents, db, None)
+    }
+
+    /// A server that kills itself (SIGKILL) at a crash point, `REAGENT_CRASH_AT=POINT[@N]`.
+    fn start_crashing_at(agents: &Path, db: &Path, crash_at: Option<&str>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(env!("CARGO_BIN_EXE_reagent"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_reagent"));
+        if let Some(point) = crash_at {
+            command.env("REAGENT_CRASH_AT", point);
+        }
+        let child = command
             .args(["serve", "--agents", agents.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
             .env("REAGENT_DB", db)
             .current_dir(repo_root())
@@ -48,9 +57,11 @@ impl Server {
     }
 
     /// SIGKILL, as a crash would.
-    fn kill(mut self) -> (PathBuf, PathBuf) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+    /// Waits for a server started at a crash point to have killed itself.
+    fn crashed(mut self) -> (PathBuf, PathBuf) {
+        use std::os::unix::process::ExitStatusExt;
+        let status = self.child.wait().unwrap();
+        assert_eq!(status.signal(), Some(9), "the server killed itself: {status:?}");
         (self.agents.clone(), self.db.clone())
     }
 
@@ -132,7 +143,8 @@ impl Client {
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         let (mut text, mut events) = (String::new(), Vec::new());
-        while let Some(chunk) = response.chunk().await.unwrap() {
+        // Until the stream ends, or its connection drops.
+        while let Ok(Some(chunk)) = response.chunk().await {
             text.push_str(&String::from_utf8_lossy(&chunk));
             while let Some(end) = text.find("\n\n") {
                 let block: String = text.drain(..end + 2).collect();
@@ -467,13 +479,15 @@ fn schemathesis_finds_no_5xx_and_no_response_that_breaks_the_openapi_document() 
 #[tokio::test]
 async fn a_server_killed_during_an_sse_stream_loses_no_run_and_the_stream_resumes_after_the_restart() {
     let setup = Setup::new(&[("k", 250, "")]);
-    let server = setup.server();
+    // The server kills itself as it streams the fifth event.
+    let server = Server::start_crashing_at(setup.agents.path(), &setup.db.path().join("runs.db"), Some("streaming@5"));
     let client = Client::new(&server, None);
     let (_, run) = client.submit("ledger-k").await;
     let id = run["id"].as_str().unwrap().to_string();
-    let seen = client.events(&id, None, Some(4)).await;
+    let seen = client.events(&id, None, None).await;
+    assert_eq!(seen.len(), 4, "the stream broke at its fifth event: {seen:?}");
     let last = seen.last().unwrap().0;
-    let (agents, db) = server.kill();
+    let (agents, db) = server.crashed();
 
     let server = Server::start(&agents, &db);
     let client = Client::new(&server, None);

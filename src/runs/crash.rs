@@ -3,7 +3,8 @@
 //! would. The points: `asking` (a model turn asked, not answered), `reply` (a model turn answered,
 //! its reply not yet recorded), `call_started` (a call recorded as started, its tool not yet run),
 //! `call_finished` (a tool ran, its result not yet recorded), `checkpoint` (before a turn boundary
-//! is committed), `resume` (a stored run claimed, before it goes on).
+//! is committed), `resume` (a stored run claimed, before it goes on), `streaming` (`reagent
+//! serve` about to send an event on an SSE stream, counted over all streams).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -5,7 +5,7 @@
 //! The CLI and the server both go through `Runs`; neither touches the loop or the store's
 //! journal directly.
 
-mod crash;
+pub(crate) mod crash;
 mod journal;
 
 use std::collections::HashMap;

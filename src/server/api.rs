@@ -373,6 +373,7 @@ impl Follower {
     async fn next(&mut self) -> Option<SseEvent> {
         loop {
             if let Some(event) = self.queue.pop_front() {
+                crate::runs::crash::point("streaming");
                 self.cursor = event.seq;
                 let name = event.body["event"].as_str().unwrap_or("event").to_string();
                 let mut body = event.body;
