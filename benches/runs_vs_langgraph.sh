@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Durable runs side by side: reagent's journal benchmark (benches/runs.rs: the same 10-turn runs
-# in memory and journalled to SQLite, then `reagent serve` under S runs submitted at once and
+# in memory and journalled to SQLite, alternating for 5 rounds, medians reported, then `reagent
+# serve` under S runs submitted at once and
 # followed on SSE) and LangGraph under its SQLite checkpointer running the same run shape
 # (benches/peers/langgraph_bench.py). Prints the JSON lines, then a markdown table.
 #
@@ -20,7 +21,7 @@ python="$(benches/peers/setup.sh)"
 results="$(mktemp -d)"
 trap 'rm -rf "$results"' EXIT
 echo "runs_vs_langgraph: reagent, $runs runs (50 at a time), then $served served" >&2
-cargo bench --profile dev --bench runs -- --runs "$runs" --at-once 50 --served "$served" | tee "$results/reagent"
+cargo bench --profile dev --bench runs -- --runs "$runs" --at-once 50 --rounds 5 --served "$served" | tee "$results/reagent"
 echo "runs_vs_langgraph: langgraph, $((runs / 10)) runs" >&2
 "$python" benches/peers/langgraph_bench.py --runs "$((runs / 10))" | tee "$results/langgraph"
 python3 - "$results/reagent" "$results/langgraph" <<'TABLE'
@@ -30,7 +31,7 @@ journal = next(r for r in reagent if r["measure"] == "journal")
 langgraph = json.loads(open(sys.argv[2]).read())
 print("| run | steps/s | |")
 print("|---|---:|---|")
-print(f"| reagent, in memory | {journal['in_memory_steps_per_s']:,.0f} | |")
+print(f"| reagent, in memory (median of {journal['rounds']} rounds) | {journal['in_memory_steps_per_s']:,.0f} | |")
 print(f"| reagent, journalled (every step durable) | {journal['journalled_steps_per_s']:,.0f} | "
       f"{journal['journalled_over_in_memory']:.3f} of in memory |")
 print(f"| LangGraph {langgraph['version']}, SqliteSaver | {langgraph['steps_per_s']:,.0f} | "

@@ -2,12 +2,15 @@
 //! claim this process holds on the run. Events are buffered as the loop emits them and committed
 //! with the next checkpoint (or the run's end); only then are they published.
 //!
-//! The loop waits for a commit only where a crash could otherwise cost more than a rerun: before
-//! a side-effect call starts, after one finishes, and at the run's end or pause. Every other
-//! commit is written behind the run, in order, by the run's own writer task, which merges what
-//! has queued up while the store was busy into one transaction and publishes the events once it
-//! lands. A crash before such a commit lands loses only work the loop redoes the same way (a pure
-//! or idempotent call, a model turn not yet recorded).
+//! The loop waits for a commit where a crash could otherwise cost more than a rerun: before a
+//! call that touches the world (`idempotent` or `side-effect`) starts, so that the reply that
+//! asked for it and its entry (and with them its idempotency key) are on record; after a
+//! side-effect call finishes; at the run's end or pause. Every other commit is written behind the
+//! run, in order, by the run's own writer task, which merges what has queued up while the store
+//! was busy into one transaction and publishes the events once it lands. A crash before such a
+//! commit lands loses only work the loop redoes the same way: a `pure` call (which, by its
+//! declaration, does nothing a record could protect), a model turn not yet recorded, the result
+//! of a call that may run again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -277,7 +280,8 @@ impl Journal for StoreJournal {
             lock(&self.side_effects).insert(call.id.clone());
         }
         let commit = Commit { started: vec![entry(call, effect)], sync: side_effect, ..Commit::default() };
-        self.commit(commit, None, side_effect).await?;
+        // Record before run (see the module's comment for a pure call).
+        self.commit(commit, None, effect != Effect::Pure).await?;
         lock(&self.calls).insert(call.id.clone(), CallRecord::Started);
         super::crash::point("call_started");
         Ok(())
@@ -307,7 +311,9 @@ impl Journal for StoreJournal {
             starting.iter().filter(|(_, effect)| *effect == Effect::SideEffect).map(|(call, _)| call.id.clone()),
         );
         let commit = Commit { status: Some(Status::Running), started, sync, ..Commit::default() };
-        self.commit(commit, Some(checkpoint.clone()), sync).await?;
+        // Record before run (see the module's comment for pure calls).
+        let touch_the_world = starting.iter().any(|(_, effect)| *effect != Effect::Pure);
+        self.commit(commit, Some(checkpoint.clone()), touch_the_world).await?;
         let mut calls = lock(&self.calls);
         for (call, _) in starting {
             calls.insert(call.id.clone(), CallRecord::Started);
