@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 #[derive(Clone, Default)]
 struct RecordingToolbox {
     received: Arc<Mutex<Vec<Value>>>,
+    /// The idempotency key of each call.
+    keys: Arc<Mutex<Vec<String>>>,
     /// Whether its calls wait for a person's yes.
     approval: bool,
 }
@@ -30,8 +32,9 @@ impl Toolbox for RecordingToolbox {
         }]
     }
 
-    async fn call(&self, _name: &str, arguments: &Value, _key: &str) -> ToolOutcome {
+    async fn call(&self, _name: &str, arguments: &Value, key: &str) -> ToolOutcome {
         self.received.lock().unwrap().push(arguments.clone());
+        self.keys.lock().unwrap().push(key.to_string());
         let n = arguments["n"].as_i64().unwrap_or_default();
         ToolOutcome { result: Ok(json!(n * 2)), log: String::new(), duration: Duration::ZERO }
     }
@@ -531,4 +534,37 @@ fn models_and_tools_can_be_declared_in_code_without_an_agent_file() {
     assert!(local.constrained && local.format.is_none());
     assert_eq!(local.at.to_string(), Position::in_code().to_string());
     assert_eq!(Position::in_code().to_string(), "(built in code)", "errors about it name no file");
+}
+
+#[tokio::test]
+async fn each_call_gets_an_idempotency_key_under_its_run_and_a_sub_agents_under_its_call() {
+    let inner_toolbox = RecordingToolbox::default();
+    let mut inner_config = config(ReasoningMode::Off);
+    inner_config.name = "helper".into();
+    let (inner_model, _inner_dir) =
+        replay(&[r#"<tool_call>{"name": "double", "arguments": {"n": 5}}</tool_call>"#, "10"]);
+    let inner = Agent::new(inner_config, Box::new(inner_model), Box::new(inner_toolbox.clone())).unwrap();
+
+    let toolbox = RecordingToolbox::default();
+    let turns = [
+        r#"<tool_call>{"name": "double", "arguments": {"n": 1}}</tool_call><tool_call>{"name": "double", "arguments": {"n": 2}}</tool_call>"#,
+        r#"<tool_call>{"name": "helper", "arguments": {"task": "double 5"}}</tool_call>"#,
+        "Done.",
+    ];
+    let (mut outer, _dir) = agent(ReasoningMode::Off, &turns, toolbox.clone());
+    outer.add_sub_agent(inner, Some("Doubles things.")).unwrap();
+    let outcome = outer.run("go", &mut |_: &Event| {}).await.unwrap();
+    assert!(matches!(outcome, RunOutcome::Answered { .. }), "{outcome:?}");
+
+    let keys = toolbox.keys.lock().unwrap().clone();
+    let run = keys[0].strip_suffix("/call_1_1").expect("the first call's key ends with its id").to_string();
+    assert!(run.starts_with("key_"), "a run without a journal gets a fresh prefix: {run}");
+    assert_eq!(keys, [format!("{run}/call_1_1"), format!("{run}/call_1_2")]);
+    assert_eq!(*inner_toolbox.keys.lock().unwrap(), [format!("{run}/call_2_1/call_1_1")]);
+
+    // Another run: other keys.
+    let second_toolbox = RecordingToolbox::default();
+    let (second, _dir2) = agent(ReasoningMode::Off, &[turns[0], "Done."], second_toolbox.clone());
+    second.run("go", &mut |_: &Event| {}).await.unwrap();
+    assert!(!second_toolbox.keys.lock().unwrap()[0].starts_with(&run), "a new run, new keys");
 }
