@@ -279,7 +279,9 @@ impl Journal for StoreJournal {
         if side_effect {
             lock(&self.side_effects).insert(call.id.clone());
         }
-        let commit = Commit { started: vec![entry(call, effect)], sync: side_effect, ..Commit::default() };
+        // On disk, not only in the log, before a call that touches the world: a key must never
+        // name two calls, even after the machine fails.
+        let commit = Commit { started: vec![entry(call, effect)], sync: effect != Effect::Pure, ..Commit::default() };
         // Record before run (see the module's comment for a pure call).
         self.commit(commit, None, effect != Effect::Pure).await?;
         lock(&self.calls).insert(call.id.clone(), CallRecord::Started);
@@ -306,13 +308,12 @@ impl Journal for StoreJournal {
     async fn checkpoint(&self, checkpoint: &Checkpoint, starting: &[(&ToolCall, Effect)]) -> Result<(), JournalError> {
         super::crash::point("checkpoint");
         let started: Vec<CallEntry> = starting.iter().map(|(call, effect)| entry(call, *effect)).collect();
-        let sync = starting.iter().any(|(_, effect)| *effect == Effect::SideEffect);
+        let touch_the_world = starting.iter().any(|(_, effect)| *effect != Effect::Pure);
         lock(&self.side_effects).extend(
             starting.iter().filter(|(_, effect)| *effect == Effect::SideEffect).map(|(call, _)| call.id.clone()),
         );
-        let commit = Commit { status: Some(Status::Running), started, sync, ..Commit::default() };
-        // Record before run (see the module's comment for pure calls).
-        let touch_the_world = starting.iter().any(|(_, effect)| *effect != Effect::Pure);
+        // Record before run (see the module's comment for pure calls), on disk.
+        let commit = Commit { status: Some(Status::Running), started, sync: touch_the_world, ..Commit::default() };
         self.commit(commit, Some(checkpoint.clone()), touch_the_world).await?;
         let mut calls = lock(&self.calls);
         for (call, _) in starting {

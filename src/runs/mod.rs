@@ -152,9 +152,15 @@ impl Runs {
         self.driving.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), control.clone());
         let heartbeat =
             tokio::spawn(keep_claim(self.store.clone(), id.to_string(), self.owner.clone(), control.clone()));
-        let driven = self.drive_claimed(run, listener, approver, control).await;
+        let driven = self.drive_claimed(run, listener, approver, control.clone()).await;
         heartbeat.abort();
-        self.driving.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        {
+            let mut driving = self.driving.lock().unwrap_or_else(|p| p.into_inner());
+            // Another drive of the run may have begun since this one let go of it: its control stays.
+            if driving.get(id).is_some_and(|current| Arc::ptr_eq(current, &control)) {
+                driving.remove(id);
+            }
+        }
         if !matches!(driven, Ok(Drove { released: true, .. })) {
             let _ = self.store.release(id, &self.owner).await;
         }
@@ -219,20 +225,20 @@ impl Runs {
             None => agent.run(&run.task, &mut sink).await,
             Some(checkpoint) => agent.resume(checkpoint, &verdicts, &mut sink).await,
         };
-        let outcome = match ending(&outcome) {
+        let (outcome, released) = match ending(&outcome) {
             Some((status, summary, checkpoint)) => {
                 journal.finish(status, summary, checkpoint).await.map_err(|e| StoreError::Corrupt(e.0))?;
-                outcome
+                (outcome, true)
             }
             // Stopped short: what was written behind it lands before the claim is let go.
             None => match (journal.settle().await, outcome) {
                 (Err(error), Ok(RunOutcome::Stopped { steps, .. })) => {
-                    Ok(RunOutcome::Stopped { stop: Stop::JournalFailed(error.0), steps })
+                    (Ok(RunOutcome::Stopped { stop: Stop::JournalFailed(error.0), steps }), false)
                 }
-                (_, outcome) => outcome,
+                (settled, outcome) => (outcome, settled.is_ok()),
             },
         };
-        Ok(Drove { outcome: Some(outcome), changed, released: true })
+        Ok(Drove { outcome: Some(outcome), changed, released })
     }
 }
 

@@ -18,28 +18,25 @@ pub(crate) struct Hub {
 
 struct Entry {
     sender: watch::Sender<u64>,
-    /// This process drives the run: the entry stays until `ended`. Otherwise it lasts while
-    /// someone follows.
-    driven: bool,
+    /// Drives of the run in this process (one, or two while a new one starts as the last ends):
+    /// the entry stays until the last has `ended`. Without any it lasts while someone follows.
+    drivers: u32,
 }
 
 impl Hub {
     pub(crate) fn subscribe(&self, id: &str) -> watch::Receiver<u64> {
         let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
         // Entries of runs nobody drives here and nobody follows any more go.
-        runs.retain(|_, entry| entry.driven || entry.sender.receiver_count() > 0);
-        let entry =
-            runs.entry(id.to_string()).or_insert_with(|| Entry { sender: watch::Sender::new(0), driven: false });
-        entry.sender.subscribe()
+        runs.retain(|_, entry| entry.drivers > 0 || entry.sender.receiver_count() > 0);
+        entry(&mut runs, id).sender.subscribe()
     }
 
     /// What a driven run's committed events go through: metrics, then a wake-up.
     pub(crate) fn listener(&self, id: &str, metrics: Arc<Metrics>) -> Listener {
         let sender = {
             let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
-            let entry =
-                runs.entry(id.to_string()).or_insert_with(|| Entry { sender: watch::Sender::new(0), driven: true });
-            entry.driven = true;
+            let entry = entry(&mut runs, id);
+            entry.drivers += 1;
             entry.sender.clone()
         };
         Box::new(move |seq, event| {
@@ -48,10 +45,18 @@ impl Hub {
         })
     }
 
-    /// The run's driver is done with it: wakes its followers one last time.
+    /// A drive of the run is done with it: wakes its followers (one last time, after the last).
     pub(crate) fn ended(&self, id: &str) {
-        if let Some(entry) = self.runs.lock().unwrap_or_else(|p| p.into_inner()).remove(id) {
-            entry.sender.send_modify(|_| {});
+        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(entry) = runs.get_mut(id) else { return };
+        entry.sender.send_modify(|_| {});
+        entry.drivers = entry.drivers.saturating_sub(1);
+        if entry.drivers == 0 {
+            runs.remove(id);
         }
     }
+}
+
+fn entry<'a>(runs: &'a mut HashMap<String, Entry>, id: &str) -> &'a mut Entry {
+    runs.entry(id.to_string()).or_insert_with(|| Entry { sender: watch::Sender::new(0), drivers: 0 })
 }

@@ -227,6 +227,8 @@ impl Commit {
         self.outcome = next.outcome.or(self.outcome);
         self.replies.extend(next.replies);
         self.started.extend(next.started);
+        // A call's later result replaces an earlier one, as a second transaction's would.
+        self.finished.retain(|(key, _)| !next.finished.iter().any(|(later, _)| later == key));
         self.finished.extend(next.finished);
         self.used_decisions.extend(next.used_decisions);
         self.sync |= next.sync;
