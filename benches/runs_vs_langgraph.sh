@@ -22,18 +22,21 @@ results="$(mktemp -d)"
 trap 'rm -rf "$results"' EXIT
 echo "runs_vs_langgraph: reagent, $runs runs (50 at a time), then $served served" >&2
 cargo bench --profile dev --bench runs -- --runs "$runs" --at-once 50 --rounds 5 --served "$served" | tee "$results/reagent"
-echo "runs_vs_langgraph: langgraph, $((runs / 10)) runs" >&2
+echo "runs_vs_langgraph: langgraph, $((runs / 10)) runs one after another, then 50 at a time" >&2
 "$python" benches/peers/langgraph_bench.py --runs "$((runs / 10))" | tee "$results/langgraph"
-python3 - "$results/reagent" "$results/langgraph" <<'TABLE'
+"$python" benches/peers/langgraph_bench.py --runs "$((runs / 10))" --at-once 50 | tee "$results/langgraph-50"
+python3 - "$results/reagent" "$results/langgraph" "$results/langgraph-50" <<'TABLE'
 import json, sys
 reagent = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
 journal = next(r for r in reagent if r["measure"] == "journal")
 langgraph = json.loads(open(sys.argv[2]).read())
+langgraph_50 = json.loads(open(sys.argv[3]).read())
 print("| run | steps/s | |")
 print("|---|---:|---|")
 print(f"| reagent, in memory (median of {journal['rounds']} rounds) | {journal['in_memory_steps_per_s']:,.0f} | |")
 print(f"| reagent, journalled (every step durable) | {journal['journalled_steps_per_s']:,.0f} | "
       f"{journal['journalled_over_in_memory']:.3f} of in memory |")
-print(f"| LangGraph {langgraph['version']}, SqliteSaver | {langgraph['steps_per_s']:,.0f} | "
-      f"reagent journalled is {journal['journalled_steps_per_s'] / langgraph['steps_per_s']:.1f}x |")
+for peer in (langgraph, langgraph_50):
+    print(f"| LangGraph {peer['version']}, {peer['checkpointer'].split(' ')[0]}, {peer['at_once']} at a time "
+          f"| {peer['steps_per_s']:,.0f} | reagent journalled is {journal['journalled_steps_per_s'] / peer['steps_per_s']:.1f}x |")
 TABLE
