@@ -145,12 +145,10 @@ impl StoreJournal {
     /// Commits `commit` with the buffered events and the records that waited for it; the events
     /// are published once it lands. With `wait`, or when a side-effect result waited for it,
     /// returns only then; otherwise at once, the commit written behind the run.
-    async fn commit(&self, mut commit: Commit, checkpoint: Option<Checkpoint>, wait: bool) -> Result<(), JournalError> {
+    async fn commit(&self, commit: Commit, checkpoint: Option<Checkpoint>, wait: bool) -> Result<(), JournalError> {
         let events = std::mem::take(&mut *lock(&self.buffer));
         let waited = std::mem::take(&mut *lock(&self.waiting));
-        commit.replies.extend(waited.commit.replies);
-        commit.finished.extend(waited.commit.finished);
-        commit.used_decisions.extend(waited.commit.used_decisions);
+        let commit = waited.commit.then(commit);
         let wait = wait || waited.must_land;
         let (landed, result) = if wait { Some(oneshot::channel()).unzip() } else { (None, None) };
         let stopped = || JournalError("the run's journal writer stopped".into());
@@ -213,7 +211,7 @@ impl Writer {
             }
             let result = match &failed {
                 Some(error) => Err(error.clone()),
-                None if commit.is_empty() && checkpoint.is_none() && events.is_empty() && !commit.release => Ok(()),
+                None if commit.is_empty() && checkpoint.is_none() && events.is_empty() => Ok(()),
                 None => self.land(commit, checkpoint, events).await,
             };
             if let Err(error) = &result

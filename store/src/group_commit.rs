@@ -11,20 +11,23 @@ use std::time::Duration;
 use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::sqlite::{RUN_COLUMNS, millis, owner_is_gone, run_from};
+use crate::sqlite::{RUN_COLUMNS, millis, owner_is_gone, run_by_id, run_from};
 use crate::{Commit, Created, NewRun, Run, Status, StoreError, new_run_id, now_ms};
 
 /// The most writes applied in one transaction.
 const MAX_BATCH: usize = 128;
 
-/// Rows per multi-row statement (SQLite allows 32766 parameters; at most 8 per row here).
+/// Rows per multi-row statement (SQLite allows 32766 parameters; at most 11 per row here).
 const ROWS_PER_STATEMENT: usize = 1000;
+
+/// Where a write's answer goes.
+pub(crate) type Done<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// A write for the writer task, with where its answer goes.
 pub(crate) enum Write {
-    Create { run: NewRun, done: oneshot::Sender<Result<Created, StoreError>> },
-    Claim { id: String, owner: String, lease: Duration, done: oneshot::Sender<Result<Option<Run>, StoreError>> },
-    Commit { run: String, owner: String, commit: Commit, done: oneshot::Sender<Result<u64, StoreError>> },
+    Create { run: NewRun, done: Done<Created> },
+    Claim { id: String, owner: String, lease: Duration, done: Done<Option<Run>> },
+    Commit { run: String, owner: String, commit: Commit, done: Done<u64> },
 }
 
 /// A journal write as the batch applies it.
@@ -33,13 +36,6 @@ struct Journalled<'a> {
     run: &'a str,
     owner: &'a str,
     commit: &'a Commit,
-}
-
-/// A write's answer.
-enum Answer {
-    Created(Result<Created, StoreError>),
-    Claimed(Result<Option<Run>, StoreError>),
-    Committed(Result<u64, StoreError>),
 }
 
 impl Write {
@@ -51,22 +47,58 @@ impl Write {
             Write::Commit { run, .. } => Some(run),
         }
     }
+}
 
-    fn answer(self, answer: Answer) {
-        let _ = match (self, answer) {
-            (Write::Create { done, .. }, Answer::Created(answer)) => done.send(answer).map_err(drop),
-            (Write::Claim { done, .. }, Answer::Claimed(answer)) => done.send(answer).map_err(drop),
-            (Write::Commit { done, .. }, Answer::Committed(answer)) => done.send(answer).map_err(drop),
-            _ => Ok(()),
-        };
+/// One transaction's writes, by kind, each kind in the order it came.
+#[derive(Default)]
+struct Batch {
+    creates: Vec<(NewRun, Done<Created>)>,
+    claims: Vec<(String, String, Duration, Done<Option<Run>>)>,
+    commits: Vec<(String, String, Commit, Done<u64>)>,
+}
+
+/// A batch's answers, in the order of its writes of each kind.
+struct Answers {
+    created: Vec<Result<Created, StoreError>>,
+    claimed: Vec<Result<Option<Run>, StoreError>>,
+    committed: Vec<Result<u64, StoreError>>,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.creates.len() + self.claims.len() + self.commits.len()
     }
 
-    fn fail(self, error: StoreError) {
-        let _ = match self {
-            Write::Create { done, .. } => done.send(Err(error)).map_err(drop),
-            Write::Claim { done, .. } => done.send(Err(error)).map_err(drop),
-            Write::Commit { done, .. } => done.send(Err(error)).map_err(drop),
-        };
+    fn push(&mut self, write: Write) {
+        match write {
+            Write::Create { run, done } => self.creates.push((run, done)),
+            Write::Claim { id, owner, lease, done } => self.claims.push((id, owner, lease, done)),
+            Write::Commit { run, owner, commit, done } => self.commits.push((run, owner, commit, done)),
+        }
+    }
+
+    fn answer(self, answers: Answers) {
+        for ((_, done), answer) in self.creates.into_iter().zip(answers.created) {
+            let _ = done.send(answer);
+        }
+        for ((.., done), answer) in self.claims.into_iter().zip(answers.claimed) {
+            let _ = done.send(answer);
+        }
+        for ((.., done), answer) in self.commits.into_iter().zip(answers.committed) {
+            let _ = done.send(answer);
+        }
+    }
+
+    fn fail(self, error: impl Fn() -> StoreError) {
+        for (_, done) in self.creates {
+            let _ = done.send(Err(error()));
+        }
+        for (.., done) in self.claims {
+            let _ = done.send(Err(error()));
+        }
+        for (.., done) in self.commits {
+            let _ = done.send(Err(error()));
+        }
     }
 }
 
@@ -85,7 +117,8 @@ pub(crate) fn start(writer: SqlitePool, place: String) -> mpsc::UnboundedSender<
                 },
             };
             let mut runs: HashSet<String> = first.run().map(str::to_string).into_iter().collect();
-            let mut batch = vec![first];
+            let mut batch = Batch::default();
+            batch.push(first);
             while batch.len() < MAX_BATCH {
                 let Ok(next) = queue.try_recv() else { break };
                 if let Some(run) = next.run()
@@ -101,67 +134,32 @@ pub(crate) fn start(writer: SqlitePool, place: String) -> mpsc::UnboundedSender<
                 Err(e) => Err(e),
             };
             match results {
-                Ok(answers) => {
-                    for (write, answer) in batch.into_iter().zip(answers) {
-                        write.answer(answer);
-                    }
-                }
-                Err(e) => {
-                    for write in batch {
-                        write.fail(StoreError::Database { place: place.clone(), message: e.to_string() });
-                    }
-                }
+                Ok(answers) => batch.answer(answers),
+                Err(e) => batch.fail(|| StoreError::Database { place: place.clone(), message: e.to_string() }),
             }
         }
     });
     sender
 }
 
-/// Applies a batch in one transaction: each write's result (its run's last seq, or why it was
-/// refused), or the database's error for all of them.
-async fn apply(conn: &mut SqliteConnection, batch: &[Write]) -> Result<Vec<Answer>, sqlx::Error> {
-    let sync = batch.iter().any(|w| matches!(w, Write::Commit { commit, .. } if commit.sync));
+/// Applies a batch in one transaction: each write's answer (for a journal write, its run's last
+/// seq or why it was refused), or the database's error for all of them.
+async fn apply(conn: &mut SqliteConnection, batch: &Batch) -> Result<Answers, sqlx::Error> {
+    let sync = batch.commits.iter().any(|(_, _, commit, _)| commit.sync);
     if sync {
         sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
     }
     let applied = async {
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        // Each write's answer where it is in the batch: creations and claims first, several rows
-        // to a statement, then journal writes, together.
-        let mut answers: Vec<Option<Answer>> = Vec::with_capacity(batch.len());
-        let (mut plain, mut claims, mut commits) = (Vec::new(), Vec::new(), Vec::new());
-        for (i, write) in batch.iter().enumerate() {
-            answers.push(match write {
-                Write::Create { run, .. } if run.idempotency.is_none() && run.key.is_none() => {
-                    plain.push((i, run));
-                    None
-                }
-                Write::Create { run, .. } => Some(Answer::Created(create(&mut tx, run).await?)),
-                Write::Claim { id, owner, lease, .. } => {
-                    claims.push((i, id.as_str(), owner.as_str(), *lease));
-                    None
-                }
-                Write::Commit { run, owner, commit, .. } => {
-                    commits.push((i, Journalled { run, owner, commit }));
-                    None
-                }
-            });
-        }
-        for (i, created) in insert_runs(&mut tx, &plain).await? {
-            answers[i] = Some(Answer::Created(created.map(Created::New)));
-        }
-        for (i, claimed) in claim_all(&mut tx, &claims).await? {
-            answers[i] = Some(Answer::Claimed(claimed));
-        }
-        let journalled: Vec<Journalled<'_>> = commits.iter().map(|(_, journalled)| *journalled).collect();
+        let created = create_all(&mut tx, &batch.creates.iter().map(|(run, _)| run).collect::<Vec<_>>()).await?;
+        let claims: Vec<(&str, &str, Duration)> =
+            batch.claims.iter().map(|(id, owner, lease, _)| (id.as_str(), owner.as_str(), *lease)).collect();
+        let claimed = claim_all(&mut tx, &claims).await?;
+        let journalled: Vec<Journalled<'_>> =
+            batch.commits.iter().map(|(run, owner, commit, _)| Journalled { run, owner, commit }).collect();
         let committed = apply_commits(&mut tx, &journalled).await?;
-        for ((i, _), result) in commits.iter().zip(committed) {
-            answers[*i] = Some(Answer::Committed(result));
-        }
         tx.commit().await?;
-        let unanswered = || Answer::Committed(Err(StoreError::Corrupt("a write without an answer".into())));
-        let answers = answers.into_iter().map(|answer| answer.unwrap_or_else(unanswered)).collect();
-        Ok(answers)
+        Ok(Answers { created, claimed, committed })
     }
     .await;
     if sync {
@@ -315,6 +313,28 @@ fn rows(row: &str, count: usize) -> String {
     vec![row; count].join(", ")
 }
 
+/// Records new runs, each as `create` does; those without a key to check first several to a
+/// statement.
+async fn create_all(
+    conn: &mut SqliteConnection,
+    runs: &[&NewRun],
+) -> Result<Vec<Result<Created, StoreError>>, sqlx::Error> {
+    let plain = |run: &&NewRun| run.idempotency.is_none() && run.key.is_none();
+    let mut inserted = insert_runs(conn, &runs.iter().copied().filter(plain).collect::<Vec<_>>()).await?.into_iter();
+    let mut created = Vec::with_capacity(runs.len());
+    for run in runs {
+        created.push(match plain(run) {
+            true => inserted.next().unwrap_or_else(not_inserted).map(Created::New),
+            false => create(conn, run).await?,
+        });
+    }
+    Ok(created)
+}
+
+fn not_inserted() -> Result<Run, StoreError> {
+    Err(StoreError::Corrupt("a run was not inserted".into()))
+}
+
 /// Records a new run, `queued`, unless its idempotency key was used before or its API key is at
 /// its limit of unfinished runs.
 async fn create(conn: &mut SqliteConnection, run: &NewRun) -> Result<Result<Created, StoreError>, sqlx::Error> {
@@ -329,7 +349,7 @@ async fn create(conn: &mut SqliteConnection, run: &NewRun) -> Result<Result<Crea
             if earlier.as_deref() != Some(digest.as_str()) {
                 return Ok(Ok(Created::KeyReused));
             }
-            let existing = self::run(conn, &id).await?;
+            let existing = run_by_id(conn, &id).await?;
             return Ok(existing.and_then(|found| found.ok_or(StoreError::NoSuchRun(id))).map(Created::Existing));
         }
     }
@@ -344,18 +364,16 @@ async fn create(conn: &mut SqliteConnection, run: &NewRun) -> Result<Result<Crea
             return Ok(Ok(Created::OverLimit));
         }
     }
-    let mut inserted = insert_runs(conn, &[(0, run)]).await?;
-    Ok(inserted
-        .pop()
-        .map_or_else(|| Err(StoreError::Corrupt("a run not inserted".into())), |(_, run)| run.map(Created::New)))
+    let mut inserted = insert_runs(conn, &[run]).await?;
+    Ok(inserted.pop().unwrap_or_else(not_inserted).map(Created::New))
 }
 
 /// Inserts new runs, `queued`, with one statement per `ROWS_PER_STATEMENT / 11` of them: each
-/// one's place in the batch, with the run as stored.
+/// run as stored, in order.
 async fn insert_runs(
     conn: &mut SqliteConnection,
-    runs: &[(usize, &NewRun)],
-) -> Result<Vec<(usize, Result<Run, StoreError>)>, sqlx::Error> {
+    runs: &[&NewRun],
+) -> Result<Vec<Result<Run, StoreError>>, sqlx::Error> {
     let now = now_ms();
     let mut inserted = Vec::with_capacity(runs.len());
     for chunk in runs.chunks(ROWS_PER_STATEMENT / 11) {
@@ -366,7 +384,7 @@ async fn insert_runs(
             rows("(?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)", chunk.len())
         );
         let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (id, (_, run)) in ids.iter().zip(chunk) {
+        for (id, run) in ids.iter().zip(chunk) {
             insert = insert
                 .bind(id)
                 .bind(&run.tenant)
@@ -385,21 +403,20 @@ async fn insert_runs(
             let id: String = row.try_get(0)?;
             stored.insert(id, run_from(&row));
         }
-        for (id, (place, _)) in ids.iter().zip(chunk) {
-            let run = stored.remove(id).unwrap_or_else(|| Err(StoreError::NoSuchRun(id.clone())));
-            inserted.push((*place, run));
+        for id in &ids {
+            inserted.push(stored.remove(id).unwrap_or_else(|| Err(StoreError::NoSuchRun(id.clone()))));
         }
     }
     Ok(inserted)
 }
 
-/// Gives each run (place in the batch, id, owner, lease) to its owner if it is free, held by that
+/// Gives each run (id, owner, lease) to its owner if it is free, held by that
 /// owner, held past its lease, or held by a process of this host that has exited; `None` for a
 /// run that is not there. The free ones are taken with one statement.
 async fn claim_all(
     conn: &mut SqliteConnection,
-    claims: &[(usize, &str, &str, Duration)],
-) -> Result<Vec<(usize, Result<Option<Run>, StoreError>)>, sqlx::Error> {
+    claims: &[(&str, &str, Duration)],
+) -> Result<Vec<Result<Option<Run>, StoreError>>, sqlx::Error> {
     let now = now_ms();
     let mut taken: HashMap<String, Result<Run, StoreError>> = HashMap::new();
     for chunk in claims.chunks(ROWS_PER_STATEMENT / 3) {
@@ -411,7 +428,7 @@ async fn claim_all(
             RUN_COLUMNS.split(", ").map(|c| format!("runs.{c}")).collect::<Vec<_>>().join(", ")
         );
         let mut update = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (_, id, owner, lease) in chunk {
+        for (id, owner, lease) in chunk {
             update = update.bind(*id).bind(*owner).bind(now.saturating_add(millis(*lease)));
         }
         for row in update.fetch_all(&mut *conn).await? {
@@ -420,12 +437,11 @@ async fn claim_all(
         }
     }
     let mut claimed = Vec::with_capacity(claims.len());
-    for (place, id, owner, lease) in claims {
-        let answer = match taken.remove(*id) {
+    for (id, owner, lease) in claims {
+        claimed.push(match taken.remove(*id) {
             Some(run) => run.map(Some),
             None => held(conn, id, owner, *lease).await?,
-        };
-        claimed.push((*place, answer));
+        });
     }
     Ok(claimed)
 }
@@ -452,12 +468,5 @@ async fn held(
         .bind(&holder)
         .fetch_optional(&mut *conn)
         .await?;
-    Ok(row.map(|r| run_from(&r)).transpose())
-}
-
-/// Run `id` as stored.
-pub(crate) async fn run(conn: &mut SqliteConnection, id: &str) -> Result<Result<Option<Run>, StoreError>, sqlx::Error> {
-    let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *conn).await?;
     Ok(row.map(|r| run_from(&r)).transpose())
 }

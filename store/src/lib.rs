@@ -236,9 +236,10 @@ impl Commit {
         self
     }
 
-    /// Whether it writes nothing but (perhaps) a release.
+    /// Whether it writes nothing.
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        !self.release
+            && self.events.is_empty()
             && self.checkpoint.is_none()
             && self.status.is_none()
             && self.outcome.is_none()

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{Row, SqliteConnection, SqlitePool};
 use tokio::sync::oneshot;
 
 use crate::group_commit::{self, Write};
@@ -22,8 +22,8 @@ use crate::{
     StoredEvent, hash_secret, now_ms,
 };
 
-pub(crate) const RUN_COLUMNS: &str = "id, tenant, agent, task, inputs, status, outcome, last_seq, created_ms, updated_ms, \
-                           cancel_requested, snapshot, checkpoint";
+pub(crate) const RUN_COLUMNS: &str = "id, tenant, agent, task, inputs, status, outcome, last_seq, created_ms, \
+                                      updated_ms, cancel_requested, snapshot, checkpoint";
 
 pub struct SqliteStore {
     /// Readers.
@@ -147,7 +147,7 @@ impl RunStore for SqliteStore {
 
     async fn get(&self, id: &str) -> Result<Option<Run>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(|e| self.error(e))?;
-        group_commit::run(&mut conn, id).await.map_err(|e| self.error(e))?
+        run_by_id(&mut conn, id).await.map_err(|e| self.error(e))?
     }
 
     async fn list(&self, filter: &RunFilter) -> Result<Vec<Run>, StoreError> {
@@ -259,7 +259,7 @@ impl RunStore for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| self.error(e))?;
-        let run = group_commit::run(&mut tx, id).await.map_err(|e| self.error(e))??;
+        let run = run_by_id(&mut tx, id).await.map_err(|e| self.error(e))??;
         tx.commit().await.map_err(|e| self.error(e))?;
         Ok(run)
     }
@@ -389,6 +389,16 @@ impl RunStore for SqliteStore {
             .map_err(|e| self.error(e))?;
         rows.iter().map(|r| key_from(r).map_err(|e| self.error(e))).collect()
     }
+}
+
+/// Run `id` as stored.
+pub(crate) async fn run_by_id(
+    conn: &mut SqliteConnection,
+    id: &str,
+) -> Result<Result<Option<Run>, StoreError>, sqlx::Error> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *conn).await?;
+    Ok(row.map(|r| run_from(&r)).transpose())
 }
 
 pub(crate) fn run_from(row: &SqliteRow) -> Result<Run, StoreError> {
