@@ -6,6 +6,18 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
+# llama.cpp (the local engine) is built from source by the llama-cpp-2 crate: cmake runs its build
+# and bindgen needs libclang.
+if ! command -v cmake >/dev/null || ! ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so'; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "setup: installing cmake and libclang (to build llama.cpp)" >&2
+        apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake libclang-dev >&2
+    else
+        echo "setup: llama.cpp's build needs cmake and libclang: install them (Debian/Ubuntu: apt-get install cmake libclang-dev)" >&2
+        exit 1
+    fi
+fi
+
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     echo "setup: installing the wasm32-wasip2 target" >&2
     rustup target add wasm32-wasip2

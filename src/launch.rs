@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::agent_loop::{Agent, InvalidSchema, LoopConfig, check_schemas, sub_agent_declaration};
 use crate::conversation::ToolDeclaration;
-use crate::model::{LocalModel, LocalModelError, Model, OpenAiModel, ReplayModel};
+use crate::model::{LocalModelError, Model, OpenAiModel, ReplayModel, check_local, load_local};
 use crate::runtime::Runtime;
 use crate::spec::{
     AgentSpec, GivenInputs, LocalModelSpec, ModelSpec, OpenAiModelSpec, Position, Sources, SpecError, bind_inputs,
@@ -88,7 +88,7 @@ async fn build(
     let model: Box<dyn Model> = match &spec.model {
         ModelSpec::Replay { script, at } => Box::new(replay_model(sources, script, at)?),
         ModelSpec::Local(local) => {
-            Box::new(LocalModel::load(runtime.local_models(), local).await.map_err(|e| local_failed(local, e))?)
+            load_local(runtime.local_models(), local).await.map_err(|e| local_failed(local, e))?
         }
         ModelSpec::OpenAi(openai) => Box::new(openai_model(spec, openai)?),
     };
@@ -146,7 +146,7 @@ pub async fn validate(runtime: &Runtime, file: &Path) -> Result<(AgentSpec, Vec<
 async fn check(runtime: &Runtime, spec: &AgentSpec) -> Result<Vec<String>, LaunchError> {
     match &spec.model {
         ModelSpec::Replay { script, at } => drop(replay_model(&Sources::disk(), script, at)?),
-        ModelSpec::Local(local) => LocalModel::check(local).map_err(|e| local_failed(local, e))?,
+        ModelSpec::Local(local) => check_local(local).map_err(|e| local_failed(local, e))?,
         ModelSpec::OpenAi(openai) => drop(openai_model(spec, openai)?),
     }
     let declarations = load_tools(runtime, spec).await?.declarations();

@@ -27,7 +27,8 @@ impl Runtime {
         &self.sandbox
     }
 
-    pub(crate) fn local_models(&self) -> &LocalModels {
+    /// The local models this runtime has loaded (loading one on first use).
+    pub fn local_models(&self) -> &LocalModels {
         &self.local_models
     }
 }

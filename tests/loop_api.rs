@@ -383,7 +383,7 @@ async fn out_of_tool_calls_the_calls_past_the_budget_are_not_run() {
 #[tokio::test]
 async fn out_of_tokens_counts_prompt_and_completion_over_the_run() {
     let limits = Limits { max_tokens: 100, ..Limits::default() };
-    let usage = Usage { prompt_tokens: 40, completion_tokens: 20, reasoning_tokens: 5 };
+    let usage = Usage { prompt_tokens: 40, completion_tokens: 20, reasoning_tokens: 5, cached_tokens: 0 };
     let (agent, asked, _dir) = recorded_with(
         limited(limits),
         &[&double(1), &double(2), "best so far: 4"],

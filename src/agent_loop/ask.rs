@@ -59,7 +59,16 @@ impl Agent {
         }
         let budget = self.config.reasoning.max_thinking_tokens.filter(|_| thinking);
         let (deltas, mut incoming) = mpsc::unbounded_channel();
-        let request = ModelRequest { messages, tools, thinking, tool_choice, deltas: Some(deltas) };
+        let answer_schema = self.config.output_schema.as_ref();
+        let request = ModelRequest {
+            messages,
+            tools,
+            thinking,
+            tool_choice,
+            max_thinking_tokens: budget,
+            answer_schema,
+            deltas: Some(deltas),
+        };
         let mut thought = String::new();
         let mut thought_tokens = 0u32;
         let mut over_budget = |delta: Delta, events: &mut dyn EventSink| {

@@ -5,7 +5,10 @@
 
 pub mod exaone;
 mod parse;
+pub mod prompt;
 mod python_json;
+pub mod template;
 
 pub use parse::{ParsedCall, ParsedOutput, UnreadableCall, parse_output};
+pub use prompt::{Origin, Prompt};
 pub use python_json::to_python_json;

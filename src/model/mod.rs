@@ -4,7 +4,9 @@
 
 mod call_grammar;
 pub mod catalog;
+pub mod llama_cpp;
 mod local;
+mod mistralrs;
 mod openai;
 mod replay;
 mod sse;
@@ -15,7 +17,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::conversation::{MalformedCall, Message, ToolCall, ToolChoice, ToolDeclaration};
 
-pub use local::{LocalModel, LocalModelError, LocalModels};
+pub use local::{LocalModelError, LocalModels, check as check_local, load as load_local};
 pub use openai::OpenAiModel;
 
 use crate::chat_format::exaone;
@@ -53,6 +55,11 @@ pub struct ModelRequest<'a> {
     pub thinking: bool,
     /// `Required` on a step where the model must call a tool.
     pub tool_choice: ToolChoice,
+    /// `reasoning.max_thinking_tokens` on a thinking step: a backend that can close the reasoning
+    /// there itself and go on to the reply does (the loop cuts those that cannot).
+    pub max_thinking_tokens: Option<u32>,
+    /// `output.schema`: what an answer must match, for backends that constrain it.
+    pub answer_schema: Option<&'a serde_json::Value>,
     /// Where the reply's text goes as it is generated, for backends that stream.
     pub deltas: Option<UnboundedSender<Delta>>,
 }
@@ -78,6 +85,9 @@ pub struct Usage {
     /// All generated tokens, reasoning included.
     pub completion_tokens: u32,
     pub reasoning_tokens: u32,
+    /// Prompt tokens the backend had cached from an earlier step (not computed again).
+    #[serde(default)]
+    pub cached_tokens: u32,
 }
 
 impl Usage {
@@ -86,6 +96,7 @@ impl Usage {
         self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
         self.completion_tokens = self.completion_tokens.saturating_add(other.completion_tokens);
         self.reasoning_tokens = self.reasoning_tokens.saturating_add(other.reasoning_tokens);
+        self.cached_tokens = self.cached_tokens.saturating_add(other.cached_tokens);
     }
 }
 

@@ -166,6 +166,7 @@ impl StreamedReply {
                 prompt_tokens: count("/prompt_tokens"),
                 completion_tokens: count("/completion_tokens"),
                 reasoning_tokens: count("/completion_tokens_details/reasoning_tokens"),
+                cached_tokens: count("/prompt_tokens_details/cached_tokens"),
             });
         }
         let Some(delta) = chunk.pointer("/choices/0/delta") else { return Ok(()) };
@@ -324,8 +325,15 @@ mod tests {
     use super::*;
 
     fn stream(chunks: &[Value]) -> ModelReply {
-        let request =
-            ModelRequest { messages: &[], tools: &[], thinking: true, tool_choice: ToolChoice::Auto, deltas: None };
+        let request = ModelRequest {
+            messages: &[],
+            tools: &[],
+            thinking: true,
+            tool_choice: ToolChoice::Auto,
+            max_thinking_tokens: None,
+            answer_schema: None,
+            deltas: None,
+        };
         let mut reply = StreamedReply::default();
         for chunk in chunks {
             reply.absorb(chunk, &request).expect("a valid chunk");
@@ -353,7 +361,10 @@ mod tests {
             reply.calls,
             vec![Ok(ToolCall { id: "c1".into(), name: "calc".into(), arguments: json!({"expression": "1+1"}) })]
         );
-        assert_eq!(reply.usage, Some(Usage { prompt_tokens: 9, completion_tokens: 7, reasoning_tokens: 2 }));
+        assert_eq!(
+            reply.usage,
+            Some(Usage { prompt_tokens: 9, completion_tokens: 7, reasoning_tokens: 2, cached_tokens: 0 })
+        );
     }
 
     #[test]
@@ -371,8 +382,15 @@ mod tests {
             json!({"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "calc", "arguments": "{\"x\": "}}]}),
         )]);
         assert!(matches!(&reply.calls[..], [Err(MalformedCall { .. })]), "{:?}", reply.calls);
-        let request =
-            ModelRequest { messages: &[], tools: &[], thinking: false, tool_choice: ToolChoice::Auto, deltas: None };
+        let request = ModelRequest {
+            messages: &[],
+            tools: &[],
+            thinking: false,
+            tool_choice: ToolChoice::Auto,
+            max_thinking_tokens: None,
+            answer_schema: None,
+            deltas: None,
+        };
         let error = StreamedReply::default().absorb(&json!({"error": {"message": "overloaded"}}), &request);
         assert!(error.is_err_and(|e| e.kind == ModelErrorKind::BadReply && e.message.contains("overloaded")));
     }
@@ -393,6 +411,8 @@ mod tests {
             tools: &[],
             thinking,
             tool_choice: ToolChoice::Auto,
+            max_thinking_tokens: None,
+            answer_schema: None,
             deltas: None,
         };
         let kwargs = OpenAiModel::new(spec(ReasoningControl::ChatTemplateKwargs)).expect("a model");

@@ -20,8 +20,8 @@ use serde_saphyr::Spanned;
 
 pub use inputs::{GivenInputs, InputKind, InputSpec, bind as bind_inputs, render as render_instructions};
 pub use model::{
-    DEFAULT_MAX_TOKENS, LocalModelSpec, LocalSource, ModelSpec, OpenAiModelSpec, PromptFormat, ReasoningControl,
-    Sampling,
+    DEFAULT_MAX_TOKENS, LocalEngine, LocalModelSpec, LocalSource, ModelSpec, OpenAiModelSpec, PromptFormat,
+    ReasoningControl, Sampling,
 };
 pub use sources::{Snapshot, Sources};
 pub use units::parse_duration;

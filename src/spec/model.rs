@@ -16,7 +16,7 @@ pub const DEFAULT_MAX_TOKENS: u32 = 1024;
 pub enum ModelSpec {
     /// A scripted model: its raw outputs, turn by turn, from a YAML file.
     Replay { script: std::path::PathBuf, at: Position },
-    /// A model run in this process by mistralrs: nothing leaves the machine.
+    /// A model run in this process (llama.cpp or mistralrs): nothing leaves the machine.
     Local(LocalModelSpec),
     /// Any server that speaks OpenAI's `/v1/chat/completions` (vLLM, FriendliAI, llama.cpp, …).
     OpenAi(OpenAiModelSpec),
@@ -32,6 +32,27 @@ pub struct LocalModelSpec {
     /// Render prompts with reagent's own chat format instead of the model's template.
     pub format: Option<PromptFormat>,
     pub sampling: Sampling,
+    pub engine: LocalEngine,
+}
+
+/// The in-process engine that runs a local model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalEngine {
+    /// llama.cpp: GGUF files; the default for them.
+    LlamaCpp,
+    /// mistralrs: GGUF files, Hugging Face directories and hub ids.
+    Mistralrs,
+}
+
+impl LocalEngine {
+    /// The engine a source gets when the agent file names none: llama.cpp for a GGUF file.
+    pub fn default_for(source: &LocalSource) -> LocalEngine {
+        match source {
+            LocalSource::Catalog(_) | LocalSource::Gguf(_) => LocalEngine::LlamaCpp,
+            LocalSource::HfDir(_) | LocalSource::Hub { .. } => LocalEngine::Mistralrs,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -107,6 +128,7 @@ impl LocalModelSpec {
     /// constrained calls, the model's own chat template, greedy sampling.
     pub fn new(source: LocalSource) -> Self {
         LocalModelSpec {
+            engine: LocalEngine::default_for(&source),
             source,
             at: Position::in_code(),
             constrained: true,
@@ -145,6 +167,7 @@ pub(super) struct RawModel {
     file: Option<Spanned<String>>,
     constrained: Option<Spanned<bool>>,
     format: Option<Spanned<PromptFormat>>,
+    engine: Option<Spanned<LocalEngine>>,
     // openai
     url: Option<Spanned<String>>,
     name: Option<Spanned<String>>,
@@ -218,7 +241,20 @@ impl RawModel {
                         ));
                     }
                 };
+                let engine = match self.engine {
+                    None => LocalEngine::default_for(&source),
+                    Some(engine) => {
+                        if engine.value == LocalEngine::LlamaCpp && LocalEngine::default_for(&source) != engine.value {
+                            return Err(SpecError::new(
+                                at(engine.referenced),
+                                "llama.cpp loads GGUF files only (a `path:` to a .gguf file, or a catalogue `model:`); use `engine: mistralrs` for a Hugging Face directory or a hub id",
+                            ));
+                        }
+                        engine.value
+                    }
+                };
                 Ok(ModelSpec::Local(LocalModelSpec {
+                    engine,
                     source,
                     at: at(place),
                     constrained: self.constrained.is_none_or(|c| c.value),
@@ -286,7 +322,7 @@ impl RawModel {
         const LOCAL: &[Backend] = &[Backend::Local];
         const OPENAI: &[Backend] = &[Backend::Openai];
         const BOTH: &[Backend] = &[Backend::Local, Backend::Openai];
-        let fields: [(&str, Option<serde_saphyr::Location>, &[Backend]); 15] = [
+        let fields: [(&str, Option<serde_saphyr::Location>, &[Backend]); 16] = [
             ("script", location(&self.script), &[Backend::Replay]),
             ("model", location(&self.model), LOCAL),
             ("path", location(&self.path), LOCAL),
@@ -294,6 +330,7 @@ impl RawModel {
             ("file", location(&self.file), LOCAL),
             ("constrained", location(&self.constrained), LOCAL),
             ("format", location(&self.format), LOCAL),
+            ("engine", location(&self.engine), LOCAL),
             ("url", location(&self.url), OPENAI),
             ("name", location(&self.name), OPENAI),
             ("api_key_env", location(&self.api_key_env), OPENAI),

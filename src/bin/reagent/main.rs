@@ -274,6 +274,8 @@ async fn prompt(runtime: &Runtime, file: &Path, task: &str, inputs: &inputs::Inp
         tools: &tools,
         thinking: config.thinking(1, false),
         tool_choice: config.tool_choice,
+        max_thinking_tokens: None,
+        answer_schema: config.output_schema.as_ref(),
         deltas: None,
     };
     let shown = match preview(&spec.model, &request) {

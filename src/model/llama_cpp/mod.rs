@@ -1,0 +1,254 @@
+//! `local` on llama.cpp (the default engine for GGUF files): the prompt rendered by reagent
+//! (EXAONE 4.0's format, or the model's own Jinja template), tokenised so that only the format's
+//! markers are control tokens, and decoded by [`engine::Engine`], which every run of the runtime
+//! shares. A step that thinks writes its reasoning freely up to `</think>`; a constrained reply
+//! after it is decoded under [`reply_grammar`].
+
+pub mod engine;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use llama_cpp_2::token::LlamaToken;
+use llguidance::api::TopLevelGrammar;
+use llguidance::{Matcher, ParserFactory};
+
+use super::call_grammar::{ConstrainedReply, format_note, read_replies, reply_grammar, string_cap};
+use super::{DeltaKind, Model, ModelError, ModelErrorKind, ModelReply, ModelRequest, Usage, send_delta};
+use crate::chat_format::template::ChatTemplate;
+use crate::chat_format::{Prompt, exaone, parse_output};
+use crate::conversation::{MalformedCall, Message, ToolCall, ToolChoice};
+use crate::spec::Sampling;
+pub use engine::{Counters, Engine, EngineError, KvCache};
+use engine::{Output, Request};
+
+/// How a model's prompts are written.
+pub enum Format {
+    /// reagent's byte-exact EXAONE 4.0 renderer (`format: exaone`, and every `exaone4` GGUF).
+    Exaone,
+    /// The chat template the GGUF carries.
+    Template(ChatTemplate),
+}
+
+impl Format {
+    /// The format of a loaded model: EXAONE's where asked or where the model is EXAONE 4.0,
+    /// else the model's own template.
+    pub fn of(engine: &Engine, exaone: bool) -> Result<Format, String> {
+        let model = engine.model();
+        if exaone || model.meta_val_str("general.architecture").is_ok_and(|arch| arch == "exaone4") {
+            return Ok(Format::Exaone);
+        }
+        let source = model.meta_val_str("tokenizer.chat_template").map_err(|_| {
+            "the GGUF carries no chat template: give the agent `format: exaone` if the model reads EXAONE 4.0's format"
+                .to_string()
+        })?;
+        let token_text =
+            |token: LlamaToken| String::from_utf8_lossy(&model.vocab().token_to_piece(token, true, None)).into_owned();
+        let vocab = model.vocab();
+        ChatTemplate::new(&source, &token_text(vocab.bos()), &token_text(vocab.eos())).map(Format::Template)
+    }
+
+    /// Whether the format has a reasoning mode: EXAONE's has, a template has if it speaks of one.
+    pub fn reasons(&self, source_says: Option<bool>) -> bool {
+        match self {
+            Format::Exaone => true,
+            Format::Template(_) => source_says.unwrap_or(false),
+        }
+    }
+
+    fn render(&self, messages: &[Message], request: &ModelRequest<'_>, thinking: bool) -> Result<Prompt, String> {
+        let mut prompt = match self {
+            Format::Exaone => exaone::render_prompt(messages, request.tools, thinking),
+            Format::Template(template) => template.render(messages, request.tools, thinking)?,
+        };
+        // A template whose model opens its reasoning itself: opened here, so that the reply is
+        // reasoning up to `</think>` whichever model writes it.
+        if thinking && !prompt.ends_with("<think>\n") {
+            prompt.format("<think>\n");
+        }
+        Ok(prompt)
+    }
+}
+
+pub struct LlamaCppModel {
+    label: String,
+    engine: Arc<Engine>,
+    factory: Arc<ParserFactory>,
+    format: Format,
+    constrained: bool,
+    sampling: Sampling,
+    reasons: bool,
+    /// What follows `</think>` before a constrained reply, as the format writes it.
+    after_thinking: Vec<LlamaToken>,
+    close_thinking: Vec<LlamaToken>,
+    next_call: AtomicU64,
+}
+
+impl LlamaCppModel {
+    pub fn new(
+        label: String,
+        engine: Arc<Engine>,
+        factory: Arc<ParserFactory>,
+        format: Format,
+        constrained: bool,
+        sampling: Sampling,
+        reasons: bool,
+    ) -> Self {
+        let format_tokens = |text: &str| {
+            let mut prompt = Prompt::default();
+            prompt.format(text);
+            engine.tokenize_pieces(&prompt)
+        };
+        let after_thinking = format_tokens("\n\n");
+        let close_thinking = format_tokens("</think>");
+        LlamaCppModel {
+            label,
+            engine,
+            factory,
+            format,
+            constrained,
+            sampling,
+            reasons,
+            after_thinking,
+            close_thinking,
+            next_call: AtomicU64::new(1),
+        }
+    }
+
+    fn call_id(&self) -> String {
+        format!("call_{}", self.next_call.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn grammar(&self, request: &ModelRequest<'_>, may_answer: bool) -> Result<Matcher, ModelError> {
+        let cap = string_cap(self.sampling.max_tokens);
+        let lark = reply_grammar(request.tools, may_answer, cap, request.answer_schema);
+        let refused = |e: String| {
+            let message = format!(
+                "the constrained-call grammar cannot be built: {e} (a tool's schema may use JSON Schema the grammar engine does not support; `constrained: false` turns constrained calls off)"
+            );
+            ModelError::new(ModelErrorKind::Engine, message)
+        };
+        let parser =
+            self.factory.create_parser(TopLevelGrammar::from_lark(lark)).map_err(|e| refused(e.to_string()))?;
+        let matcher = Matcher::new(Ok(parser));
+        match matcher.get_error() {
+            Some(e) => Err(refused(e)),
+            None => Ok(matcher),
+        }
+    }
+}
+
+/// The conversation with the constrained-reply note added to the instructions.
+pub(super) fn with_note(messages: &[Message], note: &str) -> Vec<Message> {
+    let mut out = messages.to_vec();
+    match out.first_mut() {
+        Some(Message::System { content }) => *content = format!("{content}\n\n{note}"),
+        _ => out.insert(0, Message::System { content: note.to_string() }),
+    }
+    out
+}
+
+#[async_trait]
+impl Model for LlamaCppModel {
+    fn label(&self) -> String {
+        self.label.clone()
+    }
+
+    /// Thinking comes before a constrained reply as before any other.
+    fn thinks(&self, requested: bool, _tools_offered: bool) -> bool {
+        requested && self.reasons
+    }
+
+    async fn complete(&self, request: ModelRequest<'_>) -> Result<ModelReply, ModelError> {
+        let may_answer = request.tool_choice == ToolChoice::Auto;
+        let constrained = self.constrained && !request.tools.is_empty();
+        let thinking = self.thinks(request.thinking, !request.tools.is_empty());
+        let noted;
+        let messages = if constrained {
+            noted = with_note(request.messages, format_note(may_answer));
+            &noted[..]
+        } else {
+            request.messages
+        };
+        let prompt =
+            self.format.render(messages, &request, thinking).map_err(|e| ModelError::new(ModelErrorKind::Engine, e))?;
+        let grammar = if constrained { Some(self.grammar(&request, may_answer)?) } else { None };
+        let (output, mut outputs) = tokio::sync::mpsc::unbounded_channel();
+        let seed = self.next_call.load(Ordering::Relaxed);
+        self.engine
+            .generate(Request {
+                tokens: self.engine.tokenize(&prompt),
+                thinking,
+                thinking_budget: request.max_thinking_tokens,
+                close_thinking: self.close_thinking.clone(),
+                grammar,
+                after_thinking: self.after_thinking.clone(),
+                sampling: engine::Sampling {
+                    max_tokens: self.sampling.max_tokens,
+                    temperature: self.sampling.temperature as f32,
+                    seed,
+                },
+                output,
+            })
+            .map_err(|e| ModelError::new(ModelErrorKind::Engine, format!("the local model is not running: {e}")))?;
+
+        let (mut thought, mut text) = (String::new(), String::new());
+        let finished = loop {
+            match outputs.recv().await {
+                Some(Output::Piece { text: piece, reasoning: true }) => {
+                    send_delta(&request.deltas, DeltaKind::Reasoning, &piece);
+                    thought.push_str(&piece);
+                }
+                Some(Output::Piece { text: piece, reasoning: false }) => {
+                    send_delta(&request.deltas, DeltaKind::Text, &piece);
+                    text.push_str(&piece);
+                }
+                Some(Output::Done(finished)) => break finished,
+                Some(Output::Failed(message)) => {
+                    return Err(ModelError::new(ModelErrorKind::Engine, format!("the local model failed: {message}")));
+                }
+                None => return Err(ModelError::new(ModelErrorKind::Engine, "the local model stopped")),
+            }
+        };
+        let usage = Usage {
+            prompt_tokens: finished.prompt_tokens,
+            completion_tokens: finished.completion_tokens,
+            reasoning_tokens: finished.reasoning_tokens,
+            cached_tokens: finished.cached_tokens,
+        };
+        if finished.thinking_closed {
+            thought.push_str("</think>");
+        }
+        let raw = format!("{thought}{text}");
+        let mut reply = ModelReply { usage: Some(usage), raw: Some(raw.clone()), ..ModelReply::default() };
+        if constrained {
+            let reasoning = thought.split("</think>").next().unwrap_or_default().trim();
+            reply.reasoning = Some(reasoning.to_string()).filter(|r| !r.is_empty());
+            for read in read_replies(&text) {
+                match read {
+                    ConstrainedReply::Call { name, arguments } => {
+                        reply.calls.push(Ok(ToolCall { id: self.call_id(), name, arguments }))
+                    }
+                    ConstrainedReply::Answer(answer) => reply.text = answer,
+                    ConstrainedReply::Unreadable { raw, error } => {
+                        reply.calls.push(Err(MalformedCall { id: self.call_id(), raw, error }))
+                    }
+                }
+            }
+        } else {
+            let parsed = parse_output(&raw);
+            reply.reasoning = parsed.reasoning;
+            reply.text = parsed.text;
+            reply.calls = parsed
+                .calls
+                .into_iter()
+                .map(|call| match call {
+                    Ok(call) => Ok(ToolCall { id: self.call_id(), name: call.name, arguments: call.arguments }),
+                    Err(bad) => Err(MalformedCall { id: self.call_id(), raw: bad.raw, error: bad.error }),
+                })
+                .collect();
+        }
+        Ok(reply)
+    }
+}
