@@ -5,7 +5,9 @@
 //! marks say where it lies in the output. They are removed there; the text between them is never
 //! read as a control token.
 
-use minijinja::value::{Kwargs, Value as JinjaValue};
+use std::sync::Arc;
+
+use minijinja::value::{Enumerator, Kwargs, Object, ObjectRepr, Value as JinjaValue};
 use minijinja::{Environment, Error, ErrorKind};
 use serde_json::{Map, Value, json};
 
@@ -20,6 +22,7 @@ const CLOSE: char = '\u{FDD1}';
 
 pub struct ChatTemplate {
     env: Environment<'static>,
+    takes_thinking: bool,
     bos_token: String,
     eos_token: String,
 }
@@ -37,7 +40,17 @@ impl ChatTemplate {
         });
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| format!("the model's chat template does not parse: {e}"))?;
-        Ok(ChatTemplate { env, bos_token: bos_token.to_string(), eos_token: eos_token.to_string() })
+        Ok(ChatTemplate {
+            env,
+            takes_thinking: source.contains("enable_thinking"),
+            bos_token: bos_token.to_string(),
+            eos_token: eos_token.to_string(),
+        })
+    }
+
+    /// Whether the template has a reasoning switch (`enable_thinking`, as Qwen3's).
+    pub fn takes_thinking(&self) -> bool {
+        self.takes_thinking
     }
 
     /// The conversation with `tools` declared, ending with the generation prompt.
@@ -61,9 +74,7 @@ impl ChatTemplate {
             "bos_token": self.bos_token,
             "eos_token": self.eos_token,
         });
-        let text = template
-            .render(JinjaValue::from_serialize(&context))
-            .map_err(|e| format!("the model's chat template failed: {e:#}"))?;
+        let text = template.render(jinja(&context)).map_err(|e| format!("the model's chat template failed: {e:#}"))?;
         Ok(split(&text))
     }
 }
@@ -71,6 +82,34 @@ impl ChatTemplate {
 /// The conversation as chat templates read it (OpenAI's shape), as `reagent prompt` shows it.
 pub fn openai_messages(messages: &[Message]) -> Vec<Value> {
     messages.iter().map(|m| message(m, Value::clone)).collect()
+}
+
+/// A JSON value as a template sees it, objects keeping their keys' order (as Python's dicts do:
+/// `tojson` writes a tool's schema as it was declared).
+fn jinja(value: &Value) -> JinjaValue {
+    match value {
+        Value::Object(map) => JinjaValue::from_object(JsonMap(map.clone())),
+        Value::Array(items) => JinjaValue::from(items.iter().map(jinja).collect::<Vec<_>>()),
+        other => JinjaValue::from_serialize(other),
+    }
+}
+
+#[derive(Debug)]
+struct JsonMap(Map<String, Value>);
+
+impl Object for JsonMap {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &JinjaValue) -> Option<JinjaValue> {
+        self.0.get(key.as_str()?).map(jinja)
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        let keys: Vec<JinjaValue> = self.0.keys().map(|k| JinjaValue::from(k.as_str())).collect();
+        Enumerator::Iter(Box::new(keys.into_iter()))
+    }
 }
 
 /// A conversation's message as chat templates read it, every string passed through `mark`.

@@ -99,13 +99,31 @@ fn bounded(schema: &Value, cap: u64) -> Value {
 pub fn format_note(may_answer: bool) -> &'static str {
     if may_answer {
         // Small models read the answer branch first, or call the same tool again after its result.
-        "Reply with JSON. When the tool results you have answer the task, reply {\"answer\": <your answer>}. Otherwise call a tool: {\"name\": <tool name>, \"arguments\": {...}}; for several calls at once, one such object per line."
+        "Reply with JSON, one object per line. When the tool results you have answer the task, reply {\"answer\": <your answer>}. Otherwise call a tool: {\"name\": <tool name>, \"arguments\": {...}}."
     } else {
-        "Reply with JSON that calls a tool: {\"name\": <tool name>, \"arguments\": {...}}; for several calls at once, one such object per line."
+        "Reply with JSON, one object per line, each calling a tool: {\"name\": <tool name>, \"arguments\": {...}}."
     }
 }
 
-/// A reply decoded under [`reply_schema`].
+/// Where a constrained reply starts to repeat itself: the start of the first complete line that
+/// is word for word an earlier one. Small models that may write several calls tend to write the
+/// same call again and again until the token limit; the reply is cut there, each call read once.
+pub fn repeated_call(text: &str) -> Option<usize> {
+    let mut seen = std::collections::HashSet::new();
+    let mut start = 0;
+    for line in text.split_inclusive('\n') {
+        if !line.ends_with('\n') {
+            break; // not complete yet
+        }
+        if !seen.insert(line.trim()) {
+            return Some(start);
+        }
+        start += line.len();
+    }
+    None
+}
+
+/// A reply decoded under [`reply_grammar`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConstrainedReply {
     Call {
@@ -267,6 +285,16 @@ mod tests {
         let call = r#"{"name": "calc", "arguments": {"expression": "1"}}"#;
         let replies = read_replies(&format!("{call}\n{{\"name\": \"ca"));
         assert!(matches!(replies[..], [ConstrainedReply::Call { .. }, ConstrainedReply::Unreadable { .. }]));
+    }
+
+    #[test]
+    fn a_reply_is_cut_where_a_call_repeats_word_for_word() {
+        let call = r#"{"name": "calc", "arguments": {"expression": "1"}}"#;
+        let other = r#"{"name": "calc", "arguments": {"expression": "2"}}"#;
+        assert_eq!(repeated_call(&format!("{call}\n{other}\n{call}")), None, "the last line is not complete");
+        let text = format!("{call}\n{other}\n{call}\n");
+        assert_eq!(repeated_call(&text), Some(call.len() + other.len() + 2));
+        assert_eq!(repeated_call(&format!("{call}\n{other}\n")), None);
     }
 
     #[test]

@@ -84,7 +84,7 @@ pub async fn load(models: &LocalModels, spec: &LocalModelSpec) -> Result<Box<dyn
                 .map_err(|reason| LocalModelError::Load { source_name: name.clone(), reason })?;
             let source_says = match &spec.source {
                 LocalSource::Catalog(name) => catalog::find(name).ok().map(|m| m.reasons),
-                _ => Some(template_reasons(&loaded.engine)),
+                _ => None,
             };
             let reasons = format.reasons(source_says);
             let mode = if spec.constrained { "constrained calls" } else { "free calls" };
@@ -99,11 +99,6 @@ pub async fn load(models: &LocalModels, spec: &LocalModelSpec) -> Result<Box<dyn
             )))
         }
     }
-}
-
-/// Whether a GGUF's own chat template has a reasoning switch.
-fn template_reasons(engine: &Engine) -> bool {
-    engine.model().meta_val_str("tokenizer.chat_template").is_ok_and(|t| t.contains("enable_thinking"))
 }
 
 /// Whether the model can be loaded from here, without loading it: a catalogue model must be

@@ -17,7 +17,7 @@ use mistralrs::{
 };
 use serde_json::Value;
 
-use super::call_grammar::{ConstrainedReply, format_note, read_replies, reply_grammar, string_cap};
+use super::call_grammar::{ConstrainedReply, format_note, read_replies, repeated_call, reply_grammar, string_cap};
 use super::catalog;
 use super::local::LocalModelError;
 use super::{DeltaKind, Model, ModelError, ModelErrorKind, ModelReply, ModelRequest, Usage, send_delta};
@@ -165,7 +165,7 @@ impl Model for MistralrsModel {
         let (mut text, mut reasoning, mut engine_calls) = (String::new(), String::new(), Vec::new());
         let mut usage = Usage::default();
         let mut chunks = 0u32;
-        while let Some(response) = stream.next().await {
+        'stream: while let Some(response) = stream.next().await {
             match response {
                 Response::Chunk(chunk) => {
                     if let Some(counted) = chunk.usage {
@@ -182,6 +182,10 @@ impl Model for MistralrsModel {
                             send_delta(&request.deltas, DeltaKind::Text, &piece);
                             text.push_str(&piece);
                         }
+                        if constrained && let Some(at) = repeated_call(&text) {
+                            text.truncate(at);
+                            break 'stream; // dropping the stream stops the sequence
+                        }
                         engine_calls.extend(choice.delta.tool_calls.unwrap_or_default());
                     }
                 }
@@ -190,6 +194,10 @@ impl Model for MistralrsModel {
                         chunks = chunks.saturating_add(1);
                         send_delta(&request.deltas, DeltaKind::Text, &choice.text);
                         text.push_str(&choice.text);
+                        if constrained && let Some(at) = repeated_call(&text) {
+                            text.truncate(at);
+                            break 'stream;
+                        }
                     }
                 }
                 Response::ModelError(message, _) | Response::CompletionModelError(message, _) => {

@@ -57,6 +57,8 @@ pub struct Request {
     pub after_thinking: Vec<LlamaToken>,
     pub sampling: Sampling,
     pub output: UnboundedSender<Output>,
+    /// Set by the caller to end the reply at the next token (as the model would, with `Done`).
+    pub stop: Arc<AtomicBool>,
 }
 
 /// What the engine sends back for a request, in order; `Done` or `Failed` ends it.
@@ -559,6 +561,9 @@ impl<'m> Decoder<'m> {
         if running.request.output.is_closed() {
             slot.running = None; // the caller stopped listening: the cache stays for the next step
             return;
+        }
+        if running.request.stop.load(Ordering::Relaxed) {
+            return self.finish(index, false);
         }
         let mut logits = self.ctx.get_logits_ith(at).to_vec();
         let constrained = !running.reasoning && running.request.grammar.is_some();

@@ -14,7 +14,7 @@ use llama_cpp_2::token::LlamaToken;
 use llguidance::api::TopLevelGrammar;
 use llguidance::{Matcher, ParserFactory};
 
-use super::call_grammar::{ConstrainedReply, format_note, read_replies, reply_grammar, string_cap};
+use super::call_grammar::{ConstrainedReply, format_note, read_replies, repeated_call, reply_grammar, string_cap};
 use super::{DeltaKind, Model, ModelError, ModelErrorKind, ModelReply, ModelRequest, Usage, send_delta};
 use crate::chat_format::template::ChatTemplate;
 use crate::chat_format::{Prompt, exaone, parse_output};
@@ -49,12 +49,13 @@ impl Format {
         ChatTemplate::new(&source, &token_text(vocab.bos()), &token_text(vocab.eos())).map(Format::Template)
     }
 
-    /// Whether the format has a reasoning mode: EXAONE's has, a template has if it speaks of one.
+    /// Whether the model has a reasoning mode: as its source says (a catalogue model), else as
+    /// its format does (EXAONE's has one; a template has one if it takes `enable_thinking`).
     pub fn reasons(&self, source_says: Option<bool>) -> bool {
-        match self {
+        source_says.unwrap_or(match self {
             Format::Exaone => true,
-            Format::Template(_) => source_says.unwrap_or(false),
-        }
+            Format::Template(source) => source.takes_thinking(),
+        })
     }
 
     fn render(&self, messages: &[Message], request: &ModelRequest<'_>, thinking: bool) -> Result<Prompt, String> {
@@ -116,12 +117,28 @@ impl LlamaCppModel {
         }
     }
 
+    /// Where the engine closes the reasoning: `max_thinking_tokens`, and before a constrained
+    /// reply at half the step's tokens at most, leaving the reply the room its strings are capped to.
+    fn thinking_budget(&self, request: &ModelRequest<'_>, constrained: bool) -> Option<u32> {
+        let room = constrained.then_some(self.sampling.max_tokens / 2);
+        match (request.max_thinking_tokens, room) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     fn call_id(&self) -> String {
         format!("call_{}", self.next_call.fetch_add(1, Ordering::Relaxed))
     }
 
-    fn grammar(&self, request: &ModelRequest<'_>, may_answer: bool) -> Result<Matcher, ModelError> {
-        let cap = string_cap(self.sampling.max_tokens);
+    fn grammar(
+        &self,
+        request: &ModelRequest<'_>,
+        may_answer: bool,
+        thinking: Option<u32>,
+    ) -> Result<Matcher, ModelError> {
+        // Strings fit in what the reasoning leaves of the step's tokens.
+        let cap = string_cap(self.sampling.max_tokens.saturating_sub(thinking.unwrap_or(0)));
         let lark = reply_grammar(request.tools, may_answer, cap, request.answer_schema);
         let refused = |e: String| {
             let message = format!(
@@ -173,14 +190,16 @@ impl Model for LlamaCppModel {
         };
         let prompt =
             self.format.render(messages, &request, thinking).map_err(|e| ModelError::new(ModelErrorKind::Engine, e))?;
-        let grammar = if constrained { Some(self.grammar(&request, may_answer)?) } else { None };
+        let thinking_budget = thinking.then(|| self.thinking_budget(&request, constrained)).flatten();
+        let grammar = if constrained { Some(self.grammar(&request, may_answer, thinking_budget)?) } else { None };
         let (output, mut outputs) = tokio::sync::mpsc::unbounded_channel();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let seed = self.next_call.load(Ordering::Relaxed);
         self.engine
             .generate(Request {
                 tokens: self.engine.tokenize(&prompt),
                 thinking,
-                thinking_budget: request.max_thinking_tokens,
+                thinking_budget,
                 close_thinking: self.close_thinking.clone(),
                 grammar,
                 after_thinking: self.after_thinking.clone(),
@@ -190,6 +209,7 @@ impl Model for LlamaCppModel {
                     seed,
                 },
                 output,
+                stop: stop.clone(),
             })
             .map_err(|e| ModelError::new(ModelErrorKind::Engine, format!("the local model is not running: {e}")))?;
 
@@ -200,9 +220,14 @@ impl Model for LlamaCppModel {
                     send_delta(&request.deltas, DeltaKind::Reasoning, &piece);
                     thought.push_str(&piece);
                 }
+                Some(Output::Piece { .. }) if stop.load(Ordering::Relaxed) => {}
                 Some(Output::Piece { text: piece, reasoning: false }) => {
                     send_delta(&request.deltas, DeltaKind::Text, &piece);
                     text.push_str(&piece);
+                    if constrained && let Some(at) = repeated_call(&text) {
+                        text.truncate(at);
+                        stop.store(true, Ordering::Relaxed);
+                    }
                 }
                 Some(Output::Done(finished)) => break finished,
                 Some(Output::Failed(message)) => {
