@@ -36,6 +36,7 @@ def main() -> None:
     out = Path(sys.argv[1])
     rng = np.random.default_rng(0)
     tokens = SPECIAL + byte_tokens()
+    tokens += ["to", "tok"]  # what the two merges make: llama.cpp wants a vocabulary with merges
     tokens += [f"tok{i}" for i in range(VOCAB - len(tokens))]
     with tempfile.TemporaryDirectory() as tmp:
         f16 = Path(tmp) / "exaone-1.2b-f16.gguf"
@@ -58,7 +59,7 @@ def main() -> None:
         writer.add_tokenizer_pre("exaone4")
         writer.add_token_list(tokens)
         writer.add_token_types([gguf.TokenType.CONTROL if t in SPECIAL else gguf.TokenType.NORMAL for t in tokens])
-        writer.add_token_merges([])
+        writer.add_token_merges(["t o", "to k"])
         writer.add_bos_token_id(1)
         writer.add_eos_token_id(3)
         writer.add_pad_token_id(0)

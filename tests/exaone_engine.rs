@@ -246,8 +246,8 @@ async fn run(runtime: &Runtime, file: &std::path::Path, task: &str) -> Vec<Value
 
 #[tokio::test]
 async fn step_one_thinks_then_makes_a_schema_valid_call_into_a_wasm_tool() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = exaone_agent(dir.path(), "{mode: auto, max_thinking_tokens: 12}", 3);
+    // The example agent: reasoning `auto` with 12 thinking tokens, the Q8_0 fixture, calc.
+    let file = repo_root().join("agents/exaone-tiny.yaml");
     let events = run(&Runtime::new().unwrap(), &file, "What is 2+2?").await;
     let steps = events_of(&events, "step_started");
     assert_eq!(steps[0]["thinking"], true, "{}", shown(&events));

@@ -64,6 +64,22 @@ pub const CATALOG: &[CatalogModel] = &[
     },
 ];
 
+/// A model reagent knows on a model hub: loaded with `hub:` and `file:` where a hub is reachable
+/// (not from this project's machines, which is why it has no pinned hash here).
+pub struct HubModel {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub hub: &'static str,
+    pub file: &'static str,
+}
+
+pub const HUB_MODELS: &[HubModel] = &[HubModel {
+    name: "exaone-4.0-1.2b",
+    about: "EXAONE 4.0 1.2B Q4_K_M, LG AI Research's official GGUF (EXAONE AI Model License): hybrid reasoning, tool calls",
+    hub: "LGAI-EXAONE/EXAONE-4.0-1.2B-GGUF",
+    file: "EXAONE-4.0-1.2B-Q4_K_M.gguf",
+}];
+
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
     #[error("no model `{0}` in the catalogue; `reagent model list` shows the names")]

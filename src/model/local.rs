@@ -78,7 +78,7 @@ pub async fn load(models: &LocalModels, spec: &LocalModelSpec) -> Result<Box<dyn
     match spec.engine {
         LocalEngine::Mistralrs => Ok(Box::new(MistralrsModel::load(&models.mistralrs, spec).await?)),
         LocalEngine::LlamaCpp => {
-            let (name, path) = gguf_path(&spec.source)?;
+            let (name, path) = gguf_path(&spec.source).await?;
             let loaded = models.gguf(&path).await?;
             let format = Format::of(&loaded.engine, spec.format == Some(PromptFormat::Exaone))
                 .map_err(|reason| LocalModelError::Load { source_name: name.clone(), reason })?;
@@ -106,12 +106,21 @@ pub async fn load(models: &LocalModels, spec: &LocalModelSpec) -> Result<Box<dyn
 pub fn check(spec: &LocalModelSpec) -> Result<(), LocalModelError> {
     match spec.engine {
         LocalEngine::Mistralrs => MistralrsModel::check(spec),
-        LocalEngine::LlamaCpp => gguf_path(&spec.source).map(drop),
+        LocalEngine::LlamaCpp => match &spec.source {
+            LocalSource::Catalog(name) => {
+                let model = catalog::find(name)?;
+                match model.pulled() {
+                    Some(_) => Ok(()),
+                    None => Err(LocalModelError::NotPulled { name: name.clone(), size: model.size / 1_000_000 }),
+                }
+            }
+            _ => Ok(()), // a file is checked when it loads; a hub file is fetched then
+        },
     }
 }
 
-/// The GGUF file of a source, and the name it is known by.
-fn gguf_path(source: &LocalSource) -> Result<(String, PathBuf), LocalModelError> {
+/// The GGUF file of a source (fetched from the hub for `hub:` + `file:`), and its name.
+async fn gguf_path(source: &LocalSource) -> Result<(String, PathBuf), LocalModelError> {
     match source {
         LocalSource::Catalog(name) => {
             let model = catalog::find(name)?;
@@ -121,6 +130,17 @@ fn gguf_path(source: &LocalSource) -> Result<(String, PathBuf), LocalModelError>
             Ok((name.clone(), path))
         }
         LocalSource::Gguf(path) => Ok((path.display().to_string(), path.clone())),
+        LocalSource::Hub { id, file: Some(file) } => {
+            let name = format!("{id}/{file}");
+            let failed = |reason: String| LocalModelError::Load { source_name: name.clone(), reason };
+            let api = hf_hub::api::tokio::Api::new().map_err(|e| failed(e.to_string()))?;
+            let path = api
+                .model(id.clone())
+                .get(file)
+                .await
+                .map_err(|e| failed(format!("cannot fetch it from the hub ({e}); without a reachable hub, download the file and give its `path:`")))?;
+            Ok((name, path))
+        }
         // The spec refuses llama.cpp for other sources; this names the mistake if one gets here.
         other => Err(LocalModelError::Load {
             source_name: format!("{other:?}"),
@@ -129,11 +149,24 @@ fn gguf_path(source: &LocalSource) -> Result<(String, PathBuf), LocalModelError>
     }
 }
 
+/// A local GGUF file's architecture, read from its header alone.
+fn architecture(source: &LocalSource) -> Option<String> {
+    let path = match source {
+        LocalSource::Gguf(path) => path.clone(),
+        LocalSource::Catalog(name) => catalog::find(name).ok()?.pulled()?,
+        _ => return None,
+    };
+    let header = llama_cpp_2::gguf::GgufContext::from_file(&path)?;
+    let key = header.find_key("general.architecture");
+    (key >= 0).then(|| header.val_str(key).map(str::to_string)).flatten()
+}
+
 /// What the engine would be handed for a request, as `reagent prompt` shows it, without loading
 /// the model: the prompt reagent renders with EXAONE's format; otherwise the chat messages, tools,
 /// thinking switch and grammar, which the model's own chat template turns into text.
 pub fn request_preview(spec: &LocalModelSpec, request: &ModelRequest<'_>) -> Either<String, Value> {
-    if spec.format == Some(PromptFormat::Exaone) {
+    let exaone_file = spec.engine == LocalEngine::LlamaCpp && architecture(&spec.source).as_deref() == Some("exaone4");
+    if spec.format == Some(PromptFormat::Exaone) || exaone_file {
         return Either::Left(exaone::render(request.messages, request.tools, request.thinking));
     }
     let may_answer = request.tool_choice == ToolChoice::Auto;

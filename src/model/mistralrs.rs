@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use either::Either;
+use futures::FutureExt;
 use indexmap::IndexMap;
 use mistralrs::core::RequestMessage;
 use mistralrs::{
@@ -92,10 +93,25 @@ enum Builder {
 }
 
 impl Builder {
+    /// Loads the model. mistralrs panics on some files it cannot run (a GGUF architecture it does
+    /// not know, such as `exaone4`); that is an error to report, not a crash.
     async fn build(self) -> anyhow::Result<mistralrs::Model> {
-        match self {
-            Builder::Gguf(b) => b.build().await,
-            Builder::Text(b) => b.build().await,
+        let loading = async {
+            match self {
+                Builder::Gguf(b) => b.build().await,
+                Builder::Text(b) => b.build().await,
+            }
+        };
+        match std::panic::AssertUnwindSafe(loading).catch_unwind().await {
+            Ok(built) => built,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("it stopped");
+                anyhow::bail!("mistralrs cannot run this file ({message}); `engine: llama_cpp` runs GGUF files")
+            }
         }
     }
 }

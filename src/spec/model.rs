@@ -49,8 +49,10 @@ impl LocalEngine {
     /// The engine a source gets when the agent file names none: llama.cpp for a GGUF file.
     pub fn default_for(source: &LocalSource) -> LocalEngine {
         match source {
-            LocalSource::Catalog(_) | LocalSource::Gguf(_) => LocalEngine::LlamaCpp,
-            LocalSource::HfDir(_) | LocalSource::Hub { .. } => LocalEngine::Mistralrs,
+            LocalSource::Catalog(_) | LocalSource::Gguf(_) | LocalSource::Hub { file: Some(_), .. } => {
+                LocalEngine::LlamaCpp
+            }
+            LocalSource::HfDir(_) | LocalSource::Hub { file: None, .. } => LocalEngine::Mistralrs,
         }
     }
 }
@@ -247,7 +249,7 @@ impl RawModel {
                         if engine.value == LocalEngine::LlamaCpp && LocalEngine::default_for(&source) != engine.value {
                             return Err(SpecError::new(
                                 at(engine.referenced),
-                                "llama.cpp loads GGUF files only (a `path:` to a .gguf file, or a catalogue `model:`); use `engine: mistralrs` for a Hugging Face directory or a hub id",
+                                "llama.cpp loads GGUF files only (a `path:` to a .gguf file, a catalogue `model:`, or `hub:` with `file:`); use `engine: mistralrs` for a Hugging Face directory or a whole hub repository",
                             ));
                         }
                         engine.value

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use reagent::model::catalog::{CATALOG, DEFAULT_MODEL, find};
+use reagent::model::catalog::{CATALOG, DEFAULT_MODEL, HUB_MODELS, find};
 
 use crate::{Exit, fail};
 
@@ -33,6 +33,10 @@ pub fn run(command: ModelCommand) -> ExitCode {
                 };
                 let default = if model.name == DEFAULT_MODEL { " (default)" } else { "" };
                 println!("{}{default}  {} MB  {}\n    {place}", model.name, model.size / 1_000_000, model.about);
+            }
+            println!("\nOn a model hub (an agent loads one with `hub:` and `file:` where a hub is reachable):");
+            for model in HUB_MODELS {
+                println!("{}  {}\n    hub: {}  file: {}", model.name, model.about, model.hub, model.file);
             }
             ExitCode::from(Exit::Success as u8)
         }

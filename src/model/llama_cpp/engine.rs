@@ -132,13 +132,42 @@ pub struct Engine {
     tok_env: OnceLock<toktrie::TokEnv>,
 }
 
+/// llama.cpp's latest error lines: its log goes nowhere else, and they say why a file did not load.
+static ERRORS: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
+
+unsafe extern "C" fn keep_errors(
+    level: llama_cpp_sys_2::ggml_log_level,
+    text: *const std::ffi::c_char,
+    _user_data: *mut std::ffi::c_void,
+) {
+    if level != llama_cpp_sys_2::GGML_LOG_LEVEL_ERROR || text.is_null() {
+        return;
+    }
+    // SAFETY: llama.cpp passes a NUL-terminated string that lives for the call.
+    let line = unsafe { std::ffi::CStr::from_ptr(text) }.to_string_lossy().trim().to_string();
+    if let Ok(mut errors) = ERRORS.lock() {
+        if errors.len() == 4 {
+            errors.pop_front();
+        }
+        errors.push_back(line);
+    }
+}
+
+/// What llama.cpp reported since the last call, as one line.
+fn reported() -> String {
+    let lines: Vec<String> = ERRORS.lock().map(|mut errors| errors.drain(..).collect()).unwrap_or_default();
+    lines.join("; ")
+}
+
 fn backend() -> Result<&'static LlamaBackend, EngineError> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {
-            let mut backend = LlamaBackend::init().map_err(|e| e.to_string())?;
-            // llama.cpp logs every load and decode to stderr; reagent reports through its events.
-            backend.void_logs();
+            let backend = LlamaBackend::init().map_err(|e| e.to_string())?;
+            // llama.cpp logs every load and decode to stderr; reagent reports through its events,
+            // and keeps llama.cpp's errors for the messages of failed loads.
+            // SAFETY: the callback is a plain function that outlives every call.
+            unsafe { llama_cpp_sys_2::llama_log_set(Some(keep_errors), std::ptr::null_mut()) };
             Ok(backend)
         })
         .as_ref()
@@ -149,8 +178,12 @@ impl Engine {
     /// Loads a GGUF file and starts its decode thread.
     pub fn load(path: &Path, cache: KvCache) -> Result<Engine, EngineError> {
         let backend = backend()?;
-        let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
-            .map_err(|e| EngineError(format!("llama.cpp cannot load {}: {e}", path.display())))?;
+        reported();
+        let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default()).map_err(|e| {
+            let why = reported();
+            let why = if why.is_empty() { e.to_string() } else { why };
+            EngineError(format!("llama.cpp cannot load {}: {why}", path.display()))
+        })?;
         let model = Arc::new(model);
         let context = model.n_ctx_train().clamp(1, MAX_CONTEXT);
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as i32;
