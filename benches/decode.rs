@@ -7,8 +7,8 @@
 //! 3. time to first token of steps 3–6 of a 6-step calculator conversation, with each run's KV
 //!    cache kept between steps against prefilling every step's whole prompt.
 //!
-//!     scripts/setup.sh && REAGENT_LLAMA_PYTHON=$(scripts/llama-server-setup.sh) \
-//!         cargo bench --profile dev --bench decode
+//! Run: `scripts/setup.sh && REAGENT_LLAMA_PYTHON=$(scripts/llama-server-setup.sh) cargo bench
+//! --profile dev --bench decode`.
 //!
 //! Greedy decoding, at most MAX_TOKENS generated per request. The llama-cpp-python column is
 //! skipped (and says so) when REAGENT_LLAMA_PYTHON is unset; the EXAONE file is made once with it

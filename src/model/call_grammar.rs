@@ -5,7 +5,8 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::conversation::ToolDeclaration;
+use super::ModelReply;
+use crate::conversation::{MalformedCall, ToolCall, ToolDeclaration};
 
 /// The characters a string argument may have in a constrained call of a step with `max_tokens`:
 /// half the budget (or the tool's own `maxLength`, if smaller), so that a small model that never
@@ -162,6 +163,19 @@ pub fn read_replies(text: &str) -> Vec<ConstrainedReply> {
     replies
 }
 
+/// A constrained reply's calls and answer, into `reply`; `id` names each call.
+pub fn read_into(reply: &mut ModelReply, text: &str, mut id: impl FnMut() -> String) {
+    for read in read_replies(text) {
+        match read {
+            ConstrainedReply::Call { name, arguments } => reply.calls.push(Ok(ToolCall { id: id(), name, arguments })),
+            ConstrainedReply::Answer(answer) => reply.text = answer,
+            ConstrainedReply::Unreadable { raw, error } => {
+                reply.calls.push(Err(MalformedCall { id: id(), raw, error }))
+            }
+        }
+    }
+}
+
 fn read_object(value: Value) -> ConstrainedReply {
     let unreadable =
         |value: &Value, error: &str| ConstrainedReply::Unreadable { raw: value.to_string(), error: error.into() };
@@ -230,7 +244,7 @@ mod tests {
     fn every_reply_the_grammar_admits_is_read_back() {
         let call = r#"{"name": "calc", "arguments": {"expression": "1+1"}}"#;
         let expected = ConstrainedReply::Call { name: "calc".into(), arguments: json!({"expression": "1+1"}) };
-        assert_eq!(read_replies(call), [expected.clone()]);
+        assert_eq!(read_replies(call), std::slice::from_ref(&expected));
         assert_eq!(read_replies(&format!("{call}\n{call}")), [expected.clone(), expected]);
         assert_eq!(read_replies(r#"{"answer": "2"}"#), [ConstrainedReply::Answer("2".into())]);
     }

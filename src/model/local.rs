@@ -88,15 +88,8 @@ pub async fn load(models: &LocalModels, spec: &LocalModelSpec) -> Result<Box<dyn
             };
             let reasons = format.reasons(source_says);
             let mode = if spec.constrained { "constrained calls" } else { "free calls" };
-            Ok(Box::new(LlamaCppModel::new(
-                format!("local {name} (llama.cpp, {mode})"),
-                loaded.engine,
-                loaded.factory,
-                format,
-                spec.constrained,
-                spec.sampling,
-                reasons,
-            )))
+            let label = format!("local {name} (llama.cpp, {mode})");
+            Ok(Box::new(LlamaCppModel::new(label, loaded.engine, loaded.factory, format, spec, reasons)))
         }
     }
 }

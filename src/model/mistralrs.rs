@@ -18,11 +18,13 @@ use mistralrs::{
 };
 use serde_json::Value;
 
-use super::call_grammar::{ConstrainedReply, format_note, read_replies, repeated_call, reply_grammar, string_cap};
+use super::call_grammar::{format_note, read_into, repeated_call, reply_grammar, string_cap};
 use super::catalog;
 use super::local::LocalModelError;
-use super::{DeltaKind, Model, ModelError, ModelErrorKind, ModelReply, ModelRequest, Usage, send_delta};
-use crate::chat_format::{exaone, parse_output};
+use super::{
+    DeltaKind, Model, ModelError, ModelErrorKind, ModelReply, ModelRequest, Usage, read_free_text, send_delta,
+};
+use crate::chat_format::exaone;
 use crate::conversation::{MalformedCall, Message, ToolCall, ToolChoice, ToolDeclaration};
 use crate::spec::{LocalModelSpec, LocalSource, PromptFormat, Sampling};
 
@@ -254,30 +256,10 @@ impl Model for MistralrsModel {
                 })
                 .collect();
         } else if constrained {
-            for read in read_replies(&text) {
-                match read {
-                    ConstrainedReply::Call { name, arguments } => {
-                        reply.calls.push(Ok(ToolCall { id: self.call_id(), name, arguments }))
-                    }
-                    ConstrainedReply::Answer(answer) => reply.text = answer,
-                    ConstrainedReply::Unreadable { raw, error } => {
-                        reply.calls.push(Err(MalformedCall { id: self.call_id(), raw, error }))
-                    }
-                }
-            }
+            read_into(&mut reply, &text, || self.call_id());
         } else {
             // The model's own tags or a code fence the engine did not read as a call.
-            let parsed = parse_output(&format!("{reasoning}{text}"));
-            reply.reasoning = parsed.reasoning;
-            reply.text = parsed.text;
-            reply.calls = parsed
-                .calls
-                .into_iter()
-                .map(|call| match call {
-                    Ok(call) => Ok(ToolCall { id: self.call_id(), name: call.name, arguments: call.arguments }),
-                    Err(bad) => Err(MalformedCall { id: self.call_id(), raw: bad.raw, error: bad.error }),
-                })
-                .collect();
+            read_free_text(&mut reply, &format!("{reasoning}{text}"), || self.call_id());
         }
         Ok(reply)
     }

@@ -114,6 +114,22 @@ pub struct ModelReply {
     pub raw: Option<String>,
 }
 
+/// A free-text reply's reasoning, answer and calls (tags, fences, bare JSON), into `reply`; `id`
+/// names each call.
+pub(crate) fn read_free_text(reply: &mut ModelReply, raw: &str, mut id: impl FnMut() -> String) {
+    let parsed = crate::chat_format::parse_output(raw);
+    reply.reasoning = parsed.reasoning;
+    reply.text = parsed.text;
+    reply.calls = parsed
+        .calls
+        .into_iter()
+        .map(|call| match call {
+            Ok(call) => Ok(ToolCall { id: id(), name: call.name, arguments: call.arguments }),
+            Err(bad) => Err(MalformedCall { id: id(), raw: bad.raw, error: bad.error }),
+        })
+        .collect();
+}
+
 /// Sends a delta if someone listens; a closed listener is not the model's problem.
 pub(crate) fn send_delta(deltas: &Option<UnboundedSender<Delta>>, kind: DeltaKind, text: &str) {
     if let Some(deltas) = deltas

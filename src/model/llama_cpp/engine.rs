@@ -112,7 +112,7 @@ pub enum KvCache {
 const FLASH_ATTENTION_DISABLED: i32 = 0;
 
 enum Job {
-    Generate(Request),
+    Generate(Box<Request>),
     /// Logits at every position of `tokens`, from one forward pass or one token at a time.
     Score {
         tokens: Vec<LlamaToken>,
@@ -297,7 +297,7 @@ impl Engine {
     }
 
     pub fn generate(&self, request: Request) -> Result<(), EngineError> {
-        self.send(Job::Generate(request))
+        self.send(Job::Generate(Box::new(request)))
     }
 
     /// The logits at every position of `tokens` (in a sequence of their own, cleared after): from
@@ -329,7 +329,7 @@ fn specials(model: &LlamaModel) -> Vec<(String, LlamaToken)> {
             (!text.is_empty()).then_some((text, token))
         })
         .collect();
-    out.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    out.sort_by_key(|(text, _)| std::cmp::Reverse(text.len()));
     out
 }
 
@@ -396,7 +396,7 @@ impl<'m> Decoder<'m> {
             };
             if let Some(job) = job {
                 match job {
-                    Job::Generate(request) => self.waiting.push_back(request),
+                    Job::Generate(request) => self.waiting.push_back(*request),
                     Job::Score { tokens, stepwise, reply } => {
                         let _ = reply.send(self.score(&tokens, stepwise));
                     }
@@ -733,8 +733,7 @@ fn take_utf8(bytes: &mut Vec<u8>) -> String {
         Err(_) => return String::from_utf8_lossy(&std::mem::take(bytes)).into_owned(),
     };
     let rest = bytes.split_off(valid);
-    let text = String::from_utf8(std::mem::replace(bytes, rest)).unwrap_or_default();
-    text
+    String::from_utf8(std::mem::replace(bytes, rest)).unwrap_or_default()
 }
 
 /// The index of the chosen token: the most likely one at temperature 0, else a draw from the

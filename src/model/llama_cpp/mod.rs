@@ -14,12 +14,14 @@ use llama_cpp_2::token::LlamaToken;
 use llguidance::api::TopLevelGrammar;
 use llguidance::{Matcher, ParserFactory};
 
-use super::call_grammar::{ConstrainedReply, format_note, read_replies, repeated_call, reply_grammar, string_cap};
-use super::{DeltaKind, Model, ModelError, ModelErrorKind, ModelReply, ModelRequest, Usage, send_delta};
+use super::call_grammar::{format_note, read_into, repeated_call, reply_grammar, string_cap};
+use super::{
+    DeltaKind, Model, ModelError, ModelErrorKind, ModelReply, ModelRequest, Usage, read_free_text, send_delta,
+};
 use crate::chat_format::template::ChatTemplate;
-use crate::chat_format::{Prompt, exaone, parse_output};
-use crate::conversation::{MalformedCall, Message, ToolCall, ToolChoice};
-use crate::spec::Sampling;
+use crate::chat_format::{Prompt, exaone};
+use crate::conversation::{Message, ToolChoice};
+use crate::spec::{LocalModelSpec, Sampling};
 pub use engine::{Counters, Engine, EngineError, KvCache};
 use engine::{Output, Request};
 
@@ -28,7 +30,7 @@ pub enum Format {
     /// reagent's byte-exact EXAONE 4.0 renderer (`format: exaone`, and every `exaone4` GGUF).
     Exaone,
     /// The chat template the GGUF carries.
-    Template(ChatTemplate),
+    Template(Box<ChatTemplate>),
 }
 
 impl Format {
@@ -46,7 +48,8 @@ impl Format {
         let token_text =
             |token: LlamaToken| String::from_utf8_lossy(&model.vocab().token_to_piece(token, true, None)).into_owned();
         let vocab = model.vocab();
-        ChatTemplate::new(&source, &token_text(vocab.bos()), &token_text(vocab.eos())).map(Format::Template)
+        let template = ChatTemplate::new(&source, &token_text(vocab.bos()), &token_text(vocab.eos()))?;
+        Ok(Format::Template(Box::new(template)))
     }
 
     /// Whether the model has a reasoning mode: as its source says (a catalogue model), else as
@@ -87,13 +90,13 @@ pub struct LlamaCppModel {
 }
 
 impl LlamaCppModel {
+    /// The model of `spec` on a loaded engine, its prompts in `format`.
     pub fn new(
         label: String,
         engine: Arc<Engine>,
         factory: Arc<ParserFactory>,
         format: Format,
-        constrained: bool,
-        sampling: Sampling,
+        spec: &LocalModelSpec,
         reasons: bool,
     ) -> Self {
         let format_tokens = |text: &str| {
@@ -108,8 +111,8 @@ impl LlamaCppModel {
             engine,
             factory,
             format,
-            constrained,
-            sampling,
+            constrained: spec.constrained,
+            sampling: spec.sampling,
             reasons,
             after_thinking,
             close_thinking,
@@ -250,29 +253,9 @@ impl Model for LlamaCppModel {
         if constrained {
             let reasoning = thought.split("</think>").next().unwrap_or_default().trim();
             reply.reasoning = Some(reasoning.to_string()).filter(|r| !r.is_empty());
-            for read in read_replies(&text) {
-                match read {
-                    ConstrainedReply::Call { name, arguments } => {
-                        reply.calls.push(Ok(ToolCall { id: self.call_id(), name, arguments }))
-                    }
-                    ConstrainedReply::Answer(answer) => reply.text = answer,
-                    ConstrainedReply::Unreadable { raw, error } => {
-                        reply.calls.push(Err(MalformedCall { id: self.call_id(), raw, error }))
-                    }
-                }
-            }
+            read_into(&mut reply, &text, || self.call_id());
         } else {
-            let parsed = parse_output(&raw);
-            reply.reasoning = parsed.reasoning;
-            reply.text = parsed.text;
-            reply.calls = parsed
-                .calls
-                .into_iter()
-                .map(|call| match call {
-                    Ok(call) => Ok(ToolCall { id: self.call_id(), name: call.name, arguments: call.arguments }),
-                    Err(bad) => Err(MalformedCall { id: self.call_id(), raw: bad.raw, error: bad.error }),
-                })
-                .collect();
+            read_free_text(&mut reply, &raw, || self.call_id());
         }
         Ok(reply)
     }
