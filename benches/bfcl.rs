@@ -8,7 +8,7 @@
 //!
 //!     scripts/setup.sh && cargo bench --profile dev --bench bfcl -- [--cases N] [--model NAME]
 //!
-//! The first N cases of each category (default 20), greedy, `max_tokens` 256, 4 cases at a time.
+//! The first N cases of each category (default 20), greedy, `max_tokens` 192, 8 cases at a time.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,7 +27,7 @@ const CATEGORIES: &[(&str, &str)] = &[
     ("parallel_multiple", "parallel_multiple"),
     ("irrelevance", "irrelevance"),
 ];
-const AT_ONCE: usize = 4;
+const AT_ONCE: usize = 8;
 
 struct Case {
     messages: Vec<Message>,
@@ -230,7 +230,7 @@ async fn main() {
             let spec = LocalModelSpec {
                 constrained,
                 engine,
-                sampling: Sampling { max_tokens: 256, temperature: 0.0 },
+                sampling: Sampling { max_tokens: 192, temperature: 0.0 },
                 ..LocalModelSpec::new(LocalSource::Catalog(name.clone()))
             };
             let model = load_local(&LocalModels::default(), &spec).await.expect("the model loads");
@@ -242,6 +242,7 @@ async fn main() {
                     passed += results.into_iter().filter(|p| *p).count();
                 }
                 cells.push(format!("{passed}/{}", cases.len()));
+                eprintln!("bfcl: {engine:?} constrained={constrained}: {}", cells.join(" "));
             }
             let engine = if engine == LocalEngine::LlamaCpp { "llama.cpp" } else { "mistralrs" };
             let calls = if constrained { "constrained" } else { "free" };

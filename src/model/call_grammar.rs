@@ -6,7 +6,7 @@
 use serde_json::{Map, Value, json};
 
 use super::ModelReply;
-use crate::conversation::{MalformedCall, ToolCall, ToolDeclaration};
+use crate::conversation::{MalformedCall, Message, ToolCall, ToolDeclaration};
 
 /// The characters a string argument may have in a constrained call of a step with `max_tokens`:
 /// half the budget (or the tool's own `maxLength`, if smaller), so that a small model that never
@@ -122,6 +122,17 @@ pub fn repeated_call(text: &str) -> Option<usize> {
         start += line.len();
     }
     None
+}
+
+/// The conversation with the reply format's note ([`format_note`]) added to the instructions.
+pub fn with_format_note(messages: &[Message], may_answer: bool) -> Vec<Message> {
+    let note = format_note(may_answer);
+    let mut out = messages.to_vec();
+    match out.first_mut() {
+        Some(Message::System { content }) => *content = format!("{content}\n\n{note}"),
+        _ => out.insert(0, Message::System { content: note.to_string() }),
+    }
+    out
 }
 
 /// A reply decoded under [`reply_grammar`].

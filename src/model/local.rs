@@ -11,9 +11,9 @@ use either::Either;
 use llguidance::ParserFactory;
 use serde_json::Value;
 
-use super::call_grammar::{format_note, reply_grammar, string_cap};
+use super::call_grammar::{reply_grammar, string_cap, with_format_note};
 use super::catalog;
-use super::llama_cpp::{Engine, Format, KvCache, LlamaCppModel, with_note};
+use super::llama_cpp::{Engine, Format, KvCache, LlamaCppModel};
 use super::mistralrs::{self, MistralrsModel};
 use super::{Model, ModelRequest};
 use crate::chat_format::exaone;
@@ -159,15 +159,15 @@ fn architecture(source: &LocalSource) -> Option<String> {
 /// thinking switch and grammar, which the model's own chat template turns into text.
 pub fn request_preview(spec: &LocalModelSpec, request: &ModelRequest<'_>) -> Either<String, Value> {
     let exaone_file = spec.engine == LocalEngine::LlamaCpp && architecture(&spec.source).as_deref() == Some("exaone4");
-    if spec.format == Some(PromptFormat::Exaone) || exaone_file {
-        return Either::Left(exaone::render(request.messages, request.tools, request.thinking));
-    }
     let may_answer = request.tool_choice == ToolChoice::Auto;
     let constrained = spec.constrained && !request.tools.is_empty();
     let messages = match constrained {
-        true => with_note(request.messages, format_note(may_answer)),
+        true => with_format_note(request.messages, may_answer),
         false => request.messages.to_vec(),
     };
+    if spec.format == Some(PromptFormat::Exaone) || exaone_file {
+        return Either::Left(exaone::render(&messages, request.tools, request.thinking));
+    }
     let tools: Vec<Value> = request
         .tools
         .iter()

@@ -18,7 +18,7 @@ use mistralrs::{
 };
 use serde_json::Value;
 
-use super::call_grammar::{format_note, read_into, repeated_call, reply_grammar, string_cap};
+use super::call_grammar::{format_note, read_into, repeated_call, reply_grammar, string_cap, with_format_note};
 use super::catalog;
 use super::local::LocalModelError;
 use super::{
@@ -161,7 +161,11 @@ impl Model for MistralrsModel {
         let prepared = Prepared {
             messages: match self.format {
                 Some(PromptFormat::Exaone) => {
-                    Prompt::Raw(exaone::render(request.messages, request.tools, request.thinking))
+                    let noted = match constrained {
+                        true => with_format_note(request.messages, may_answer),
+                        false => request.messages.to_vec(),
+                    };
+                    Prompt::Raw(exaone::render(&noted, request.tools, request.thinking))
                 }
                 None => {
                     let note = constrained.then(|| format_note(may_answer));

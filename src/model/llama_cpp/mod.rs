@@ -14,7 +14,7 @@ use llama_cpp_2::token::LlamaToken;
 use llguidance::api::TopLevelGrammar;
 use llguidance::{Matcher, ParserFactory};
 
-use super::call_grammar::{format_note, read_into, repeated_call, reply_grammar, string_cap};
+use super::call_grammar::{read_into, repeated_call, reply_grammar, string_cap, with_format_note};
 use super::{
     DeltaKind, Model, ModelError, ModelErrorKind, ModelReply, ModelRequest, Usage, read_free_text, send_delta,
 };
@@ -159,16 +159,6 @@ impl LlamaCppModel {
     }
 }
 
-/// The conversation with the constrained-reply note added to the instructions.
-pub(super) fn with_note(messages: &[Message], note: &str) -> Vec<Message> {
-    let mut out = messages.to_vec();
-    match out.first_mut() {
-        Some(Message::System { content }) => *content = format!("{content}\n\n{note}"),
-        _ => out.insert(0, Message::System { content: note.to_string() }),
-    }
-    out
-}
-
 #[async_trait]
 impl Model for LlamaCppModel {
     fn label(&self) -> String {
@@ -186,7 +176,7 @@ impl Model for LlamaCppModel {
         let thinking = self.thinks(request.thinking, !request.tools.is_empty());
         let noted;
         let messages = if constrained {
-            noted = with_note(request.messages, format_note(may_answer));
+            noted = with_format_note(request.messages, may_answer);
             &noted[..]
         } else {
             request.messages
