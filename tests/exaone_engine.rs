@@ -226,7 +226,7 @@ fn each_marker_is_one_token_and_a_tool_result_holding_markers_stays_text() {
 /// An agent on the dense fixture with the real calc component.
 fn exaone_agent(dir: &std::path::Path, reasoning: &str, max_steps: u32) -> PathBuf {
     let yaml = format!(
-        "name: tiny-exaone\nmodel:\n  backend: local\n  path: {}\n  max_tokens: 64\n\
+        "name: tiny-exaone\nmodel:\n  backend: local\n  path: {}\n  max_tokens: 128\n\
          reasoning: {reasoning}\ninstructions: Use the calc tool.\n\
          tools:\n  - component: {}\nlimits:\n  max_steps: {max_steps}\n",
         fixture("dense.f32.gguf").display(),
@@ -246,7 +246,8 @@ async fn run(runtime: &Runtime, file: &std::path::Path, task: &str) -> Vec<Value
 
 #[tokio::test]
 async fn step_one_thinks_then_makes_a_schema_valid_call_into_a_wasm_tool() {
-    // The example agent: reasoning `auto` with 12 thinking tokens, the Q8_0 fixture, calc.
+    // The example agent: reasoning `auto` with 12 thinking tokens, a call required, the Q8_0
+    // fixture, calc.
     let file = repo_root().join("agents/exaone-tiny.yaml");
     let events = run(&Runtime::new().unwrap(), &file, "What is 2+2?").await;
     let steps = events_of(&events, "step_started");
