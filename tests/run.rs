@@ -177,7 +177,8 @@ fn prompt_shows_a_local_models_request_without_loading_it() {
     assert!(request["messages"][0]["content"].as_str().unwrap().starts_with("You are a careful calculator."));
     assert_eq!(request["messages"][1]["content"], "What is (17*23)+4?");
     assert_eq!(request["tools"][0]["function"]["name"], "calc");
-    assert!(request["json_schema_constraint"].is_object(), "constrained calls: {request}");
+    let grammar = request["grammar"].as_str().unwrap_or_default();
+    assert!(grammar.contains("%json") && grammar.contains("\"calc\""), "constrained calls: {request}");
 }
 
 #[test]
