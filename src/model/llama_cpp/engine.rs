@@ -82,15 +82,11 @@ pub struct Finished {
     pub thinking_closed: bool,
 }
 
-/// What the engine has done since it loaded, for tests and benchmarks.
+/// What the engine has done since it loaded, for tests.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Prompt tokens computed (prefilled).
+    /// Prompt tokens computed (prefilled), as opposed to taken from kept caches.
     pub prefilled: AtomicU64,
-    /// Prompt tokens taken from kept caches instead.
-    pub reused: AtomicU64,
-    pub generated: AtomicU64,
-    pub decode_calls: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +123,6 @@ pub struct Engine {
     /// The vocabulary's control tokens by text, longest first.
     specials: Vec<(String, LlamaToken)>,
     pub counters: Arc<Counters>,
-    pub context: u32,
     keep: Arc<AtomicBool>,
     tok_env: OnceLock<toktrie::TokEnv>,
 }
@@ -226,7 +221,7 @@ impl Engine {
             })
             .map_err(|e| EngineError(format!("cannot start the decode thread: {e}")))?;
         start.recv().map_err(|_| EngineError("the decode thread stopped while starting".into()))??;
-        Ok(Engine { model, jobs: Mutex::new(jobs), specials, counters, context, keep, tok_env: OnceLock::new() })
+        Ok(Engine { model, jobs: Mutex::new(jobs), specials, counters, keep, tok_env: OnceLock::new() })
     }
 
     /// Whether a request may start from a sequence's kept cache (on unless a benchmark measures
@@ -454,7 +449,6 @@ impl<'m> Decoder<'m> {
             }
             slot.cached.truncate(keep);
             slot.last_used = self.clock;
-            self.counters.reused.fetch_add(keep as u64, Ordering::Relaxed);
             let finished = Finished {
                 prompt_tokens: request.tokens.len() as u32,
                 cached_tokens: keep as u32,
@@ -552,7 +546,6 @@ impl<'m> Decoder<'m> {
     /// Decodes, dropping idle sequences' caches while the context is full.
     fn decode(&mut self, batch: &mut LlamaBatch) -> Result<(), String> {
         loop {
-            self.counters.decode_calls.fetch_add(1, Ordering::Relaxed);
             match self.ctx.decode(batch) {
                 Ok(()) => return Ok(()),
                 Err(DecodeError::NoKvCacheSlot) => {
@@ -640,7 +633,6 @@ impl<'m> Decoder<'m> {
             let message = format!("the reply's grammar refused a token: {e}");
             return self.fail(index, &message);
         }
-        self.counters.generated.fetch_add(1, Ordering::Relaxed);
         running.finished.completion_tokens += 1;
         if running.reasoning {
             running.finished.reasoning_tokens += 1;
