@@ -7,8 +7,10 @@
 //! `irrelevance` a case passes when the model calls no tool.
 //!
 //!     scripts/setup.sh && cargo bench --profile dev --bench bfcl -- [--cases N] [--model NAME]
+//!         [--only CATEGORY] [--engine llama_cpp|mistralrs] [--calls constrained|free] [--show-failures]
 //!
 //! The first N cases of each category (default 20), greedy, `max_tokens` 192, 8 cases at a time.
+//! `--show-failures` prints each failing case's reply to stderr.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +36,7 @@ struct Case {
     tools: Vec<ToolDeclaration>,
     /// BFCL's declarations, for the parameters' types.
     functions: Vec<Value>,
+    id: String,
     /// One map per expected call: function name → parameter → accepted values.
     expected: Vec<Map<String, Value>>,
 }
@@ -88,7 +91,7 @@ fn cases(file: &str, count: usize) -> Vec<Case> {
                 .and_then(|a| a["ground_truth"].as_array())
                 .map(|calls| calls.iter().filter_map(|c| c.as_object().cloned()).collect())
                 .unwrap_or_default();
-            Case { messages, tools, functions, expected }
+            Case { id: id.to_string(), messages, tools, functions, expected }
         })
         .collect()
 }
@@ -193,7 +196,8 @@ fn calls_match(calls: &[ToolCall], case: &Case) -> bool {
     calls.len() == case.expected.len() && assign(calls, &case.expected, &mut vec![false; calls.len()], &case.functions)
 }
 
-async fn passes(model: &dyn Model, case: &Case, irrelevance: bool) -> bool {
+/// Whether the model passes the case, and what it replied (for `--show-failures`).
+async fn attempt(model: &dyn Model, case: &Case, irrelevance: bool) -> (bool, String) {
     let request = ModelRequest {
         messages: &case.messages,
         tools: &case.tools,
@@ -203,9 +207,14 @@ async fn passes(model: &dyn Model, case: &Case, irrelevance: bool) -> bool {
         answer_schema: None,
         deltas: None,
     };
-    let Ok(reply) = model.complete(request).await else { return false };
+    let reply = match model.complete(request).await {
+        Ok(reply) => reply,
+        Err(e) => return (false, format!("error: {e}")),
+    };
+    let shown = format!("{:?} {}", reply.calls, reply.text);
     let calls: Vec<ToolCall> = reply.calls.into_iter().filter_map(Result::ok).collect();
-    if irrelevance { calls.is_empty() } else { calls_match(&calls, case) }
+    let passed = if irrelevance { calls.is_empty() } else { calls_match(&calls, case) };
+    (passed, shown)
 }
 
 fn argument(flag: &str) -> Option<String> {
@@ -218,15 +227,32 @@ async fn main() {
     let count: usize = argument("--cases").and_then(|n| n.parse().ok()).unwrap_or(20);
     let name = argument("--model").unwrap_or_else(|| DEFAULT_MODEL.to_string());
     find(&name).ok().and_then(|m| m.pulled()).unwrap_or_else(|| panic!("{name}: run scripts/setup.sh"));
-    let categories: Vec<(&str, bool, Vec<Case>)> =
-        CATEGORIES.iter().map(|(label, file)| (*label, *label == "irrelevance", cases(file, count))).collect();
+    let only = argument("--only");
+    let engines: Vec<LocalEngine> = match argument("--engine").as_deref() {
+        Some("llama_cpp") => vec![LocalEngine::LlamaCpp],
+        Some("mistralrs") => vec![LocalEngine::Mistralrs],
+        Some(other) => panic!("--engine {other}: llama_cpp or mistralrs"),
+        None => vec![LocalEngine::LlamaCpp, LocalEngine::Mistralrs],
+    };
+    let modes: Vec<bool> = match argument("--calls").as_deref() {
+        Some("constrained") => vec![true],
+        Some("free") => vec![false],
+        Some(other) => panic!("--calls {other}: constrained or free"),
+        None => vec![true, false],
+    };
+    let show_failures = std::env::args().any(|a| a == "--show-failures");
+    let categories: Vec<(&str, bool, Vec<Case>)> = CATEGORIES
+        .iter()
+        .filter(|(label, _)| only.as_deref().is_none_or(|o| o == *label))
+        .map(|(label, file)| (*label, *label == "irrelevance", cases(file, count)))
+        .collect();
 
     println!("BFCL single-turn accuracy, {name}, first {count} cases per category (AST rules):\n");
-    let header: Vec<&str> = CATEGORIES.iter().map(|(label, _)| *label).collect();
+    let header: Vec<&str> = categories.iter().map(|(label, _, _)| *label).collect();
     println!("| engine | calls | {} |", header.join(" | "));
     println!("|---|---|{}", "---|".repeat(header.len()));
-    for engine in [LocalEngine::LlamaCpp, LocalEngine::Mistralrs] {
-        for constrained in [true, false] {
+    for engine in engines {
+        for constrained in modes.iter().copied() {
             let spec = LocalModelSpec {
                 constrained,
                 engine,
@@ -238,8 +264,13 @@ async fn main() {
             for (_, irrelevance, cases) in &categories {
                 let mut passed = 0;
                 for chunk in cases.chunks(AT_ONCE) {
-                    let results = join_all(chunk.iter().map(|case| passes(model.as_ref(), case, *irrelevance))).await;
-                    passed += results.into_iter().filter(|p| *p).count();
+                    let results = join_all(chunk.iter().map(|case| attempt(model.as_ref(), case, *irrelevance))).await;
+                    for (case, (ok, shown)) in chunk.iter().zip(results) {
+                        passed += usize::from(ok);
+                        if show_failures && !ok {
+                            eprintln!("bfcl: failed {}: {shown}", case.id);
+                        }
+                    }
                 }
                 cells.push(format!("{passed}/{}", cases.len()));
                 eprintln!("bfcl: {engine:?} constrained={constrained}: {}", cells.join(" "));

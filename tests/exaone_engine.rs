@@ -227,7 +227,7 @@ fn each_marker_is_one_token_and_a_tool_result_holding_markers_stays_text() {
 fn exaone_agent(dir: &std::path::Path, reasoning: &str, max_steps: u32) -> PathBuf {
     let yaml = format!(
         "name: tiny-exaone\nmodel:\n  backend: local\n  path: {}\n  max_tokens: 128\n\
-         reasoning: {reasoning}\ninstructions: Use the calc tool.\n\
+         reasoning: {reasoning}\ntool_choice: required\ninstructions: Use the calc tool.\n\
          tools:\n  - component: {}\nlimits:\n  max_steps: {max_steps}\n",
         fixture("dense.f32.gguf").display(),
         calc_component().display()
@@ -290,10 +290,10 @@ async fn later_steps_prefill_only_what_was_added() {
     assert_eq!(usage[0].1, 0, "the first step has nothing cached");
     for pair in usage[..3].windows(2) {
         let ((before, _), (now, cached)) = (pair[0], pair[1]);
-        // The previous prompt is the new one's prefix; the reply as the history renders it and the
-        // tool results are what is added.
-        assert_eq!(cached, before, "{usage:?}");
-        assert!(now > before, "{usage:?}");
+        // The previous prompt is the new one's prefix, found whole in the cache (with the start of
+        // the reply where the history renders it as the model wrote it); the rest of the reply and
+        // the tool results are what is added.
+        assert!(cached >= before && now > cached, "{usage:?}");
     }
     let engine = runtime.local_models().llama_cpp(&fixture("dense.f32.gguf")).await.unwrap();
     let prefilled: u64 = usage.iter().map(|(prompt, cached)| prompt - cached).sum();
@@ -317,7 +317,8 @@ async fn concurrent_runs_on_one_model_keep_to_their_own_context() {
         let usage = usage_by_step(events);
         assert_eq!(usage.len(), 4, "{}", shown(events));
         for pair in usage[..3].windows(2) {
-            assert_eq!(pair[1].1, pair[0].0, "{usage:?}");
+            let ((before, _), (now, cached)) = (pair[0], pair[1]);
+            assert!(cached >= before && now > cached, "{usage:?}");
         }
         prefilled += usage.iter().map(|(prompt, cached)| prompt - cached).sum::<u64>();
     }

@@ -80,3 +80,44 @@ fn the_exaone_format_renders_the_prompt_and_constrained_calls_still_hold() {
     let (code, events, err) = smoke_run("  format: exaone\n");
     assert_first_call_reached_calc(code, &events, &err);
 }
+
+/// Berkeley Function Calling Leaderboard's `parallel_1`: one request, two calls. On lines of
+/// their own the model wrote one call and ended its turn; in a list it writes both.
+#[tokio::test]
+async fn the_default_model_makes_several_calls_in_one_constrained_turn() {
+    use reagent::conversation::{Message, ToolChoice, ToolDeclaration};
+    use reagent::model::{LocalModels, ModelRequest, load_local};
+    use reagent::spec::{LocalModelSpec, LocalSource};
+
+    require_pulled(catalog::DEFAULT_MODEL);
+    let spec = LocalModelSpec::new(LocalSource::Catalog(catalog::DEFAULT_MODEL.into()));
+    let model = load_local(&LocalModels::default(), &spec).await.expect("the default model loads");
+    let integer = json!({"type": "integer"});
+    let tools = [ToolDeclaration {
+        name: "calculate_em_force".into(),
+        description: "Calculate the induced electromagnetic force based on Faraday's Law of Electromagnetic \
+                      Induction, given the magnetic field (in Tesla), change in magnetic field area (in square \
+                      meters), and the change in time (in seconds)."
+            .into(),
+        parameters: json!({"type": "object",
+            "properties": {"b_field": integer, "area": integer, "d_time": integer},
+            "required": ["b_field", "area", "d_time"]}),
+    }];
+    let messages = [Message::User {
+        content: "Calculate the induced electromagnetic force for a magnetic field of 5 Tesla, area of 2 square \
+                  meters and change in time of 4 seconds, then repeat with a change in time of 10 seconds."
+            .into(),
+    }];
+    let request = ModelRequest {
+        messages: &messages,
+        tools: &tools,
+        thinking: false,
+        tool_choice: ToolChoice::Auto,
+        max_thinking_tokens: None,
+        answer_schema: None,
+        deltas: None,
+    };
+    let reply = model.complete(request).await.expect("a reply");
+    let times: Vec<_> = reply.calls.iter().map(|call| call.as_ref().map(|c| c.arguments["d_time"].clone())).collect();
+    assert_eq!(times, [Ok(json!(4)), Ok(json!(10))], "{reply:?}");
+}

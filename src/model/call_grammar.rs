@@ -1,12 +1,17 @@
-//! Constrained tool calls: the grammar a local model decodes under, so that what it writes is one
-//! or more calls, each exactly `{"name": <one of the agent's tools>, "arguments": <valid for that
-//! tool>}` on a line of its own, or, when it may answer, `{"answer": …}` (matching `output.schema`
-//! when the agent has one). Even a 135M model cannot write a malformed call this way.
+//! Constrained tool calls: the grammar a local model decodes under, so that what it writes is a
+//! list of one or more calls, `{"calls": [<call>, …]}` with each call exactly `{"name": <one of the
+//! agent's tools>, "arguments": <valid for that tool>}`, or, when it may answer, `{"answer": …}`
+//! (matching `output.schema` when the agent has one). Even a 135M model cannot write a malformed
+//! call this way. The list is what gets several calls out of a small model: after a call it weighs
+//! `, {` against `]`, where after a call on a line of its own it ended the turn (BFCL's parallel
+//! cases: 0 of 10 calls on lines, 1 of 10 in a list; README).
+
+use std::ops::Range;
 
 use serde_json::{Map, Value, json};
 
-use super::ModelReply;
-use crate::conversation::{MalformedCall, Message, ToolCall, ToolDeclaration};
+use super::{ModelReply, ModelRequest};
+use crate::conversation::{MalformedCall, Message, ToolCall, ToolChoice, ToolDeclaration};
 
 /// The characters a string argument may have in a constrained call of a step with `max_tokens`:
 /// half the budget (or the tool's own `maxLength`, if smaller), so that a small model that never
@@ -15,11 +20,77 @@ pub fn string_cap(max_tokens: u32) -> u64 {
     u64::from(max_tokens / 2).max(16)
 }
 
-/// The grammar of one reply (Lark, as llguidance reads it): one or more calls, a JSON object a
-/// line, or, when `may_answer` (false on a step where a call is required), one answer object whose
-/// `answer` matches `answer_schema` (a string without one). Strings are capped at `cap` characters.
-pub fn reply_grammar(tools: &[ToolDeclaration], may_answer: bool, cap: u64, answer_schema: Option<&Value>) -> String {
-    let calls: Vec<Value> = tools
+/// An answer in words: anything that does not start as JSON, a code fence, markup or a blank
+/// (what a model writes to call, in a syntax of its own).
+const WORDS: &str = r"[^\[{`<\s][\s\S]*";
+
+/// What Hermes-style models (Qwen2.5 and 3, EXAONE 4.0) write to start calls: allowed before the
+/// list, so that a model decides to call as it would unconstrained (Qwen2.5-Coder-0.5B, its
+/// opener masked, wrote prose about the call instead).
+const NATIVE_CALL_OPENER: &str = "<tool_call>";
+
+/// How the vocabulary spells [`NATIVE_CALL_OPENER`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Opener {
+    /// As text (or not at all).
+    Text,
+    /// As a special token, which text in the grammar does not match.
+    Token,
+}
+
+impl Opener {
+    pub fn of(tok_env: &toktrie::TokEnv) -> Opener {
+        match tok_env.tok_trie().get_special_token(NATIVE_CALL_OPENER) {
+            Some(_) => Opener::Token,
+            None => Opener::Text,
+        }
+    }
+}
+
+/// How a list of calls starts, between calls and ends, with the grammar's fixed spacing.
+const CALLS_OPEN: &str = "[";
+const CALL_SEPARATOR: &str = ", ";
+const CALLS_CLOSE: &str = "]";
+
+/// What a constrained reply may be besides a list of calls.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AnswerForm<'a> {
+    /// Nothing: a call is required (`tool_choice: required`).
+    None,
+    /// Words, as free as without constraint, on an engine that lets the model choose between
+    /// words and calls as it would unconstrained (the llama.cpp engine's `calls_only`): a turn's
+    /// first step, where a model plans, and several calls at once are likeliest.
+    Words,
+    /// `{"answer": …}` (a string, or matching the agent's `output.schema`), or one call object.
+    /// After tool results a small model's `{` opens the answer (the note names it first), where
+    /// in a list it calls the same tool again (Qwen2.5-Coder-0.5B on the calculator).
+    Object(Option<&'a Value>),
+}
+
+impl<'a> AnswerForm<'a> {
+    pub fn of(request: &ModelRequest<'a>) -> Self {
+        let after_results = matches!(request.messages.last(), Some(Message::Tool { .. }));
+        match (request.tool_choice, request.answer_schema) {
+            (ToolChoice::Required, _) => AnswerForm::None,
+            (ToolChoice::Auto, Some(schema)) => AnswerForm::Object(Some(schema)),
+            (ToolChoice::Auto, None) if after_results => AnswerForm::Object(None),
+            (ToolChoice::Auto, None) => AnswerForm::Words,
+        }
+    }
+
+    /// The form on an engine that cannot let the model choose: no answers in words.
+    pub fn without_words(self) -> Self {
+        match self {
+            AnswerForm::Words => AnswerForm::Object(None),
+            other => other,
+        }
+    }
+}
+
+/// The grammar of one reply (Lark, as llguidance reads it): a list of one or more calls, or the
+/// answer `answer` allows. Strings are capped at `cap` characters.
+pub fn reply_grammar(tools: &[ToolDeclaration], answer: AnswerForm<'_>, opener: Opener, cap: u64) -> String {
+    let each: Vec<Value> = tools
         .iter()
         .map(|tool| {
             json!({
@@ -30,20 +101,26 @@ pub fn reply_grammar(tools: &[ToolDeclaration], may_answer: bool, cap: u64, answ
             })
         })
         .collect();
-    let call = with_fixed_spacing(json!({"anyOf": calls}));
-    let mut lark = format!("calls: call (\"\\n\" call)*\ncall: %json {call}\n");
-    if may_answer {
-        let answer = answer_schema.map_or_else(|| json!({"type": "string"}), |schema| bounded(schema, cap));
-        let answer = with_fixed_spacing(json!({
-            "type": "object",
-            "properties": {"answer": bounded(&answer, cap)},
-            "required": ["answer"],
-            "additionalProperties": false,
-        }));
-        format!("start: calls | answer\n{lark}answer: %json {answer}\n")
-    } else {
-        lark.insert_str(0, "start: calls\n");
-        lark
+    let calls = with_fixed_spacing(json!({"type": "array", "items": {"anyOf": each}, "minItems": 1}));
+    let opener = match opener {
+        Opener::Text => format!("{NATIVE_CALL_OPENER:?}"),
+        Opener::Token => NATIVE_CALL_OPENER.to_string(), // Lark's syntax for a special token
+    };
+    let calls = format!("calls: ({opener} \"\\n\")? %json {calls}\n");
+    match answer {
+        AnswerForm::None => format!("start: calls\n{calls}"),
+        AnswerForm::Words => format!("start: calls | words\n{calls}words: /{WORDS}/\n"),
+        AnswerForm::Object(schema) => {
+            let schema = schema.map_or_else(|| json!({"type": "string"}), Value::clone);
+            let answer = with_fixed_spacing(json!({
+                "type": "object",
+                "properties": {"answer": bounded(&schema, cap)},
+                "required": ["answer"],
+                "additionalProperties": false,
+            }));
+            let call = with_fixed_spacing(json!({"anyOf": each}));
+            format!("start: calls | call | answer\n{calls}call: %json {call}\nanswer: %json {answer}\n")
+        }
     }
 }
 
@@ -53,7 +130,7 @@ fn with_fixed_spacing(mut schema: Value) -> Value {
     if let Value::Object(map) = &mut schema {
         map.insert(
             "x-guidance".into(),
-            json!({"whitespace_flexible": false, "item_separator": ", ", "key_separator": ": "}),
+            json!({"whitespace_flexible": false, "item_separator": CALL_SEPARATOR, "key_separator": ": "}),
         );
     }
     schema
@@ -96,37 +173,66 @@ fn bounded(schema: &Value, cap: u64) -> Value {
     }
 }
 
-/// What the model is told about the reply format, appended to its instructions.
-pub fn format_note(may_answer: bool) -> &'static str {
-    if may_answer {
-        // Small models read the answer branch first, or call the same tool again after its result.
-        "Reply with JSON, one object per line. When the tool results you have answer the task, reply {\"answer\": <your answer>}. Otherwise call a tool: {\"name\": <tool name>, \"arguments\": {...}}."
-    } else {
-        "Reply with JSON, one object per line, each calling a tool: {\"name\": <tool name>, \"arguments\": {...}}."
-    }
-}
+/// What the model is told about the reply format, appended to its instructions: the same
+/// words whatever the step allows, so that the prompt of one step is the prefix of the next
+/// (the kept KV cache) and the grammar alone says what this step may be. The answer comes first:
+/// small models read the first branch first, or call the same tool again after its result.
+pub const FORMAT_NOTE: &str = "When the tool results you have answer the task, reply {\"answer\": <your answer>}. Otherwise reply with a JSON list of the tool calls the task needs: [{\"name\": <tool name>, \"arguments\": {...}}, ...].";
 
-/// Where a constrained reply starts to repeat itself: the start of the first complete line that
-/// is word for word an earlier one. Small models that may write several calls tend to write the
-/// same call again and again until the token limit; the reply is cut there, each call read once.
+/// Where a constrained reply starts to repeat itself: the end of the call before the first
+/// complete call that is word for word an earlier one. Small models that may write several calls
+/// tend to write the same call again and again until the token limit; the reply is cut there,
+/// each call read once (what is left reads as the calls before the cut).
 pub fn repeated_call(text: &str) -> Option<usize> {
     let mut seen = std::collections::HashSet::new();
-    let mut start = 0;
-    for line in text.split_inclusive('\n') {
-        if !line.ends_with('\n') {
-            break; // not complete yet
+    let mut previous_end = None;
+    for (span, _) in listed_calls(text)?.calls {
+        if !seen.insert(&text[span.clone()]) {
+            return previous_end;
         }
-        if !seen.insert(line.trim()) {
-            return Some(start);
-        }
-        start += line.len();
+        previous_end = Some(span.end);
     }
     None
 }
 
-/// The conversation with the reply format's note ([`format_note`]) added to the instructions.
-pub fn with_format_note(messages: &[Message], may_answer: bool) -> Vec<Message> {
-    let note = format_note(may_answer);
+/// The complete calls of a `{"calls": [...]}` reply, so far as it is written.
+struct ListedCalls {
+    /// Each call's place in the text, and its value.
+    calls: Vec<(Range<usize>, Value)>,
+    /// What follows the last complete call, less the separator: `]}` when the list is closed,
+    /// empty when it stops between calls, the start of a call when it was cut short.
+    rest: Range<usize>,
+}
+
+/// The calls listed in `text`, or `None` when it is not a list of calls.
+fn listed_calls(text: &str) -> Option<ListedCalls> {
+    let body = text.trim_start();
+    let body = body.strip_prefix(NATIVE_CALL_OPENER).map_or(body, str::trim_start);
+    if !body.starts_with(CALLS_OPEN) {
+        return None;
+    }
+    let mut at = text.len() - body.len() + CALLS_OPEN.len();
+    let mut calls = Vec::new();
+    loop {
+        if !calls.is_empty() {
+            let rest = &text[at..];
+            at += rest.len() - rest.strip_prefix(CALL_SEPARATOR.trim_end()).unwrap_or(rest).trim_start().len();
+        }
+        let mut values = serde_json::Deserializer::from_str(&text[at..]).into_iter::<Value>();
+        match values.next() {
+            Some(Ok(value)) if value.is_object() => {
+                let end = at + values.byte_offset();
+                calls.push((at..end, value));
+                at = end;
+            }
+            _ => return Some(ListedCalls { calls, rest: at..text.len() }),
+        }
+    }
+}
+
+/// The conversation with the reply format's note ([`FORMAT_NOTE`]) added to the instructions.
+pub fn with_format_note(messages: &[Message]) -> Vec<Message> {
+    let note = FORMAT_NOTE;
     let mut out = messages.to_vec();
     match out.first_mut() {
         Some(Message::System { content }) => *content = format!("{content}\n\n{note}"),
@@ -150,28 +256,37 @@ pub enum ConstrainedReply {
     },
 }
 
-/// The replies in a text decoded under [`reply_grammar`], in order: each JSON object a call or an
-/// answer. What follows the last complete object (an end marker the engine let through) is
-/// ignored; an object cut short is one unreadable reply.
+/// The replies in a text decoded under [`reply_grammar`], in order: each listed call, one call
+/// object, or the answer (in words, or as `{"answer": …}`). What follows JSON (an end marker the
+/// engine let through) is ignored; a list cut short keeps its complete calls, and the call it was
+/// writing is one unreadable reply.
 pub fn read_replies(text: &str) -> Vec<ConstrainedReply> {
-    let mut replies = Vec::new();
-    let mut values = serde_json::Deserializer::from_str(text.trim()).into_iter::<Value>();
-    loop {
-        let start = values.byte_offset();
-        let unreadable = |error: String| ConstrainedReply::Unreadable { raw: text.trim()[start..].to_string(), error };
-        match values.next() {
-            Some(Ok(value)) => replies.push(read_object(value)),
-            Some(Err(e)) if replies.is_empty() || e.is_eof() => {
-                replies.push(unreadable(format!("the reply is not complete JSON ({e}); was max_tokens reached?")));
-                break;
-            }
-            Some(Err(_)) | None => break,
+    let text = text.trim();
+    let unreadable = |raw: &str, error: String| ConstrainedReply::Unreadable { raw: raw.to_string(), error };
+    let cut_short =
+        |e: &dyn std::fmt::Display| format!("the reply is not complete JSON ({e}); was max_tokens reached?");
+    if let Some(listed) = listed_calls(text) {
+        let mut replies: Vec<ConstrainedReply> =
+            listed.calls.into_iter().map(|(_, value)| read_object(value)).collect();
+        let rest = &text[listed.rest];
+        if !rest.starts_with(CALLS_CLOSE) && (replies.is_empty() || !rest.is_empty()) {
+            let error =
+                serde_json::from_str::<Value>(rest).err().map_or_else(|| "not a call".into(), |e| cut_short(&e));
+            replies.push(unreadable(rest, error));
         }
+        return replies;
     }
-    if replies.is_empty() {
-        replies.push(ConstrainedReply::Unreadable { raw: text.to_string(), error: "the reply is empty".into() });
+    if !text.starts_with('{') {
+        return match text {
+            "" => vec![unreadable(text, "the reply is empty".into())],
+            words => vec![ConstrainedReply::Answer(words.to_string())],
+        };
     }
-    replies
+    match serde_json::Deserializer::from_str(text).into_iter::<Value>().next() {
+        Some(Ok(value)) => vec![read_object(value)],
+        Some(Err(e)) => vec![unreadable(text, cut_short(&e))],
+        None => vec![unreadable(text, "the reply is empty".into())],
+    }
 }
 
 /// A constrained reply's calls and answer, into `reply`; `id` names each call.
@@ -222,6 +337,11 @@ mod tests {
         }
     }
 
+    /// The calls as the grammar lists them.
+    fn list(calls: &[&str]) -> String {
+        format!("{CALLS_OPEN}{}{CALLS_CLOSE}", calls.join(CALL_SEPARATOR))
+    }
+
     /// Whether the grammar admits `text` whole, fed a byte at a time (a vocabulary of bytes).
     fn admits(grammar: &str, text: &str) -> bool {
         let mut words: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
@@ -237,35 +357,56 @@ mod tests {
 
     #[test]
     fn the_grammar_admits_calls_and_answers_and_refuses_the_rest() {
-        let grammar = reply_grammar(&[calc()], true, 100, None);
+        let grammar = reply_grammar(&[calc()], AnswerForm::Words, Opener::Text, 100);
         let call = r#"{"name": "calc", "arguments": {"expression": "1+1"}}"#;
-        assert!(admits(&grammar, call));
-        assert!(admits(&grammar, &format!("{call}\n{call}")), "several calls, a line each");
-        assert!(admits(&grammar, r#"{"answer": "2"}"#));
-        assert!(!admits(&grammar, r#"{"name": "rm", "arguments": {}}"#), "an unknown tool");
-        assert!(!admits(&grammar, r#"{"name": "calc", "arguments": {"expr": "1"}}"#), "a wrong argument");
+        assert!(admits(&grammar, &list(&[call])));
+        assert!(admits(&grammar, &list(&[call, call])), "several calls");
+        assert!(admits(&grammar, &format!("{NATIVE_CALL_OPENER}\n{}", list(&[call]))), "the model's own opener");
+        assert!(!admits(&grammar, &list(&[])), "an empty list");
+        assert!(!admits(&grammar, call), "a call outside the list");
+        assert!(admits(&grammar, "It is 2."), "an answer in words");
+        assert!(!admits(&grammar, r#"{"name": "calc"}"#), "JSON that is not a list of calls");
+        assert!(!admits(&grammar, " [1]"), "a list after a blank");
+        assert!(!admits(&grammar, &list(&[r#"{"name": "rm", "arguments": {}}"#])), "an unknown tool");
+        assert!(!admits(&grammar, &list(&[r#"{"name": "calc", "arguments": {"expr": "1"}}"#])), "a wrong argument");
         assert!(
-            !admits(&grammar, r#"{"name": "calc", "arguments": {"expression": "1", "required": ["x"]}}"#),
+            !admits(&grammar, &list(&[r#"{"name": "calc", "arguments": {"expression": "1", "required": ["x"]}}"#])),
             "a property the tool does not declare"
         );
-        assert!(!admits(&grammar, &format!("{call}\n{{\"answer\": \"2\"}}")), "calls and an answer at once");
+        assert!(!admits(&grammar, &format!("{} It is 2.", list(&[call]))), "calls and an answer at once");
+    }
+
+    #[test]
+    fn after_tool_results_the_reply_is_one_object_or_a_list() {
+        let grammar = reply_grammar(&[calc()], AnswerForm::Object(None), Opener::Text, 100);
+        let call = r#"{"name": "calc", "arguments": {"expression": "1+1"}}"#;
+        assert!(admits(&grammar, r#"{"answer": "2"}"#));
+        assert!(admits(&grammar, call));
+        assert!(admits(&grammar, &list(&[call, call])));
+        assert!(!admits(&grammar, "It is 2."), "words");
+        assert!(!admits(&grammar, &format!("{call}\n{call}")), "calls outside a list");
+        assert_eq!(read_replies(r#"{"answer": "2"}"#), [ConstrainedReply::Answer("2".into())]);
+        let expected = ConstrainedReply::Call { name: "calc".into(), arguments: json!({"expression": "1+1"}) };
+        assert_eq!(read_replies(call), [expected]);
     }
 
     #[test]
     fn every_reply_the_grammar_admits_is_read_back() {
         let call = r#"{"name": "calc", "arguments": {"expression": "1+1"}}"#;
         let expected = ConstrainedReply::Call { name: "calc".into(), arguments: json!({"expression": "1+1"}) };
-        assert_eq!(read_replies(call), std::slice::from_ref(&expected));
-        assert_eq!(read_replies(&format!("{call}\n{call}")), [expected.clone(), expected]);
-        assert_eq!(read_replies(r#"{"answer": "2"}"#), [ConstrainedReply::Answer("2".into())]);
+        assert_eq!(read_replies(&list(&[call])), std::slice::from_ref(&expected));
+        assert_eq!(read_replies(&format!("{NATIVE_CALL_OPENER}\n{}", list(&[call]))), std::slice::from_ref(&expected));
+        assert_eq!(read_replies(&list(&[call, call])), [expected.clone(), expected]);
+        assert_eq!(read_replies("It is 2.\n"), [ConstrainedReply::Answer("It is 2.".into())]);
     }
 
     #[test]
     fn an_answer_under_an_output_schema_is_that_schema() {
         let schema = json!({"type": "object", "properties": {"total": {"type": "integer"}}, "required": ["total"]});
-        let grammar = reply_grammar(&[calc()], true, 100, Some(&schema));
+        let grammar = reply_grammar(&[calc()], AnswerForm::Object(Some(&schema)), Opener::Text, 100);
         assert!(admits(&grammar, r#"{"answer": {"total": 395}}"#));
         assert!(!admits(&grammar, r#"{"answer": "395"}"#));
+        assert!(!admits(&grammar, "395"), "words");
         assert_eq!(
             read_replies(r#"{"answer": {"total": 395}}"#),
             [ConstrainedReply::Answer(r#"{"total":395}"#.into())]
@@ -292,40 +433,51 @@ mod tests {
         assert_eq!(out["additionalProperties"], false);
         assert_eq!(properties["open"]["additionalProperties"], true);
         let tool = ToolDeclaration { name: "t".into(), description: String::new(), parameters };
-        let grammar = reply_grammar(&[tool], false, string_cap(200), None);
-        assert!(admits(&grammar, r#"{"name": "t", "arguments": {"n": 2.5}}"#));
-        assert!(!admits(&grammar, r#"{"name": "t", "arguments": {"n": 12345678901234567890}}"#), "a runaway number");
+        let grammar = reply_grammar(&[tool], AnswerForm::None, Opener::Text, string_cap(200));
+        assert!(admits(&grammar, &list(&[r#"{"name": "t", "arguments": {"n": 2.5}}"#])));
+        assert!(
+            !admits(&grammar, &list(&[r#"{"name": "t", "arguments": {"n": 12345678901234567890}}"#])),
+            "a runaway number"
+        );
     }
 
     #[test]
     fn a_required_call_leaves_no_way_to_answer() {
-        assert!(!admits(&reply_grammar(&[calc()], false, 100, None), r#"{"answer": "2"}"#));
+        let grammar = reply_grammar(&[calc()], AnswerForm::None, Opener::Text, 100);
+        assert!(!admits(&grammar, "2"));
+        assert!(!admits(&grammar, r#"[{"answer": "2"}]"#));
     }
 
     #[test]
     fn a_reply_cut_short_is_unreadable_not_a_panic() {
-        assert!(matches!(read_replies("{\"name\": \"calc\", \"argu")[..], [ConstrainedReply::Unreadable { .. }]));
+        assert!(matches!(read_replies("[{\"name\": \"calc\", \"argu")[..], [ConstrainedReply::Unreadable { .. }]));
         assert!(matches!(read_replies("[1]")[..], [ConstrainedReply::Unreadable { .. }]));
+        assert!(matches!(read_replies("{\"name\": \"calc\", \"argu")[..], [ConstrainedReply::Unreadable { .. }]));
         assert!(matches!(read_replies("")[..], [ConstrainedReply::Unreadable { .. }]));
         let call = r#"{"name": "calc", "arguments": {"expression": "1"}}"#;
-        let replies = read_replies(&format!("{call}\n{{\"name\": \"ca"));
+        let replies = read_replies(&format!("{CALLS_OPEN}{call}, {{\"name\": \"ca"));
         assert!(matches!(replies[..], [ConstrainedReply::Call { .. }, ConstrainedReply::Unreadable { .. }]));
+        assert!(matches!(read_replies(CALLS_OPEN)[..], [ConstrainedReply::Unreadable { .. }]));
     }
 
     #[test]
     fn a_reply_is_cut_where_a_call_repeats_word_for_word() {
         let call = r#"{"name": "calc", "arguments": {"expression": "1"}}"#;
         let other = r#"{"name": "calc", "arguments": {"expression": "2"}}"#;
-        assert_eq!(repeated_call(&format!("{call}\n{other}\n{call}")), None, "the last line is not complete");
-        let text = format!("{call}\n{other}\n{call}\n");
-        assert_eq!(repeated_call(&text), Some(call.len() + other.len() + 2));
-        assert_eq!(repeated_call(&format!("{call}\n{other}\n")), None);
+        let partial = format!("{CALLS_OPEN}{call}, {other}, {}", &call[..call.len() - 1]);
+        assert_eq!(repeated_call(&partial), None, "the last call is not complete");
+        let text = format!("{CALLS_OPEN}{call}, {other}, {call}");
+        let at = repeated_call(&text).expect("a repeat");
+        assert_eq!(&text[..at], format!("{CALLS_OPEN}{call}, {other}"));
+        let cut = read_replies(&text[..at]);
+        assert!(matches!(cut[..], [ConstrainedReply::Call { .. }, ConstrainedReply::Call { .. }]), "{cut:?}");
+        assert_eq!(repeated_call(&list(&[call, other])), None);
     }
 
     #[test]
     fn an_end_marker_after_the_reply_is_ignored() {
         assert_eq!(
-            read_replies("{\"answer\": \"395\"}<|endoftext|><|endoftext|>"),
+            read_replies("[{\"answer\": 395}]<|endoftext|><|endoftext|>"),
             [ConstrainedReply::Answer("395".into())]
         );
     }

@@ -11,14 +11,13 @@ use either::Either;
 use llguidance::ParserFactory;
 use serde_json::Value;
 
-use super::call_grammar::{reply_grammar, string_cap, with_format_note};
+use super::call_grammar::{AnswerForm, Opener, reply_grammar, string_cap, with_format_note};
 use super::catalog;
 use super::llama_cpp::{Engine, Format, KvCache, LlamaCppModel};
 use super::mistralrs::{self, MistralrsModel};
 use super::{Model, ModelRequest};
 use crate::chat_format::exaone;
 use crate::chat_format::template::openai_messages;
-use crate::conversation::ToolChoice;
 use crate::spec::{LocalEngine, LocalModelSpec, LocalSource, PromptFormat};
 
 #[derive(Debug, thiserror::Error)]
@@ -159,10 +158,13 @@ fn architecture(source: &LocalSource) -> Option<String> {
 /// thinking switch and grammar, which the model's own chat template turns into text.
 pub fn request_preview(spec: &LocalModelSpec, request: &ModelRequest<'_>) -> Either<String, Value> {
     let exaone_file = spec.engine == LocalEngine::LlamaCpp && architecture(&spec.source).as_deref() == Some("exaone4");
-    let may_answer = request.tool_choice == ToolChoice::Auto;
+    let answer = match spec.engine {
+        LocalEngine::LlamaCpp => AnswerForm::of(request),
+        LocalEngine::Mistralrs => AnswerForm::of(request).without_words(),
+    };
     let constrained = spec.constrained && !request.tools.is_empty();
     let messages = match constrained {
-        true => with_format_note(request.messages, may_answer),
+        true => with_format_note(request.messages),
         false => request.messages.to_vec(),
     };
     if spec.format == Some(PromptFormat::Exaone) || exaone_file {
@@ -173,8 +175,8 @@ pub fn request_preview(spec: &LocalModelSpec, request: &ModelRequest<'_>) -> Eit
         .iter()
         .map(|t| serde_json::json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}))
         .collect();
-    let grammar = constrained
-        .then(|| reply_grammar(request.tools, may_answer, string_cap(spec.sampling.max_tokens), request.answer_schema));
+    let grammar =
+        constrained.then(|| reply_grammar(request.tools, answer, Opener::Text, string_cap(spec.sampling.max_tokens)));
     Either::Right(serde_json::json!({
         "messages": openai_messages(&messages),
         "tools": tools,

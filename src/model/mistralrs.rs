@@ -18,14 +18,16 @@ use mistralrs::{
 };
 use serde_json::Value;
 
-use super::call_grammar::{format_note, read_into, repeated_call, reply_grammar, string_cap, with_format_note};
+use super::call_grammar::{
+    AnswerForm, FORMAT_NOTE, Opener, read_into, repeated_call, reply_grammar, string_cap, with_format_note,
+};
 use super::catalog;
 use super::local::LocalModelError;
 use super::{
     DeltaKind, Model, ModelError, ModelErrorKind, ModelReply, ModelRequest, Usage, read_free_text, send_delta,
 };
 use crate::chat_format::exaone;
-use crate::conversation::{MalformedCall, Message, ToolCall, ToolChoice, ToolDeclaration};
+use crate::conversation::{MalformedCall, Message, ToolCall, ToolDeclaration};
 use crate::spec::{LocalModelSpec, LocalSource, PromptFormat, Sampling};
 
 pub struct MistralrsModel {
@@ -156,26 +158,26 @@ impl Model for MistralrsModel {
     }
 
     async fn complete(&self, request: ModelRequest<'_>) -> Result<ModelReply, ModelError> {
-        let may_answer = request.tool_choice == ToolChoice::Auto;
+        let answer = AnswerForm::of(&request).without_words();
         let constrained = self.constrained && !request.tools.is_empty();
         let prepared = Prepared {
             messages: match self.format {
                 Some(PromptFormat::Exaone) => {
                     let noted = match constrained {
-                        true => with_format_note(request.messages, may_answer),
+                        true => with_format_note(request.messages),
                         false => request.messages.to_vec(),
                     };
                     Prompt::Raw(exaone::render(&noted, request.tools, request.thinking))
                 }
                 None => {
-                    let note = constrained.then(|| format_note(may_answer));
+                    let note = constrained.then(|| FORMAT_NOTE);
                     Prompt::Chat(chat_messages(request.messages, note))
                 }
             },
             thinking: request.thinking,
             constraint: if constrained {
                 let cap = string_cap(self.sampling.max_tokens);
-                Constraint::Lark(reply_grammar(request.tools, may_answer, cap, request.answer_schema))
+                Constraint::Lark(reply_grammar(request.tools, answer, Opener::Text, cap))
             } else {
                 Constraint::None
             },

@@ -52,6 +52,11 @@ pub struct Request {
     pub close_thinking: Vec<LlamaToken>,
     /// The grammar of the reply (after any reasoning), or free text.
     pub grammar: Option<Matcher>,
+    /// The grammar without answers in words, taken instead when the model's favourite first
+    /// token of the reply is one `grammar` refuses: the model meant to call, in a syntax of its
+    /// own (`{`, a code fence). So a model answers in words or calls as it would unconstrained,
+    /// and its calls are written under the grammar.
+    pub calls_only: Option<Matcher>,
     /// Fed after `</think>` before a constrained reply, or after a reasoning the engine closed:
     /// the format's separator.
     pub after_thinking: Vec<LlamaToken>,
@@ -605,7 +610,15 @@ impl<'m> Decoder<'m> {
             if grammar.is_stopped() {
                 return self.finish(index, false);
             }
-            match grammar.compute_mask() {
+            let mut mask = grammar.compute_mask();
+            if let Some(calls_only) = running.request.calls_only.take()
+                && let Ok(allowed) = &mask
+                && pick(&logits, 0.0, &mut running.rng).is_some_and(|favourite| !allowed.is_allowed(favourite as u32))
+            {
+                *grammar = calls_only;
+                mask = grammar.compute_mask();
+            }
+            match mask {
                 Ok(mask) => {
                     for (token, logit) in logits.iter_mut().enumerate() {
                         if !mask.is_allowed(token as u32) {

@@ -14,13 +14,13 @@ use llama_cpp_2::token::LlamaToken;
 use llguidance::api::TopLevelGrammar;
 use llguidance::{Matcher, ParserFactory};
 
-use super::call_grammar::{read_into, repeated_call, reply_grammar, string_cap, with_format_note};
+use super::call_grammar::{AnswerForm, Opener, read_into, repeated_call, reply_grammar, string_cap, with_format_note};
 use super::{
     DeltaKind, Model, ModelError, ModelErrorKind, ModelReply, ModelRequest, Usage, read_free_text, send_delta,
 };
 use crate::chat_format::template::ChatTemplate;
 use crate::chat_format::{Prompt, exaone};
-use crate::conversation::{Message, ToolChoice};
+use crate::conversation::Message;
 use crate::spec::{LocalModelSpec, Sampling};
 pub use engine::{Counters, Engine, EngineError, KvCache};
 use engine::{Output, Request};
@@ -137,12 +137,12 @@ impl LlamaCppModel {
     fn grammar(
         &self,
         request: &ModelRequest<'_>,
-        may_answer: bool,
+        answer: AnswerForm<'_>,
         thinking: Option<u32>,
     ) -> Result<Matcher, ModelError> {
         // Strings fit in what the reasoning leaves of the step's tokens.
         let cap = string_cap(self.sampling.max_tokens.saturating_sub(thinking.unwrap_or(0)));
-        let lark = reply_grammar(request.tools, may_answer, cap, request.answer_schema);
+        let lark = reply_grammar(request.tools, answer, Opener::of(self.factory.tok_env()), cap);
         let refused = |e: String| {
             let message = format!(
                 "the constrained-call grammar cannot be built: {e} (a tool's schema may use JSON Schema the grammar engine does not support; `constrained: false` turns constrained calls off)"
@@ -171,12 +171,12 @@ impl Model for LlamaCppModel {
     }
 
     async fn complete(&self, request: ModelRequest<'_>) -> Result<ModelReply, ModelError> {
-        let may_answer = request.tool_choice == ToolChoice::Auto;
+        let answer = AnswerForm::of(&request);
         let constrained = self.constrained && !request.tools.is_empty();
         let thinking = self.thinks(request.thinking, !request.tools.is_empty());
         let noted;
         let messages = if constrained {
-            noted = with_format_note(request.messages, may_answer);
+            noted = with_format_note(request.messages);
             &noted[..]
         } else {
             request.messages
@@ -184,7 +184,11 @@ impl Model for LlamaCppModel {
         let prompt =
             self.format.render(messages, &request, thinking).map_err(|e| ModelError::new(ModelErrorKind::Engine, e))?;
         let thinking_budget = thinking.then(|| self.thinking_budget(&request, constrained)).flatten();
-        let grammar = if constrained { Some(self.grammar(&request, may_answer, thinking_budget)?) } else { None };
+        let grammar = if constrained { Some(self.grammar(&request, answer, thinking_budget)?) } else { None };
+        let calls_only = match answer {
+            AnswerForm::Words if constrained => Some(self.grammar(&request, AnswerForm::None, thinking_budget)?),
+            _ => None,
+        };
         let (output, mut outputs) = tokio::sync::mpsc::unbounded_channel();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let seed = self.next_call.load(Ordering::Relaxed);
@@ -195,6 +199,7 @@ impl Model for LlamaCppModel {
                 thinking_budget,
                 close_thinking: self.close_thinking.clone(),
                 grammar,
+                calls_only,
                 after_thinking: self.after_thinking.clone(),
                 sampling: engine::Sampling {
                     max_tokens: self.sampling.max_tokens,
