@@ -3,7 +3,9 @@
 //! 1. decode tokens per second, one stream: reagent's llama.cpp engine, llama-cpp-python (built
 //!    for the same ISA level, x86-64-v3, with as many threads) and reagent's mistralrs engine, on
 //!    the same GGUF files: SmolLM2, Qwen2.5-Coder and a random-weight EXAONE 4.0 1.2B (Q4_K_M);
-//! 2. 8 agents at once against the same 8 requests one after another, on the llama.cpp engine;
+//! 2. 8 agents at once against the same 8 requests one after another, on the llama.cpp engine,
+//!    beside llama.cpp's own batched decode of 8 sequences against one (benches/llama_cpp_batched.py):
+//!    what batching can give on this machine at best;
 //! 3. time to first token of steps 3–6 of a 6-step calculator conversation, with each run's KV
 //!    cache kept between steps against prefilling every step's whole prompt.
 //!
@@ -80,6 +82,15 @@ fn llama_cpp_python(path: &Path) -> Option<f64> {
         .ok()?;
     let result: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
     Some(result["tokens"].as_f64()? / result["seconds"].as_f64()?)
+}
+
+/// llama.cpp's own decode of [`AGENTS`] sequences at once ÷ one: the ceiling of batching here.
+fn llama_cpp_batched(path: &Path) -> Option<f64> {
+    let python = std::env::var("REAGENT_LLAMA_PYTHON").ok()?;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/llama_cpp_batched.py");
+    let output = std::process::Command::new(python).arg(script).arg(path).arg(AGENTS.to_string()).output().ok()?;
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    Some(result["batched"].as_f64()? / result["one"].as_f64()?)
 }
 
 /// The random-weight EXAONE 4.0 1.2B file, made once by llama.cpp's quantiser.
@@ -196,8 +207,8 @@ async fn main() {
     }
 
     println!("\n{AGENTS} agents on one loaded model (llama.cpp engine), aggregate tokens per second:\n");
-    println!("| model | one after another | at once | ratio |");
-    println!("|---|---|---|---|");
+    println!("| model | one after another | at once | ratio | llama.cpp's own batch of {AGENTS} ÷ batch of 1 |");
+    println!("|---|---|---|---|---|");
     for (name, path) in &files {
         let Some(path) = path else { continue };
         let Some(model) = load(&LocalModels::default(), path, LocalEngine::LlamaCpp, MAX_TOKENS).await else {
@@ -213,7 +224,11 @@ async fn main() {
         let started = Instant::now();
         let tokens: u32 = join_all((0..AGENTS).map(|_| generate(model.as_ref()))).await.into_iter().sum();
         let concurrent = f64::from(tokens) / started.elapsed().as_secs_f64();
-        println!("| {name} | {sequential:.1} tok/s | {concurrent:.1} tok/s | {:.2}× |", concurrent / sequential);
+        let ceiling = llama_cpp_batched(path).map_or_else(|| "not run".to_string(), |r| format!("{r:.2}×"));
+        println!(
+            "| {name} | {sequential:.1} tok/s | {concurrent:.1} tok/s | {:.2}× | {ceiling} |",
+            concurrent / sequential
+        );
     }
 
     println!("\nTime to first token, steps 3–6 of a 6-step calculator conversation (llama.cpp engine):\n");

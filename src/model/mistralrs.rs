@@ -170,7 +170,7 @@ impl Model for MistralrsModel {
                     Prompt::Raw(exaone::render(&noted, request.tools, request.thinking))
                 }
                 None => {
-                    let note = constrained.then(|| FORMAT_NOTE);
+                    let note = constrained.then_some(FORMAT_NOTE);
                     Prompt::Chat(chat_messages(request.messages, note))
                 }
             },
