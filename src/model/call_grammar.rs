@@ -1,10 +1,9 @@
 //! Constrained tool calls: the grammar a local model decodes under, so that what it writes is a
-//! list of one or more calls, `{"calls": [<call>, …]}` with each call exactly `{"name": <one of the
-//! agent's tools>, "arguments": <valid for that tool>}`, or, when it may answer, `{"answer": …}`
-//! (matching `output.schema` when the agent has one). Even a 135M model cannot write a malformed
-//! call this way. The list is what gets several calls out of a small model: after a call it weighs
-//! `, {` against `]`, where after a call on a line of its own it ended the turn (BFCL's parallel
-//! cases: 0 of 10 calls on lines, 1 of 10 in a list; README).
+//! list of one or more calls, `[<call>, …]` with each call exactly `{"name": <one of the agent's
+//! tools>, "arguments": <valid for that tool>}`, or what [`AnswerForm`] lets the step answer. Even
+//! a 135M model cannot write a malformed call this way. The list is what gets several calls out of
+//! a small model: after a call it weighs `, {` against `]`, where after a call on a line of its own
+//! it ended the turn (BFCL's parallel cases: 0 of 20 on lines, 4 of 20 in a list; README).
 
 use std::ops::Range;
 
@@ -195,11 +194,11 @@ pub fn repeated_call(text: &str) -> Option<usize> {
     None
 }
 
-/// The complete calls of a `{"calls": [...]}` reply, so far as it is written.
+/// The complete calls of a `[...]` reply, so far as it is written.
 struct ListedCalls {
     /// Each call's place in the text, and its value.
     calls: Vec<(Range<usize>, Value)>,
-    /// What follows the last complete call, less the separator: `]}` when the list is closed,
+    /// What follows the last complete call, less the separator: `]` when the list is closed,
     /// empty when it stops between calls, the start of a call when it was cut short.
     rest: Range<usize>,
 }
@@ -216,7 +215,7 @@ fn listed_calls(text: &str) -> Option<ListedCalls> {
     loop {
         if !calls.is_empty() {
             let rest = &text[at..];
-            at += rest.len() - rest.strip_prefix(CALL_SEPARATOR.trim_end()).unwrap_or(rest).trim_start().len();
+            at += rest.len() - rest.strip_prefix(',').unwrap_or(rest).trim_start().len();
         }
         let mut values = serde_json::Deserializer::from_str(&text[at..]).into_iter::<Value>();
         match values.next() {
@@ -232,11 +231,10 @@ fn listed_calls(text: &str) -> Option<ListedCalls> {
 
 /// The conversation with the reply format's note ([`FORMAT_NOTE`]) added to the instructions.
 pub fn with_format_note(messages: &[Message]) -> Vec<Message> {
-    let note = FORMAT_NOTE;
     let mut out = messages.to_vec();
     match out.first_mut() {
-        Some(Message::System { content }) => *content = format!("{content}\n\n{note}"),
-        _ => out.insert(0, Message::System { content: note.to_string() }),
+        Some(Message::System { content }) => *content = format!("{content}\n\n{FORMAT_NOTE}"),
+        _ => out.insert(0, Message::System { content: FORMAT_NOTE.to_string() }),
     }
     out
 }
