@@ -25,6 +25,16 @@ clients_out="$(mktemp)"
 "$root/scripts/api-clients-setup.sh" >"$clients_out" &
 clients_pid=$!
 
+# The PostgreSQL tests (the store's conformance suite, failover) start their own server from the
+# Debian `postgresql` package's binaries, on loopback, and stop it.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    echo "test: installing postgresql (its binaries; no server is started)" >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
+fi
+
 "$root/scripts/setup.sh"
 
 finish_setup "$llama_pid" "$llama_out" REAGENT_LLAMA_PYTHON llama-server-setup.sh

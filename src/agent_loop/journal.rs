@@ -42,6 +42,16 @@ pub enum Stop {
     JournalFailed(String),
 }
 
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::Cancelled => f.write_str("cancelled"),
+            Stop::ShuttingDown => f.write_str("the process is shutting down; resumable"),
+            Stop::JournalFailed(why) => write!(f, "{why}; resumable from its last commit"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct JournalError(pub String);

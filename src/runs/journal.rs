@@ -48,6 +48,13 @@ impl Control {
         self.shutting_down.store(true, Ordering::SeqCst);
     }
 
+    /// This process no longer holds the run (another took it over, or its lease ran out): it
+    /// stops at its next turn boundary, writing nothing more.
+    pub(super) fn lost_claim(&self) {
+        let why = "this process lost its claim on the run (another process took it over, or its lease ran out)";
+        lock(&self.journal_failed).get_or_insert_with(|| why.to_string());
+    }
+
     fn stop(&self) -> Option<Stop> {
         if let Some(why) = lock(&self.journal_failed).clone() {
             Some(Stop::JournalFailed(why))

@@ -7,13 +7,14 @@
 
 pub(crate) mod crash;
 mod journal;
+mod worker;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reagent_store::{Commit, Created, NewRun, Run, RunStore, Status, StoreError};
+use reagent_store::{Commit, Created, NewRun, Queue, Run, RunStore, Status, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -24,9 +25,11 @@ use crate::runtime::Runtime;
 use crate::spec::{GivenInputs, Snapshot, Sources};
 
 pub use journal::{Control, Listener};
+pub use worker::Worker;
 
-/// How long a claim on a run lasts without renewal; renewed every third of it.
-const LEASE: Duration = Duration::from_secs(30);
+/// How long a claim on a run lasts without renewal, unless `with_lease` says otherwise; renewed
+/// every third of it.
+pub const LEASE: Duration = Duration::from_secs(30);
 
 /// What a run is bound to: the agent file, the text of every file it was read from, the inputs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,6 +58,10 @@ pub enum RunsError {
     Store(#[from] StoreError),
     #[error("run {0} was saved by another version of reagent and cannot be read: {1}")]
     Unreadable(String, String),
+    /// The run's journal could not record (the store failed, or refused a write this process
+    /// may no longer make): the run stays resumable from its last commit.
+    #[error("the run's journal: {0}")]
+    Journal(String),
 }
 
 /// Where a drive left the run.
@@ -81,13 +88,21 @@ pub struct Runs {
     store: Arc<dyn RunStore>,
     runtime: Runtime,
     owner: String,
+    lease: Duration,
     /// The runs this process drives now, with their stop switches.
     driving: Arc<Mutex<HashMap<String, Arc<Control>>>>,
 }
 
 impl Runs {
     pub fn new(store: Arc<dyn RunStore>, runtime: Runtime) -> Self {
-        Runs { store, runtime, owner: reagent_store::owner_id(), driving: Arc::default() }
+        Runs { store, runtime, owner: reagent_store::owner_id(), lease: LEASE, driving: Arc::default() }
+    }
+
+    /// The same, holding each claim for `lease` without renewal: how long a run whose process
+    /// died waits before another takes it over.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn RunStore> {
@@ -147,11 +162,35 @@ impl Runs {
         listener: Listener,
         approver: Option<Box<dyn Approver>>,
     ) -> Result<Driven, RunsError> {
-        let run = self.store.claim(id, &self.owner, LEASE).await?.ok_or_else(|| StoreError::NoSuchRun(id.into()))?;
+        let run =
+            self.store.claim(id, &self.owner, self.lease).await?.ok_or_else(|| StoreError::NoSuchRun(id.into()))?;
+        self.drive_taken(run, listener, approver).await
+    }
+
+    /// Claims the next run from the store's queue (see `RunStore::claim_next`), to be driven with
+    /// `drive_taken`.
+    pub async fn claim_next(&self, queue: &Queue) -> Result<Option<Run>, RunsError> {
+        Ok(self.store.claim_next(&self.owner, self.lease, queue).await?)
+    }
+
+    /// `drive`, for a run this process has claimed already.
+    pub async fn drive_taken(
+        &self,
+        run: Run,
+        listener: Listener,
+        approver: Option<Box<dyn Approver>>,
+    ) -> Result<Driven, RunsError> {
+        let id = run.id.clone();
+        let id = id.as_str();
         let control = Arc::new(Control::default());
         self.driving.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string(), control.clone());
-        let heartbeat =
-            tokio::spawn(keep_claim(self.store.clone(), id.to_string(), self.owner.clone(), control.clone()));
+        let heartbeat = tokio::spawn(keep_claim(
+            self.store.clone(),
+            id.to_string(),
+            self.owner.clone(),
+            self.lease,
+            control.clone(),
+        ));
         let driven = self.drive_claimed(run, listener, approver, control.clone()).await;
         heartbeat.abort();
         {
@@ -215,7 +254,7 @@ impl Runs {
         let (journal, mut sink) =
             journal::StoreJournal::open(self.store.clone(), &run.id, &self.owner, listener, control, used, fresh)
                 .await
-                .map_err(|e| StoreError::Corrupt(e.0))?;
+                .map_err(|e| RunsError::Journal(e.0))?;
         let journal = Arc::new(journal);
         agent.set_journal(journal.clone());
         if let Some(approver) = approver {
@@ -227,7 +266,7 @@ impl Runs {
         };
         let (outcome, released) = match ending(&outcome) {
             Some((status, summary, checkpoint)) => {
-                journal.finish(status, summary, checkpoint).await.map_err(|e| StoreError::Corrupt(e.0))?;
+                journal.finish(status, summary, checkpoint).await.map_err(|e| RunsError::Journal(e.0))?;
                 (outcome, true)
             }
             // Stopped short: what was written behind it lands before the claim is let go.
@@ -243,18 +282,18 @@ impl Runs {
 }
 
 /// Renews the claim while the run is driven, and hears of a cancel asked by another process.
-async fn keep_claim(store: Arc<dyn RunStore>, id: String, owner: String, control: Arc<Control>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+async fn keep_claim(store: Arc<dyn RunStore>, id: String, owner: String, lease: Duration, control: Arc<Control>) {
+    let mut tick = tokio::time::interval((lease / 6).min(Duration::from_secs(1)));
     let mut renewed = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         if let Ok(true) = store.cancel_requested(&id).await {
             control.cancel();
         }
-        if renewed.elapsed() >= LEASE / 3 {
-            if !matches!(store.renew(&id, &owner, LEASE).await, Ok(true)) {
+        if renewed.elapsed() >= lease / 3 {
+            if !matches!(store.renew(&id, &owner, lease).await, Ok(true)) {
                 // Lost: the journal's fenced writes now fail, and the run stops where it committed.
-                control.shut_down();
+                control.lost_claim();
             }
             renewed = tokio::time::Instant::now();
         }

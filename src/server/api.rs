@@ -194,7 +194,7 @@ pub(crate) async fn start_run(
     };
     match app.runs.submit(submission).await.map_err(ApiError::runs)? {
         Created::New(run) => {
-            app.spawn_drive(run.id.clone());
+            app.wake_worker();
             Ok((run, false))
         }
         Created::Existing(run) => Ok((run, true)),
@@ -417,8 +417,9 @@ async fn cancel(State(app): State<App>, headers: HeaderMap, Path(id): Path<Strin
         return Ok((StatusCode::OK, Json(shown(&run))).into_response());
     }
     let run = app.runs.cancel(&id).await.map_err(ApiError::runs)?.ok_or_else(|| ApiError::no_run(&id))?;
-    // A run nobody drives (it waits for a person, or was left by a shutdown) is driven to its end here.
-    app.spawn_drive(id);
+    // A run nobody drives (it waits for a person, or was left by a shutdown) is driven to its end
+    // by a worker; the one driving it hears of the cancel from the store.
+    app.wake_worker();
     Ok((StatusCode::ACCEPTED, Json(shown(&run))).into_response())
 }
 
@@ -499,7 +500,7 @@ async fn decide(
         });
     }
     app.runs.store().decide(&id, &decisions).await.map_err(ApiError::store)?;
-    app.spawn_drive(id);
+    app.wake_worker();
     Ok((StatusCode::ACCEPTED, Json(shown(&run))).into_response())
 }
 

@@ -1,8 +1,10 @@
 //! `reagent serve`: the HTTP API over durable runs. Handlers stay thin: they check the caller and
 //! the request, then ask `runs::Runs` (submit, drive, cancel) or the run store (read), and shape
-//! the answer. Runs execute in this process, on its one runtime; a closed connection never stops
-//! one. SIGTERM (or SIGINT) drains: new work is refused, every run stops at its next turn
-//! boundary, resumable, and the next `serve` on the same store takes them up again.
+//! the answer. Runs execute in this process, on its one runtime (a run submitted here at once,
+//! others from the store's queue by the worker loop), unless it serves with `--no-worker`: then
+//! it is an API node, and `reagent worker` processes on the same store drive the runs. A closed
+//! connection never stops a run. SIGTERM (or SIGINT) drains: new work is refused, every run
+//! stops at its next turn boundary, resumable, and the next process on the store takes it up.
 
 mod api;
 mod auth;
@@ -11,6 +13,7 @@ mod metrics;
 mod openai;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,10 +22,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
-use crate::runs::Runs;
+use crate::runs::{Runs, Worker};
 use crate::spec::{AgentSpec, Approval};
+use reagent_store::Run;
 
 pub use auth::{LOOPBACK_ONLY, needs_keys};
 
@@ -31,7 +35,7 @@ pub const MAX_BODY: usize = 256 * 1024;
 
 /// How long a drain waits for runs to reach a turn boundary before the process exits anyway
 /// (they are resumable from their last checkpoint either way).
-const DRAIN_TIME: Duration = Duration::from_secs(60);
+pub const DRAIN_TIME: Duration = Duration::from_secs(60);
 
 /// An agent the server offers, by name.
 #[derive(Debug, Clone)]
@@ -78,6 +82,19 @@ pub fn offered_agents(dir: &Path) -> Result<BTreeMap<String, Offered>, String> {
     Ok(agents)
 }
 
+/// Turns true on the process's first SIGTERM or SIGINT.
+pub fn stop_on_signals() -> Result<watch::Receiver<bool>, String> {
+    let (stop, stopping) = watch::channel(false);
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .map_err(|e| format!("cannot listen for SIGTERM: {e}"))?;
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            let _ = stop.send(true);
+        }
+    });
+    Ok(stopping)
+}
+
 /// What every handler shares.
 #[derive(Clone)]
 pub(crate) struct App {
@@ -88,12 +105,22 @@ pub(crate) struct App {
     draining: Arc<AtomicBool>,
     /// Runs this process drives now: the drain waits for none.
     driving: Arc<AtomicUsize>,
+    /// Nudges this process's worker loop (none on an API node, whose workers poll the store).
+    wake: Option<Arc<Notify>>,
     shutdown: watch::Receiver<bool>,
 }
 
 impl App {
+    /// There may be a run to take (one submitted, decided or asked to cancel here): the worker
+    /// loop looks at the queue now rather than at its next poll.
+    pub(crate) fn wake_worker(&self) {
+        if let Some(wake) = &self.wake {
+            wake.notify_one();
+        }
+    }
+
     /// Drives the run in the background until it ends or stops; events wake its followers.
-    pub(crate) fn spawn_drive(&self, id: String) {
+    fn spawn_drive(&self, id: String) {
         if self.draining.load(Ordering::SeqCst) {
             return;
         }
@@ -107,15 +134,31 @@ impl App {
             app.driving.fetch_sub(1, Ordering::SeqCst);
         });
     }
+
+    /// Drives a run the worker loop took from the queue.
+    fn drive_taken(&self, run: Run) -> impl Future<Output = ()> + Send + use<> {
+        let app = self.clone();
+        app.driving.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let id = run.id.clone();
+            let listener = app.hub.listener(&id, app.metrics.clone());
+            let _ = app.runs.drive_taken(run, listener, None).await;
+            app.hub.ended(&id);
+            app.driving.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }
 
-/// Serves the API on `listener` until SIGTERM or SIGINT, then drains.
+/// Serves the API on `listener` until SIGTERM or SIGINT, then drains. With a `worker`, this
+/// process also drives runs: those submitted to it at once, and others from the queue; without,
+/// it only records and reads them.
 pub async fn serve(
     runs: Runs,
     agents: BTreeMap<String, Offered>,
     listener: tokio::net::TcpListener,
+    worker: Option<Worker>,
 ) -> Result<(), String> {
-    let (stop, shutdown) = watch::channel(false);
+    let shutdown = stop_on_signals()?;
     let app = App {
         runs,
         agents: Arc::new(agents),
@@ -123,22 +166,24 @@ pub async fn serve(
         metrics: Arc::default(),
         draining: Arc::default(),
         driving: Arc::default(),
+        wake: worker.as_ref().map(|w| w.wake.clone()),
         shutdown: shutdown.clone(),
     };
-    for id in app.runs.store().unfinished().await.map_err(|e| e.to_string())? {
-        app.spawn_drive(id);
+    if let Some(worker) = worker {
+        // Runs whose process is gone are taken up at once (a dead process of this host needs
+        // no lease to run out), then the queue.
+        for id in app.runs.store().unfinished().await.map_err(|e| e.to_string())? {
+            app.spawn_drive(id);
+        }
+        let app = app.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let runs = app.runs.clone();
+            runs.work(worker, shutdown, move |run| app.drive_taken(run)).await;
+        });
     }
     let router: Router =
         api::routes().merge(openai::routes()).layer(DefaultBodyLimit::max(MAX_BODY)).with_state(app.clone());
-    let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-        .map_err(|e| format!("cannot listen for SIGTERM: {e}"))?;
-    let stop_on_signal = stop.clone();
-    std::thread::spawn(move || {
-        let mut signals = signals;
-        if signals.forever().next().is_some() {
-            let _ = stop_on_signal.send(true);
-        }
-    });
     let drain = {
         let app = app.clone();
         let mut shutdown = shutdown.clone();

@@ -11,7 +11,8 @@ use std::time::Duration;
 use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::sqlite::{RUN_COLUMNS, millis, owner_is_gone, run_by_id, run_from};
+use crate::rows::{RUN_COLUMNS, run_from};
+use crate::sqlite::{millis, owner_is_gone, run_by_id};
 use crate::{Commit, Created, NewRun, Run, Status, StoreError, new_run_id, now_ms};
 
 /// The most writes applied in one transaction.
@@ -175,7 +176,8 @@ async fn apply_commits(
     batch: &[Journalled<'_>],
 ) -> Result<Vec<Result<u64, StoreError>>, sqlx::Error> {
     let now = now_ms();
-    // The fences and the runs' new states, in one statement: only an owner's write lands.
+    // The fences and the runs' new states, in one statement: only the write of an owner whose
+    // lease still holds lands.
     let mut lasts: HashMap<String, i64> = HashMap::new();
     for chunk in batch.chunks(ROWS_PER_STATEMENT / 8) {
         let sql = format!(
@@ -184,7 +186,8 @@ async fn apply_commits(
              outcome = COALESCE(v.column7, runs.outcome), \
              owner = CASE WHEN v.column8 THEN NULL ELSE runs.owner END, \
              lease_until = CASE WHEN v.column8 THEN 0 ELSE runs.lease_until END FROM (VALUES {}) AS v \
-             WHERE runs.id = v.column1 AND runs.owner = v.column2 RETURNING runs.id, runs.last_seq",
+             WHERE runs.id = v.column1 AND runs.owner = v.column2 AND runs.lease_until >= {now} \
+             RETURNING runs.id, runs.last_seq",
             rows("(?, ?, ?, ?, ?, ?, ?, ?)", chunk.len())
         );
         let mut update = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql));
@@ -291,21 +294,19 @@ async fn apply_commits(
     for queued in batch {
         let result = match lasts.get(queued.run) {
             Some(last) => Ok(u64::try_from(*last).unwrap_or(0)),
-            None => Err(refused(conn, queued.run).await?),
+            None => Err(refused(conn, queued.run, queued.owner).await?),
         };
         results.push(result);
     }
     Ok(results)
 }
 
-/// Why a run's write did not land: no such run, or another owner holds it.
-async fn refused(conn: &mut SqliteConnection, run: &str) -> Result<StoreError, sqlx::Error> {
+/// Why `owner`'s write to a run did not land: no such run, another owner holds it, or its lease
+/// ran out.
+async fn refused(conn: &mut SqliteConnection, run: &str, owner: &str) -> Result<StoreError, sqlx::Error> {
     let holder: Option<Option<String>> =
         sqlx::query_scalar("SELECT owner FROM runs WHERE id = ?").bind(run).fetch_optional(&mut *conn).await?;
-    Ok(match holder {
-        None => StoreError::NoSuchRun(run.to_string()),
-        Some(holder) => StoreError::NotOwner { run: run.to_string(), owner: holder.unwrap_or_else(|| "nobody".into()) },
-    })
+    Ok(StoreError::refused(run, owner, holder))
 }
 
 /// `count` copies of a row's placeholders, comma-separated.

@@ -2,15 +2,19 @@
 //! checkpoint it can be resumed from, and the API keys that may see it.
 //!
 //! The store knows nothing of the loop: events, checkpoints, replies and results are JSON values
-//! to it. One trait, `RunStore`, with one adapter per database (`sqlite` today). Its invariants:
-//! - every write of a run's journal is **fenced** by the owner that claimed the run: a process that
-//!   lost its claim cannot write;
+//! to it. One trait, `RunStore`, with one adapter per database: `sqlite` (one machine) and
+//! `postgres` (many workers sharing one queue and journal); `open` picks by the location. Its
+//! invariants, which the conformance suite (`tests/conformance.rs`) holds both adapters to:
+//! - every write of a run's journal is **fenced** by the owner that claimed the run and by its
+//!   lease: a process that lost its claim, or whose lease ran out, cannot write;
 //! - a run's events get gapless `seq` numbers, assigned in the transaction that commits them;
 //! - one `commit` is one transaction: events, checkpoint, status, call results and model replies
 //!   land together or not at all.
 
 mod group_commit;
 mod keys;
+mod postgres;
+mod rows;
 mod schema;
 mod sqlite;
 
@@ -21,7 +25,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use keys::{ApiKey, NewKey, Scope, hash_secret};
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+
+/// Opens the store at `location`: a `postgres://` (or `postgresql://`) URL, else a SQLite file
+/// path or `sqlite:` URL.
+pub async fn open(location: &str) -> Result<std::sync::Arc<dyn RunStore>, StoreError> {
+    if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(PostgresStore::open(location).await?))
+    } else {
+        Ok(std::sync::Arc::new(SqliteStore::open(location).await?))
+    }
+}
 
 /// Where a run is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -263,11 +278,40 @@ pub enum StoreError {
     /// Another process holds the run (or took it over): this one must stop writing.
     #[error("run {run} is being run by another process ({owner})")]
     NotOwner { run: String, owner: String },
+    /// This process's lease on the run ran out before it renewed it: another may take the run over,
+    /// so this one must stop writing.
+    #[error(
+        "run {run}: this process's lease on it ran out (it did not renew it in time); the run goes on wherever it is claimed next"
+    )]
+    LeaseExpired { run: String },
     #[error("corrupt record in the run store: {0}")]
     Corrupt(String),
 }
 
-/// The runs, their journals and the API keys. Adapters: `SqliteStore`.
+impl StoreError {
+    /// Why `owner`'s fenced write to `run` did not land, given who holds it now (`None`: no such
+    /// run; `Some(None)`: nobody).
+    pub(crate) fn refused(run: &str, owner: &str, holder: Option<Option<String>>) -> StoreError {
+        match holder {
+            None => StoreError::NoSuchRun(run.to_string()),
+            Some(Some(holder)) if holder == owner => StoreError::LeaseExpired { run: run.to_string() },
+            Some(holder) => {
+                StoreError::NotOwner { run: run.to_string(), owner: holder.unwrap_or_else(|| "nobody".into()) }
+            }
+        }
+    }
+}
+
+/// Which queued runs a worker takes, and how many of a tenant's runs may be claimed at once.
+#[derive(Debug, Clone, Default)]
+pub struct Queue {
+    /// Only runs of these agents (by name); all when empty.
+    pub agents: Vec<String>,
+    /// The most runs of one tenant held by live claims at once, across every process on the store.
+    pub per_tenant: Option<u32>,
+}
+
+/// The runs, their journals and the API keys. Adapters: `SqliteStore`, `PostgresStore`.
 #[async_trait]
 pub trait RunStore: Send + Sync {
     /// Records a new run (status `queued`), committed before this returns. The idempotency key
@@ -284,7 +328,13 @@ pub trait RunStore: Send + Sync {
     /// Takes the run for `owner` for `lease`, unless a live owner holds it. Returns the run.
     async fn claim(&self, id: &str, owner: &str, lease: Duration) -> Result<Option<Run>, StoreError>;
 
-    /// Extends `owner`'s lease; false if it is no longer the owner.
+    /// Takes the next run a worker should drive, for `owner` for `lease`: a queued run, a run
+    /// whose owner's lease ran out, or a waiting run asked to cancel; of the tenants with such runs,
+    /// the one with the fewest runs claimed now goes first (then the oldest run), and no tenant
+    /// goes past `queue.per_tenant`. `None` when there is nothing to take.
+    async fn claim_next(&self, owner: &str, lease: Duration, queue: &Queue) -> Result<Option<Run>, StoreError>;
+
+    /// Extends `owner`'s lease; false if it is no longer the owner or its lease already ran out.
     async fn renew(&self, id: &str, owner: &str, lease: Duration) -> Result<bool, StoreError>;
 
     /// Lets the run go, for another process to take up.

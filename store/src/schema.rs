@@ -1,11 +1,13 @@
-//! The store's schema, by version. A database is brought up to `VERSION` one step at a time, each
-//! step in its own transaction; one with a newer version than this binary knows is refused.
+//! The store's schema, by version, in each database's dialect. A database is brought up to
+//! `VERSION` one step at a time, each step in its own transaction; one with a newer version than
+//! this binary knows is refused. SQLite keeps the version in `PRAGMA user_version`, PostgreSQL in
+//! `reagent_schema`.
 
 /// The schema this binary writes.
 pub(crate) const VERSION: i64 = 1;
 
-/// `MIGRATIONS[n]` takes a database from version `n` to `n + 1`.
-pub(crate) const MIGRATIONS: [&str; VERSION as usize] = [r#"
+/// `SQLITE_MIGRATIONS[n]` takes a SQLite database from version `n` to `n + 1`.
+pub(crate) const SQLITE_MIGRATIONS: [&str; VERSION as usize] = [r#"
 CREATE TABLE runs (
     id TEXT PRIMARY KEY,
     tenant TEXT NOT NULL,
@@ -69,5 +71,77 @@ CREATE TABLE api_keys (
     max_runs INTEGER NOT NULL,
     hash TEXT NOT NULL UNIQUE,
     created_ms INTEGER NOT NULL
+);
+"#];
+
+/// `POSTGRES_MIGRATIONS[n]` takes a PostgreSQL database from version `n` to `n + 1`: the same
+/// tables as SQLite's, with Postgres's types. Times are milliseconds since the epoch by the
+/// database's clock, so that leases mean the same on every machine.
+pub(crate) const POSTGRES_MIGRATIONS: [&str; VERSION as usize] = [r#"
+CREATE TABLE runs (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    snapshot TEXT NOT NULL,
+    task TEXT NOT NULL,
+    inputs TEXT NOT NULL,
+    status TEXT NOT NULL,
+    outcome TEXT,
+    checkpoint TEXT,
+    last_seq BIGINT NOT NULL DEFAULT 0,
+    owner TEXT,
+    lease_until BIGINT NOT NULL DEFAULT 0,
+    cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+    key_id TEXT,
+    idempotency_key TEXT,
+    request_digest TEXT,
+    created_ms BIGINT NOT NULL,
+    updated_ms BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX runs_idempotency ON runs (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX runs_status ON runs (status);
+CREATE INDEX runs_key ON runs (key_id, status);
+-- The queue: the runs a worker may claim, and those it counts per tenant.
+CREATE INDEX runs_unfinished ON runs (id) WHERE status IN ('queued', 'running', 'paused', 'in_doubt');
+CREATE TABLE events (
+    run_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE TABLE replies (
+    run_id TEXT NOT NULL,
+    turn BIGINT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (run_id, turn)
+);
+CREATE TABLE calls (
+    run_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    arguments TEXT NOT NULL,
+    effect TEXT NOT NULL,
+    result TEXT,
+    started_ms BIGINT NOT NULL,
+    finished_ms BIGINT,
+    PRIMARY KEY (run_id, key)
+);
+CREATE TABLE decisions (
+    run_id TEXT NOT NULL,
+    call_id TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    result TEXT,
+    made_by TEXT NOT NULL,
+    made_ms BIGINT NOT NULL,
+    used BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE INDEX decisions_run ON decisions (run_id, used);
+CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    max_runs BIGINT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created_ms BIGINT NOT NULL
 );
 "#];

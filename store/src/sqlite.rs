@@ -10,20 +10,31 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 use tokio::sync::oneshot;
 
 use crate::group_commit::{self, Write};
-use crate::keys::{new_secret, parse_scopes, scopes_text};
-use crate::schema::{MIGRATIONS, VERSION};
+use crate::keys::{new_secret, scopes_text};
+use crate::rows::{
+    KEY_COLUMNS, RUN_COLUMNS, calls_from, decisions_from, events_from, json, key_from, run_from, status_counts,
+};
+use crate::schema::{SQLITE_MIGRATIONS, VERSION};
 use crate::{
-    ApiKey, CallEntry, Commit, Created, Decision, NewKey, NewRun, Run, RunFilter, RunStore, Status, StoreError,
+    ApiKey, CallEntry, Commit, Created, Decision, NewKey, NewRun, Queue, Run, RunFilter, RunStore, Status, StoreError,
     StoredEvent, hash_secret, now_ms,
 };
 
-pub(crate) const RUN_COLUMNS: &str = "id, tenant, agent, task, inputs, status, outcome, last_seq, created_ms, \
-                                      updated_ms, cancel_requested, snapshot, checkpoint";
+/// The run `claim_next` takes (?1 now, ?2 the per-tenant limit, ?3 the agents as a JSON list): of
+/// the claimable runs, those of the tenant with the fewest live claims first, then the oldest.
+const NEXT_RUN: &str = "WITH claimed AS (SELECT tenant, COUNT(*) AS n FROM runs \
+     WHERE owner IS NOT NULL AND lease_until >= ?1 AND status IN ('queued', 'running', 'paused', 'in_doubt') \
+     GROUP BY tenant) \
+     SELECT r.id FROM runs r LEFT JOIN claimed ON claimed.tenant = r.tenant \
+     WHERE (r.status IN ('queued', 'running') OR (r.cancel_requested AND r.status IN ('paused', 'in_doubt'))) \
+     AND (r.owner IS NULL OR r.lease_until < ?1) AND COALESCE(claimed.n, 0) < ?2 \
+     AND (?3 = '[]' OR r.agent IN (SELECT value FROM json_each(?3))) \
+     ORDER BY COALESCE(claimed.n, 0), r.id LIMIT 1";
 
 pub struct SqliteStore {
     /// Readers.
@@ -112,29 +123,14 @@ impl SqliteStore {
                 return Ok(());
             }
             let step = usize::try_from(found).unwrap_or(0);
-            sqlx::raw_sql(sqlx::AssertSqlSafe(MIGRATIONS[step])).execute(&mut *tx).await.map_err(|e| self.error(e))?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(SQLITE_MIGRATIONS[step]))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.error(e))?;
             let bump = format!("PRAGMA user_version = {}", found + 1);
             sqlx::raw_sql(sqlx::AssertSqlSafe(bump)).execute(&mut *tx).await.map_err(|e| self.error(e))?;
             tx.commit().await.map_err(|e| self.error(e))?;
         }
-    }
-
-    /// The rows of a query about run `id` whose `N` columns are all text.
-    async fn text_rows<const N: usize>(
-        &self,
-        sql: &'static str,
-        id: &str,
-    ) -> Result<Vec<[Option<String>; N]>, StoreError> {
-        let rows = sqlx::query(sql).bind(id).fetch_all(&self.pool).await.map_err(|e| self.error(e))?;
-        rows.iter()
-            .map(|row| {
-                let mut columns: [Option<String>; N] = std::array::from_fn(|_| None);
-                for (i, column) in columns.iter_mut().enumerate() {
-                    *column = row.try_get(i).map_err(|e| self.error(e))?;
-                }
-                Ok(columns)
-            })
-            .collect()
     }
 }
 
@@ -168,20 +164,14 @@ impl RunStore for SqliteStore {
     }
 
     async fn events(&self, id: &str, after: u64, limit: u32) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = sqlx::query("SELECT seq, body FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?")
+        let rows = sqlx::query_as("SELECT seq, body FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?")
             .bind(id)
             .bind(i64::try_from(after).unwrap_or(i64::MAX))
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.error(e))?;
-        rows.iter()
-            .map(|row| {
-                let seq: i64 = row.try_get(0).map_err(|e| self.error(e))?;
-                let body: String = row.try_get(1).map_err(|e| self.error(e))?;
-                Ok(StoredEvent { seq: u64::try_from(seq).unwrap_or(0), body: json(&body, "an event")? })
-            })
-            .collect()
+        events_from(rows)
     }
 
     async fn claim(&self, id: &str, owner: &str, lease: Duration) -> Result<Option<Run>, StoreError> {
@@ -189,11 +179,38 @@ impl RunStore for SqliteStore {
         self.write(Write::Claim { id: id.to_string(), owner: owner.to_string(), lease, done }, answer).await
     }
 
+    async fn claim_next(&self, owner: &str, lease: Duration, queue: &Queue) -> Result<Option<Run>, StoreError> {
+        let agents = serde_json::to_string(&queue.agents).unwrap_or_else(|_| "[]".into());
+        let limit = queue.per_tenant.map_or(i64::MAX, i64::from);
+        let next = |now: i64| sqlx::query_scalar::<_, String>(NEXT_RUN).bind(now).bind(limit).bind(agents.clone());
+        // Looked for on a reader first: an idle worker's polls take no write lock.
+        if next(now_ms()).fetch_optional(&self.pool).await.map_err(|e| self.error(e))?.is_none() {
+            return Ok(None);
+        }
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(|e| self.error(e))?;
+        let now = now_ms();
+        let Some(id) = next(now).fetch_optional(&mut *tx).await.map_err(|e| self.error(e))? else {
+            return Ok(None);
+        };
+        let sql = format!("UPDATE runs SET owner = ?, lease_until = ? WHERE id = ? RETURNING {RUN_COLUMNS}");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(owner)
+            .bind(now.saturating_add(millis(lease)))
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| self.error(e))?;
+        tx.commit().await.map_err(|e| self.error(e))?;
+        run_from(&row).map(Some)
+    }
+
     async fn renew(&self, id: &str, owner: &str, lease: Duration) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE runs SET lease_until = ? WHERE id = ? AND owner = ?")
-            .bind(now_ms().saturating_add(millis(lease)))
+        let now = now_ms();
+        let done = sqlx::query("UPDATE runs SET lease_until = ? WHERE id = ? AND owner = ? AND lease_until >= ?")
+            .bind(now.saturating_add(millis(lease)))
             .bind(id)
             .bind(owner)
+            .bind(now)
             .execute(&self.writer)
             .await
             .map_err(|e| self.error(e))?;
@@ -227,19 +244,8 @@ impl RunStore for SqliteStore {
 
     async fn calls(&self, id: &str) -> Result<Vec<CallEntry>, StoreError> {
         let sql = "SELECT key, tool, arguments, effect, result FROM calls WHERE run_id = ? ORDER BY started_ms, key";
-        self.text_rows(sql, id)
-            .await?
-            .into_iter()
-            .map(|[key, tool, arguments, effect, result]| {
-                Ok(CallEntry {
-                    key: key.unwrap_or_default(),
-                    tool: tool.unwrap_or_default(),
-                    arguments: json(&arguments.unwrap_or_default(), "a call's arguments")?,
-                    effect: effect.unwrap_or_default(),
-                    result: result.map(|r| json(&r, "a call's result")).transpose()?,
-                })
-            })
-            .collect()
+        let rows = sqlx::query_as(sql).bind(id).fetch_all(&self.pool).await.map_err(|e| self.error(e))?;
+        calls_from(rows)
     }
 
     async fn cancel_requested(&self, id: &str) -> Result<bool, StoreError> {
@@ -321,33 +327,16 @@ impl RunStore for SqliteStore {
     async fn decisions(&self, id: &str) -> Result<Vec<Decision>, StoreError> {
         let sql =
             "SELECT call_id, verdict, result, made_by FROM decisions WHERE run_id = ? AND used = 0 ORDER BY made_ms";
-        self.text_rows(sql, id)
-            .await?
-            .into_iter()
-            .map(|[call_id, verdict, result, made_by]| {
-                Ok(Decision {
-                    call_id: call_id.unwrap_or_default(),
-                    verdict: verdict.unwrap_or_default(),
-                    result: result.map(|r| json(&r, "a decision's result")).transpose()?,
-                    made_by: made_by.unwrap_or_default(),
-                })
-            })
-            .collect()
+        let rows = sqlx::query_as(sql).bind(id).fetch_all(&self.pool).await.map_err(|e| self.error(e))?;
+        decisions_from(rows)
     }
 
     async fn counts(&self) -> Result<Vec<(Status, u64)>, StoreError> {
-        let rows = sqlx::query("SELECT status, COUNT(*) FROM runs GROUP BY status")
+        let rows = sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status")
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.error(e))?;
-        rows.iter()
-            .map(|row| {
-                let status: String = row.try_get(0).map_err(|e| self.error(e))?;
-                let count: i64 = row.try_get(1).map_err(|e| self.error(e))?;
-                let status = Status::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status `{status}`")))?;
-                Ok((status, u64::try_from(count).unwrap_or(0)))
-            })
-            .collect()
+        status_counts(rows)
     }
 
     async fn create_key(&self, key: NewKey) -> Result<ApiKey, StoreError> {
@@ -374,7 +363,8 @@ impl RunStore for SqliteStore {
     }
 
     async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
-        let row = sqlx::query("SELECT id, tenant, scopes, max_runs, created_ms FROM api_keys WHERE hash = ?")
+        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(hash)
             .fetch_optional(&self.pool)
             .await
@@ -383,10 +373,8 @@ impl RunStore for SqliteStore {
     }
 
     async fn keys(&self) -> Result<Vec<ApiKey>, StoreError> {
-        let rows = sqlx::query("SELECT id, tenant, scopes, max_runs, created_ms FROM api_keys ORDER BY created_ms")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.error(e))?;
+        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_ms");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await.map_err(|e| self.error(e))?;
         rows.iter().map(|r| key_from(r).map_err(|e| self.error(e))).collect()
     }
 }
@@ -399,44 +387,6 @@ pub(crate) async fn run_by_id(
     let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *conn).await?;
     Ok(row.map(|r| run_from(&r)).transpose())
-}
-
-pub(crate) fn run_from(row: &SqliteRow) -> Result<Run, StoreError> {
-    let corrupt = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
-    let text = |i: usize| row.try_get::<String, _>(i).map_err(corrupt);
-    let optional = |i: usize| row.try_get::<Option<String>, _>(i).map_err(corrupt);
-    let number = |i: usize| row.try_get::<i64, _>(i).map_err(corrupt);
-    let status = text(5)?;
-    Ok(Run {
-        id: text(0)?,
-        tenant: text(1)?,
-        agent: text(2)?,
-        task: text(3)?,
-        inputs: json(&text(4)?, "a run's inputs")?,
-        status: Status::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status `{status}`")))?,
-        outcome: optional(6)?.map(|o| json(&o, "a run's outcome")).transpose()?,
-        last_seq: u64::try_from(number(7)?).unwrap_or(0),
-        created_ms: number(8)?,
-        updated_ms: number(9)?,
-        cancel_requested: number(10)? != 0,
-        snapshot: json(&text(11)?, "a run's agent snapshot")?,
-        checkpoint: optional(12)?.map(|c| json(&c, "a run's checkpoint")).transpose()?,
-    })
-}
-
-fn key_from(row: &SqliteRow) -> Result<ApiKey, sqlx::Error> {
-    Ok(ApiKey {
-        id: row.try_get(0)?,
-        tenant: row.try_get(1)?,
-        scopes: parse_scopes(&row.try_get::<String, _>(2)?),
-        max_runs: u32::try_from(row.try_get::<i64, _>(3)?).unwrap_or(0),
-        created_ms: row.try_get(4)?,
-        secret: None,
-    })
-}
-
-fn json(text: &str, what: &str) -> Result<Value, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
 pub(crate) fn millis(duration: Duration) -> i64 {

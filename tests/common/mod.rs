@@ -4,6 +4,8 @@
 
 pub mod http_server;
 pub mod ledger;
+pub mod postgres;
+pub mod server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -11,14 +11,12 @@ mod tool;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use reagent::launch::{LaunchError, first_turn};
 use reagent::model::{ModelRequest, RequestPreview, preview};
 use reagent::runs::Runs;
 use reagent::runtime::Runtime;
-use reagent_store::SqliteStore;
 
 /// glibc's allocator spends a fifth of a busy server's time in malloc and free; mimalloc does not.
 #[global_allocator]
@@ -59,9 +57,10 @@ Every run is recorded in the run store (--db, $REAGENT_DB, else $XDG_DATA_HOME/r
     after_help = EXIT_CODES
 )]
 struct Cli {
-    /// The run store: a SQLite file or `sqlite:` URL [default: $XDG_DATA_HOME/reagent/runs.db,
-    /// else ~/.local/share/reagent/runs.db]
-    #[arg(long, global = true, env = "REAGENT_DB", value_name = "PATH")]
+    /// The run store: a SQLite file or `sqlite:` URL (one machine), or a `postgres://` URL
+    /// (workers and API nodes sharing one queue; `?max_connections=N` sizes the pool, default 10)
+    /// [default: $XDG_DATA_HOME/reagent/runs.db, else ~/.local/share/reagent/runs.db]
+    #[arg(long, global = true, env = "REAGENT_DB", value_name = "PATH|URL")]
     db: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -124,8 +123,9 @@ enum Command {
     Runs(runs::RunsCommand),
     /// Serve the agent files of a folder over HTTP (see README: the runs API, SSE events,
     /// approvals, /openapi.json, an OpenAI-compatible /v1/chat/completions). Runs are recorded in
-    /// the run store and driven in this process; SIGTERM drains them to a turn boundary, and the
-    /// next start resumes them.
+    /// the run store and driven in this process (with `--no-worker`, by `reagent worker`
+    /// processes on the same Postgres store); SIGTERM drains them to a turn boundary, and the
+    /// next process on the store resumes them.
     Serve {
         /// The folder of agent files (*.yaml) to offer, by their `name:`
         #[arg(long)]
@@ -133,6 +133,23 @@ enum Command {
         /// Where to listen; beyond loopback only once the store has API keys
         #[arg(long, default_value = "127.0.0.1:8420")]
         listen: std::net::SocketAddr,
+        /// Only record and read runs: `reagent worker` processes drive them
+        #[arg(long)]
+        no_worker: bool,
+        #[command(flatten)]
+        worker: serve::WorkerArgs,
+    },
+    /// Drive runs from the run store's queue (a `postgres://` --db shared with other workers and
+    /// `reagent serve --no-worker` API nodes): claim queued runs of the agents in --agents, hold
+    /// a lease on each while it runs, and take over runs whose worker died once their lease runs
+    /// out. SIGTERM stops taking runs and lets the running ones stop at a turn boundary.
+    Worker {
+        /// The folder of agent files (*.yaml) whose runs this worker takes (at the same paths as
+        /// on the API nodes: runs name their files)
+        #[arg(long)]
+        agents: PathBuf,
+        #[command(flatten)]
+        worker: serve::WorkerArgs,
     },
     /// API keys for `reagent serve`: create (the secret is shown once), list.
     #[command(subcommand)]
@@ -194,8 +211,12 @@ fn main() -> ExitCode {
                 Ok(runs) => runs::run(&runs, command).await,
                 Err(code) => code,
             },
-            Command::Serve { agents, listen } => match open_runs(db.as_deref(), runtime).await {
-                Ok(runs) => serve::run(runs, &agents, listen).await,
+            Command::Serve { agents, listen, no_worker, worker } => match open_runs(db.as_deref(), runtime).await {
+                Ok(runs) => serve::run(runs, &agents, listen, no_worker, worker).await,
+                Err(code) => code,
+            },
+            Command::Worker { agents, worker } => match open_runs(db.as_deref(), runtime).await {
+                Ok(runs) => serve::work(runs, &agents, worker).await,
                 Err(code) => code,
             },
             Command::Keys(command) => match open_runs(db.as_deref(), runtime).await {
@@ -226,8 +247,8 @@ async fn open_runs(db: Option<&str>, runtime: impl FnOnce() -> Result<Runtime, E
             None => return Err(fail(Exit::Usage, "no place for the run store: give --db, or set REAGENT_DB or HOME")),
         },
     };
-    let store = SqliteStore::open(&location).await.map_err(|e| fail(Exit::Internal, &e.to_string()))?;
-    Ok(Runs::new(Arc::new(store), runtime()?))
+    let store = reagent_store::open(&location).await.map_err(|e| fail(Exit::Internal, &e.to_string()))?;
+    Ok(Runs::new(store, runtime()?))
 }
 
 async fn validate(runtime: &Runtime, file: &Path) -> ExitCode {

@@ -1,30 +1,73 @@
-//! `reagent serve` and `reagent keys`: the HTTP API over the run store, and the keys it accepts.
+//! `reagent serve`, `reagent worker` and `reagent keys`: the HTTP API over the run store, the
+//! processes that drive its runs, and the keys the API accepts.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::Subcommand;
-use reagent::runs::Runs;
-use reagent::server::{LOOPBACK_ONLY, needs_keys, offered_agents, serve};
-use reagent_store::{NewKey, Scope};
+use clap::{Args, Subcommand};
+use reagent::agent_loop::RunOutcome;
+use reagent::runs::{Driven, Runs, Worker};
+use reagent::server::{DRAIN_TIME, LOOPBACK_ONLY, Offered, needs_keys, offered_agents, serve, stop_on_signals};
+use reagent::spec::parse_duration;
+use reagent_store::{NewKey, Queue, Scope};
 
 use crate::{Exit, fail};
 
-pub async fn run(runs: Runs, agents: &Path, listen: SocketAddr) -> ExitCode {
+/// How a process drives runs from the store's queue (`serve` unless `--no-worker`, `worker`).
+#[derive(Args, Clone)]
+pub struct WorkerArgs {
+    /// Runs this process drives at once; more wait in the queue
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub concurrency: usize,
+    /// How long a claim on a run holds without renewal (renewed every third of it): how long a
+    /// run whose process died waits before another process takes it over
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    pub lease: Duration,
+    /// How often an idle process looks at the queue for runs submitted elsewhere
+    #[arg(long, default_value = "500ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub poll: Duration,
+    /// The most runs of one tenant driven at once across every process on the store (give every
+    /// process the same value); the others wait in the queue while other tenants' runs go first
+    #[arg(long, value_name = "N")]
+    pub max_running_per_tenant: Option<u32>,
+}
+
+impl WorkerArgs {
+    /// Takes runs of the `offered` agents only.
+    fn worker(&self, offered: &BTreeMap<String, Offered>) -> Worker {
+        let queue = Queue { agents: offered.keys().cloned().collect(), per_tenant: self.max_running_per_tenant };
+        Worker::new(queue, self.concurrency, self.poll)
+    }
+}
+
+/// The agents of `--agents DIR`, each checked as `reagent validate` would.
+async fn checked_agents(runs: &Runs, agents: &Path) -> Result<BTreeMap<String, Offered>, ExitCode> {
     let offered = match offered_agents(agents) {
         Ok(offered) if offered.is_empty() => {
-            return fail(Exit::Usage, &format!("--agents {}: no agent files (*.yaml) in it", agents.display()));
+            return Err(fail(Exit::Usage, &format!("--agents {}: no agent files (*.yaml) in it", agents.display())));
         }
         Ok(offered) => offered,
-        Err(e) => return fail(Exit::InvalidAgent, &e),
+        Err(e) => return Err(fail(Exit::InvalidAgent, &e)),
     };
     for agent in offered.values() {
         if let Err(e) = runs.validate(&agent.file).await {
-            return crate::launch_failure(&e);
+            return Err(crate::launch_failure(&e));
         }
     }
+    Ok(offered)
+}
+
+/// `reagent serve`: the API, and (without `no_worker`) a worker on the same runs.
+pub async fn run(runs: Runs, agents: &Path, listen: SocketAddr, no_worker: bool, args: WorkerArgs) -> ExitCode {
+    let offered = match checked_agents(&runs, agents).await {
+        Ok(offered) => offered,
+        Err(code) => return code,
+    };
+    let worker = (!no_worker).then(|| args.worker(&offered));
     if needs_keys(&listen) {
         match runs.store().keys().await {
             Ok(keys) if keys.is_empty() => return fail(Exit::Usage, &format!("--listen {listen}: {LOOPBACK_ONLY}")),
@@ -36,10 +79,57 @@ pub async fn run(runs: Runs, agents: &Path, listen: SocketAddr) -> ExitCode {
         Ok(listener) => listener,
         Err(e) => return fail(Exit::Usage, &format!("cannot listen on {listen}: {e}")),
     };
-    match serve(runs, offered, listener).await {
+    match serve(runs.with_lease(args.lease), offered, listener, worker).await {
         Ok(()) => ExitCode::from(Exit::Success as u8),
         Err(e) => fail(Exit::Internal, &e),
     }
+}
+
+/// `reagent worker`: drives runs of the agents in `agents` from the store's queue until SIGTERM,
+/// then lets them stop at a turn boundary (resumable by any other process).
+pub async fn work(runs: Runs, agents: &Path, args: WorkerArgs) -> ExitCode {
+    let offered = match checked_agents(&runs, agents).await {
+        Ok(offered) => offered,
+        Err(code) => return code,
+    };
+    let stop = match stop_on_signals() {
+        Ok(stop) => stop,
+        Err(e) => return fail(Exit::Internal, &e),
+    };
+    let runs = runs.with_lease(args.lease);
+    eprintln!(
+        "reagent: worker taking runs of {} agent(s), {} at once, lease {:?}",
+        offered.len(),
+        args.concurrency,
+        args.lease
+    );
+    let mut drained = stop.clone();
+    let driver = runs.clone();
+    let working = runs.work(args.worker(&offered), stop, move |run| {
+        let runs = driver.clone();
+        async move {
+            let (id, agent) = (run.id.clone(), run.agent.clone());
+            eprintln!("reagent: run {id} ({agent}) taken");
+            match runs.drive_taken(run, Box::new(|_, _| {}), None).await {
+                Ok(Driven { outcome: Some(Ok(RunOutcome::Stopped { stop, .. })), .. }) => {
+                    eprintln!("reagent: run {id} ({agent}) stopped: {stop}")
+                }
+                Ok(driven) => eprintln!("reagent: run {id} ({agent}) {}", driven.run.status),
+                Err(e) => eprintln!("reagent: run {id} ({agent}) stopped: {e}"),
+            }
+        }
+    });
+    tokio::pin!(working);
+    // Until a signal, then at most DRAIN_TIME for the runs to reach a turn boundary.
+    tokio::select! {
+        () = &mut working => return ExitCode::from(Exit::Success as u8),
+        _ = drained.wait_for(|stopping| *stopping) => {}
+    }
+    if tokio::time::timeout(DRAIN_TIME, working).await.is_err() {
+        eprintln!("reagent: runs still going after {DRAIN_TIME:?}; they resume from their last checkpoint elsewhere");
+    }
+    eprintln!("reagent: drained");
+    ExitCode::from(Exit::Success as u8)
 }
 
 #[derive(Subcommand)]

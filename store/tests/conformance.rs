@@ -1,0 +1,342 @@
+//! The run store's conformance suite: every behaviour the runs above rely on, checked against
+//! both adapters, SQLite (a temporary file) and PostgreSQL (a real server on loopback, started by
+//! the suite). Each check is written once, against `dyn RunStore`.
+
+#[path = "../../tests/common/postgres.rs"]
+mod postgres;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reagent_store::{
+    CallEntry, Commit, Created, Decision, NewKey, NewRun, PostgresStore, Queue, Run, RunFilter, RunStore, Scope,
+    SqliteStore, Status, StoreError, hash_secret,
+};
+use serde_json::json;
+
+/// A store of each kind, with what keeps it alive.
+struct Fixture {
+    store: Arc<dyn RunStore>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn sqlite() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("runs.db").to_str().unwrap()).await.unwrap();
+    Fixture { store: Arc::new(store), _dir: Some(dir) }
+}
+
+async fn postgres() -> Fixture {
+    let url = tokio::task::spawn_blocking(postgres::database).await.unwrap();
+    Fixture { store: Arc::new(PostgresStore::open(&url).await.unwrap()), _dir: None }
+}
+
+/// Each check, once per adapter.
+macro_rules! conformance {
+    ($($check:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() { super::$check(&*super::sqlite().await.store).await })*
+        }
+        mod on_postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() { super::$check(&*super::postgres().await.store).await })*
+        }
+    };
+}
+
+conformance!(
+    runs_are_recorded_queued_and_listed_newest_first,
+    an_idempotency_key_gives_back_its_run_and_refuses_another_request,
+    a_keys_unfinished_runs_are_limited,
+    commits_number_events_without_gaps_and_land_whole,
+    a_claimed_run_refuses_other_owners_until_its_lease_runs_out,
+    a_write_after_the_lease_ran_out_is_refused,
+    a_release_lets_the_run_go,
+    claims_from_the_queue_go_to_the_quietest_tenant_first_within_its_limit,
+    concurrent_claimers_take_each_run_once,
+    the_journal_keeps_replies_calls_and_decisions,
+    cancels_are_recorded_for_the_driver_to_hear,
+    unfinished_runs_are_those_nobody_holds,
+    keys_are_stored_hashed,
+);
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn new_run(tenant: &str, agent: &str) -> NewRun {
+    NewRun {
+        tenant: tenant.into(),
+        agent: agent.into(),
+        snapshot: json!({"file": "agent.yaml"}),
+        task: "do it".into(),
+        inputs: json!({}),
+        idempotency: None,
+        key: None,
+    }
+}
+
+async fn create(store: &dyn RunStore, tenant: &str, agent: &str) -> Run {
+    match store.create(new_run(tenant, agent)).await.unwrap() {
+        Created::New(run) => run,
+        other => panic!("expected a new run, got {other:?}"),
+    }
+}
+
+fn events(texts: &[&str]) -> Vec<String> {
+    texts.iter().map(|t| json!({"kind": t}).to_string()).collect()
+}
+
+async fn runs_are_recorded_queued_and_listed_newest_first(store: &dyn RunStore) {
+    let first = create(store, "a", "calc").await;
+    let second = create(store, "b", "ledger").await;
+    assert_eq!(first.status, Status::Queued);
+    assert_eq!(first.last_seq, 0);
+    let got = store.get(&first.id).await.unwrap().unwrap();
+    assert_eq!((got.task.as_str(), got.inputs.clone(), got.snapshot.clone()), ("do it", json!({}), first.snapshot));
+    assert!(store.get("run_missing").await.unwrap().is_none());
+    let all = store.list(&RunFilter { limit: 10, ..RunFilter::default() }).await.unwrap();
+    assert_eq!(all.iter().map(|r| r.id.clone()).collect::<Vec<_>>(), [second.id.clone(), first.id.clone()]);
+    let of_a = store.list(&RunFilter { tenant: Some("a".into()), limit: 10, ..RunFilter::default() }).await.unwrap();
+    assert_eq!(of_a.len(), 1);
+    let page = store.list(&RunFilter { before: Some(second.id), limit: 10, ..RunFilter::default() }).await.unwrap();
+    assert_eq!(page.len(), 1);
+    let counts = store.counts().await.unwrap();
+    assert_eq!(counts, [(Status::Queued, 2)]);
+}
+
+async fn an_idempotency_key_gives_back_its_run_and_refuses_another_request(store: &dyn RunStore) {
+    let keyed = |digest: &str| NewRun { idempotency: Some(("k1".into(), digest.into())), ..new_run("a", "calc") };
+    let Created::New(run) = store.create(keyed("d1")).await.unwrap() else { panic!("a new run") };
+    match store.create(keyed("d1")).await.unwrap() {
+        Created::Existing(again) => assert_eq!(again.id, run.id),
+        other => panic!("expected the same run, got {other:?}"),
+    }
+    assert!(matches!(store.create(keyed("d2")).await.unwrap(), Created::KeyReused));
+    // Another tenant's key of the same name is its own.
+    let other = NewRun { tenant: "b".into(), ..keyed("d2") };
+    assert!(matches!(store.create(other).await.unwrap(), Created::New(_)));
+}
+
+async fn a_keys_unfinished_runs_are_limited(store: &dyn RunStore) {
+    let limited = || NewRun { key: Some(("key_1".into(), 2)), ..new_run("a", "calc") };
+    let Created::New(first) = store.create(limited()).await.unwrap() else { panic!("first") };
+    assert!(matches!(store.create(limited()).await.unwrap(), Created::New(_)));
+    assert!(matches!(store.create(limited()).await.unwrap(), Created::OverLimit));
+    store.claim(&first.id, "w", LEASE).await.unwrap();
+    let done = Commit { status: Some(Status::Answered), release: true, ..Commit::default() };
+    store.commit(&first.id, "w", done).await.unwrap();
+    assert!(matches!(store.create(limited()).await.unwrap(), Created::New(_)), "a finished run frees its place");
+}
+
+async fn commits_number_events_without_gaps_and_land_whole(store: &dyn RunStore) {
+    let run = create(store, "a", "calc").await;
+    store.claim(&run.id, "w", LEASE).await.unwrap().unwrap();
+    assert_eq!(
+        store.commit(&run.id, "w", Commit { events: events(&["a", "b"]), ..Commit::default() }).await.unwrap(),
+        2
+    );
+    let with_checkpoint = Commit {
+        events: events(&["c"]),
+        checkpoint: Some(json!({"step": 1}).to_string()),
+        status: Some(Status::Running),
+        sync: true,
+        ..Commit::default()
+    };
+    assert_eq!(store.commit(&run.id, "w", with_checkpoint).await.unwrap(), 3);
+    let stored = store.events(&run.id, 0, 100).await.unwrap();
+    assert_eq!(stored.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(stored[2].body, json!({"kind": "c"}));
+    assert_eq!(store.events(&run.id, 1, 1).await.unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), [2]);
+    let got = store.get(&run.id).await.unwrap().unwrap();
+    assert_eq!((got.status, got.last_seq, got.checkpoint), (Status::Running, 3, Some(json!({"step": 1}))));
+    // A refused commit writes nothing at all.
+    let refused = store.commit(&run.id, "intruder", Commit { events: events(&["x"]), ..Commit::default() }).await;
+    assert!(matches!(refused, Err(StoreError::NotOwner { .. })), "{refused:?}");
+    assert_eq!(store.get(&run.id).await.unwrap().unwrap().last_seq, 3);
+    let missing = store.commit("run_missing", "w", Commit::default()).await;
+    assert!(matches!(missing, Err(StoreError::NoSuchRun(_))), "{missing:?}");
+}
+
+async fn a_claimed_run_refuses_other_owners_until_its_lease_runs_out(store: &dyn RunStore) {
+    let run = create(store, "a", "calc").await;
+    let short = Duration::from_millis(400);
+    assert!(store.claim(&run.id, "w1", short).await.unwrap().is_some());
+    assert!(store.claim(&run.id, "w1", short).await.unwrap().is_some(), "its owner may claim it again");
+    let taken = store.claim(&run.id, "w2", LEASE).await;
+    assert!(matches!(taken, Err(StoreError::NotOwner { ref owner, .. }) if owner == "w1"), "{taken:?}");
+    assert!(store.renew(&run.id, "w1", short).await.unwrap());
+    assert!(!store.renew(&run.id, "w2", short).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(store.claim(&run.id, "w2", LEASE).await.unwrap().is_some(), "taken over after the lease ran out");
+    // The old owner, back from a pause, can write nothing more.
+    let late = store.commit(&run.id, "w1", Commit { events: events(&["late"]), ..Commit::default() }).await;
+    assert!(matches!(late, Err(StoreError::NotOwner { ref owner, .. }) if owner == "w2"), "{late:?}");
+    assert!(!store.renew(&run.id, "w1", LEASE).await.unwrap());
+    assert_eq!(store.events(&run.id, 0, 10).await.unwrap().len(), 0);
+    assert!(store.claim("run_missing", "w1", LEASE).await.unwrap().is_none());
+}
+
+async fn a_write_after_the_lease_ran_out_is_refused(store: &dyn RunStore) {
+    let run = create(store, "a", "calc").await;
+    store.claim(&run.id, "w1", Duration::from_millis(300)).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Nobody took it yet, but the lease is gone: the owner may not write as if it still held it.
+    let late = store.commit(&run.id, "w1", Commit { events: events(&["late"]), ..Commit::default() }).await;
+    assert!(matches!(late, Err(StoreError::LeaseExpired { .. })), "{late:?}");
+    assert!(!store.renew(&run.id, "w1", LEASE).await.unwrap(), "a lease that ran out is not renewed");
+    let next = store.claim_next("w2", LEASE, &Queue::default()).await.unwrap();
+    assert_eq!(next.map(|r| r.id), Some(run.id), "the queue offers it again");
+}
+
+async fn a_release_lets_the_run_go(store: &dyn RunStore) {
+    let run = create(store, "a", "calc").await;
+    store.claim(&run.id, "w1", LEASE).await.unwrap().unwrap();
+    store.release(&run.id, "w2").await.unwrap();
+    assert!(matches!(store.claim(&run.id, "w2", LEASE).await, Err(StoreError::NotOwner { .. })), "not w2's to release");
+    store.release(&run.id, "w1").await.unwrap();
+    assert!(store.claim(&run.id, "w2", LEASE).await.unwrap().is_some());
+    // A commit that releases lets go too.
+    store
+        .commit(&run.id, "w2", Commit { status: Some(Status::Queued), release: true, ..Commit::default() })
+        .await
+        .unwrap();
+    assert!(store.claim(&run.id, "w3", LEASE).await.unwrap().is_some());
+}
+
+async fn claims_from_the_queue_go_to_the_quietest_tenant_first_within_its_limit(store: &dyn RunStore) {
+    // Run ids order by the millisecond they were made in: one each.
+    let mut made = Vec::new();
+    for (tenant, agent) in
+        [("busy", "calc"), ("busy", "calc"), ("busy", "calc"), ("quiet", "calc"), ("quiet", "ledger")]
+    {
+        made.push(create(store, tenant, agent).await);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let (busy, quiet, other_agent) = (&made[..3], &made[3], &made[4]);
+    let calc_only = Queue { agents: vec!["calc".into()], per_tenant: Some(2) };
+    let take = || async { store.claim_next("w", LEASE, &calc_only).await.unwrap().map(|r| r.id) };
+    assert_eq!(take().await, Some(busy[0].id.clone()), "oldest first while no tenant holds any");
+    assert_eq!(take().await, Some(quiet.id.clone()), "then the tenant with the fewest claimed");
+    assert_eq!(take().await, Some(busy[1].id.clone()));
+    assert_eq!(take().await, None, "`busy` is at its limit of 2 and `quiet` has no calc run left");
+    // A finished run frees its tenant's place.
+    let done = Commit { status: Some(Status::Answered), release: true, ..Commit::default() };
+    store.commit(&busy[0].id, "w", done).await.unwrap();
+    assert_eq!(take().await, Some(busy[2].id.clone()));
+    let any = store.claim_next("w", LEASE, &Queue::default()).await.unwrap().map(|r| r.id);
+    assert_eq!(any, Some(other_agent.id.clone()), "without a filter, any agent's run");
+    assert_eq!(store.claim_next("w", LEASE, &Queue::default()).await.unwrap().map(|r| r.id), None);
+}
+
+async fn concurrent_claimers_take_each_run_once(store: &dyn RunStore) {
+    let mut created = HashSet::new();
+    for n in 0..24 {
+        created.insert(create(store, &format!("t{}", n % 3), "calc").await.id);
+    }
+    let taken: Vec<Vec<String>> = claim_all_at_once(store, 6).await;
+    let all: Vec<String> = taken.concat();
+    let unique: HashSet<String> = all.iter().cloned().collect();
+    assert_eq!(all.len(), unique.len(), "a run was claimed twice");
+    assert_eq!(unique, created);
+}
+
+/// `claimers` owners claiming from the queue at once until it is empty: what each took.
+async fn claim_all_at_once(store: &dyn RunStore, claimers: usize) -> Vec<Vec<String>> {
+    // Polled together on this task: the store's own connections give the concurrency.
+    futures::future::join_all((0..claimers).map(|n| async move {
+        let owner = format!("w{n}");
+        let mut mine = Vec::new();
+        while let Some(run) = store.claim_next(&owner, LEASE, &Queue::default()).await.unwrap() {
+            mine.push(run.id);
+        }
+        mine
+    }))
+    .await
+}
+
+async fn the_journal_keeps_replies_calls_and_decisions(store: &dyn RunStore) {
+    let run = create(store, "a", "ledger").await;
+    store.claim(&run.id, "w", LEASE).await.unwrap();
+    let call = |key: &str| CallEntry {
+        key: key.into(),
+        tool: "append".into(),
+        arguments: json!({"line": key}),
+        effect: "side_effect".into(),
+        result: None,
+    };
+    let started = Commit {
+        replies: vec![(1, json!({"text": "calling"}))],
+        started: vec![call("call_1_1"), call("call_1_2")],
+        sync: true,
+        ..Commit::default()
+    };
+    store.commit(&run.id, "w", started).await.unwrap();
+    let finished = Commit { finished: vec![("call_1_1".into(), json!({"ok": true}))], ..Commit::default() };
+    store.commit(&run.id, "w", finished).await.unwrap();
+    assert_eq!(store.reply(&run.id, 1).await.unwrap(), Some(json!({"text": "calling"})));
+    assert_eq!(store.reply(&run.id, 2).await.unwrap(), None);
+    let calls = store.calls(&run.id).await.unwrap();
+    assert_eq!(calls.len(), 2);
+    let first = calls.iter().find(|c| c.key == "call_1_1").unwrap();
+    assert_eq!(
+        (first.result.clone(), first.arguments.clone()),
+        (Some(json!({"ok": true})), json!({"line": "call_1_1"}))
+    );
+    assert!(calls.iter().find(|c| c.key == "call_1_2").unwrap().result.is_none(), "started, never finished");
+
+    let paused = Commit { status: Some(Status::InDoubt), release: true, ..Commit::default() };
+    store.commit(&run.id, "w", paused).await.unwrap();
+    let decision = |verdict: &str| Decision {
+        call_id: "call_1_2".into(),
+        verdict: verdict.into(),
+        result: None,
+        made_by: "cli".into(),
+    };
+    store.decide(&run.id, &[decision("skip")]).await.unwrap();
+    store.decide(&run.id, &[decision("retry")]).await.unwrap();
+    assert_eq!(store.decisions(&run.id).await.unwrap(), [decision("retry")], "a later decision replaces one unused");
+    assert_eq!(store.get(&run.id).await.unwrap().unwrap().status, Status::Queued, "deciding queues the run again");
+    let taken = store.claim_next("w2", LEASE, &Queue::default()).await.unwrap().unwrap();
+    assert_eq!(taken.id, run.id);
+    store.commit(&run.id, "w2", Commit { used_decisions: vec!["call_1_2".into()], ..Commit::default() }).await.unwrap();
+    assert!(store.decisions(&run.id).await.unwrap().is_empty(), "a used decision is never used twice");
+}
+
+async fn cancels_are_recorded_for_the_driver_to_hear(store: &dyn RunStore) {
+    let run = create(store, "a", "calc").await;
+    assert!(!store.cancel_requested(&run.id).await.unwrap());
+    let asked = store.request_cancel(&run.id).await.unwrap().unwrap();
+    assert!(asked.cancel_requested);
+    assert!(store.cancel_requested(&run.id).await.unwrap());
+    assert!(store.request_cancel("run_missing").await.unwrap().is_none());
+}
+
+async fn unfinished_runs_are_those_nobody_holds(store: &dyn RunStore) {
+    let free = create(store, "a", "calc").await;
+    let held = create(store, "a", "calc").await;
+    let waiting = create(store, "a", "calc").await;
+    store.claim(&held.id, "w", LEASE).await.unwrap();
+    store.claim(&waiting.id, "w", LEASE).await.unwrap();
+    let paused = Commit { status: Some(Status::Paused), release: true, ..Commit::default() };
+    store.commit(&waiting.id, "w", paused).await.unwrap();
+    assert_eq!(store.unfinished().await.unwrap(), std::slice::from_ref(&free.id));
+    store.request_cancel(&waiting.id).await.unwrap();
+    let mut expected = vec![free.id, waiting.id];
+    expected.sort();
+    assert_eq!(store.unfinished().await.unwrap(), expected, "a waiting run asked to cancel is work to do");
+}
+
+async fn keys_are_stored_hashed(store: &dyn RunStore) {
+    let key = store
+        .create_key(NewKey { tenant: "acme".into(), scopes: vec![Scope::Read, Scope::Approve], max_runs: 3 })
+        .await
+        .unwrap();
+    let secret = key.secret.clone().expect("the secret, once");
+    let found = store.key_by_hash(&hash_secret(&secret)).await.unwrap().unwrap();
+    assert_eq!((found.id.as_str(), found.tenant.as_str(), found.max_runs), (key.id.as_str(), "acme", 3));
+    assert_eq!(found.scopes, [Scope::Read, Scope::Approve]);
+    assert!(found.secret.is_none());
+    assert!(store.key_by_hash(&hash_secret("wrong")).await.unwrap().is_none());
+    assert_eq!(store.keys().await.unwrap().len(), 1);
+}
