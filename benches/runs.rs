@@ -93,6 +93,7 @@ async fn journal(agent_file: &Path, runs: usize, at_once: usize, rounds: usize, 
                         tenant: "",
                         key: None,
                         idempotency: None,
+                        callback_url: None,
                     };
                     let Ok(Created::New(run)) = durable.submit(submission).await else { panic!("submit") };
                     let counted = steps.clone();

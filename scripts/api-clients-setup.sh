@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the third-party clients the API tests drive `reagent serve` with, pinned: the official
-# `openai` Python client (for the OpenAI-compatible facade) and `schemathesis` (property tests
-# from /openapi.json). Into a venv in reagent's cache; prints the venv's python.
+# `openai` Python client (for the OpenAI-compatible facade), `schemathesis` (property tests
+# from /openapi.json) and `standardwebhooks` (the reference verifier of webhook signatures). Into
+# a venv in reagent's cache; prints the venv's python.
 set -euo pipefail
 cache="${REAGENT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/reagent}"
-pins="openai==3.57.0 schemathesis==4.32.5"
+pins="openai==3.57.0 schemathesis==4.32.5 standardwebhooks==1.1.0"
 venv="$cache/api-clients-venv"
 stamp="$venv/.reagent-pins"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$pins" ]; then

@@ -16,6 +16,7 @@ pub mod runtime;
 pub mod server;
 pub mod spec;
 pub mod toolbox;
+pub mod webhooks;
 
 /// Where reagent keeps its data (the run store): `$XDG_DATA_HOME/reagent`, else
 /// `~/.local/share/reagent`. Runs are data, not cache: clearing a cache must not lose them.

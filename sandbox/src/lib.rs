@@ -33,4 +33,4 @@ pub use error::{ErrorKind, LoadError, StartError, ToolError};
 pub use grants::{DirGrant, Grants};
 pub use host::Sandbox;
 pub use limits::{Limits, MAX_MEMORY_BYTES};
-pub use network::{HostGrant, restricted_kind};
+pub use network::{HostGrant, allowed_addresses, restricted_kind};

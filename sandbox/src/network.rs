@@ -117,6 +117,17 @@ impl WasiHttpHooks for HttpPolicy {
     }
 }
 
+/// Checks `url` against `grants` as a tool's request would be checked (the host allowed, every
+/// address it resolves to allowed): the addresses to connect to, or why not. For the host's
+/// other outgoing requests that the agent file's rules govern (webhooks).
+pub async fn allowed_addresses(grants: &[HostGrant], url: &str) -> Result<Vec<SocketAddr>, String> {
+    let uri: http::Uri = url.parse().map_err(|_| format!("`{url}` is not a URL"))?;
+    if uri.scheme().is_none() {
+        return Err(format!("`{url}`: give the scheme, http:// or https://"));
+    }
+    check(grants, &uri).await
+}
+
 /// Checks a request's destination and returns the addresses it may connect to.
 async fn check(grants: &[HostGrant], uri: &http::Uri) -> Result<Vec<SocketAddr>, String> {
     let scheme = uri.scheme().cloned().unwrap_or(Scheme::HTTPS);

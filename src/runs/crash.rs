@@ -4,7 +4,9 @@
 //! its reply not yet recorded), `call_started` (a call recorded as started, its tool not yet run),
 //! `call_finished` (a tool ran, its result not yet recorded), `checkpoint` (before a turn boundary
 //! is committed), `resume` (a stored run claimed, before it goes on), `streaming` (`reagent
-//! serve` about to send an event on an SSE stream, counted over all streams).
+//! serve` about to send an event on an SSE stream, counted over all streams), `webhook_send` (a
+//! due webhook taken from the outbox, not yet sent), `webhook_delivered` (a webhook sent and
+//! answered 2xx, not yet recorded as delivered).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};

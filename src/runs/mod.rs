@@ -48,6 +48,8 @@ pub struct Submission<'a> {
     pub key: Option<(String, u32)>,
     /// `Idempotency-Key` and a digest of the request.
     pub idempotency: Option<(String, String)>,
+    /// Where the run's final state is delivered, checked by the caller (`webhooks::Webhooks::check`).
+    pub callback_url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +127,7 @@ impl Runs {
             inputs: serde_json::to_value(submission.inputs).unwrap_or(Value::Null),
             idempotency: submission.idempotency,
             key: submission.key,
+            callback_url: submission.callback_url,
         };
         Ok(self.store.create(run).await?)
     }

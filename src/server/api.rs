@@ -153,6 +153,8 @@ pub(crate) struct SubmitBody {
     task: String,
     #[serde(default)]
     inputs: Map<String, Value>,
+    /// Where the run's final state is delivered (a signed webhook).
+    callback_url: Option<String>,
 }
 
 /// Records a run for `who` and starts driving it: shared by `/v1/runs` and the OpenAI facade.
@@ -163,6 +165,7 @@ pub(crate) async fn start_run(
     task: &str,
     inputs: Map<String, Value>,
     idempotency_key: Option<String>,
+    callback_url: Option<String>,
 ) -> Result<(Run, bool), ApiError> {
     if app.draining.load(std::sync::atomic::Ordering::SeqCst) {
         let mut error = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", "the server is shutting down");
@@ -175,6 +178,9 @@ pub(crate) async fn start_run(
     };
     if task.trim().is_empty() {
         return Err(ApiError::invalid("task: must not be empty"));
+    }
+    if let Some(url) = &callback_url {
+        app.webhooks.check(url).await.map_err(|e| ApiError::invalid(format!("callback_url: {e}")))?;
     }
     let idempotency = idempotency_key.map(|key| {
         let sorted: BTreeMap<&String, &Value> = inputs.iter().collect();
@@ -191,6 +197,7 @@ pub(crate) async fn start_run(
         tenant: &who.tenant,
         key: who.key.as_ref().map(|k| (k.id.clone(), k.max_runs)),
         idempotency,
+        callback_url,
     };
     match app.runs.submit(submission).await.map_err(ApiError::runs)? {
         Created::New(run) => {
@@ -223,7 +230,7 @@ async fn submit(
         Some(Ok(key)) if !key.is_empty() && key.len() <= 255 => Some(key.to_string()),
         Some(_) => return Err(ApiError::invalid("Idempotency-Key: 1 to 255 visible ASCII characters")),
     };
-    let (run, replayed) = start_run(&app, &who, &body.agent, &body.task, body.inputs, key).await?;
+    let (run, replayed) = start_run(&app, &who, &body.agent, &body.task, body.inputs, key, body.callback_url).await?;
     let mut response = (StatusCode::ACCEPTED, Json(shown(&run))).into_response();
     let headers = response.headers_mut();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/runs/{}", run.id)) {

@@ -26,6 +26,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::runs::{Runs, Worker};
 use crate::spec::{AgentSpec, Approval};
+use crate::webhooks::Webhooks;
 use reagent_store::Run;
 
 pub use auth::{LOOPBACK_ONLY, needs_keys};
@@ -105,6 +106,8 @@ pub(crate) struct App {
     draining: Arc<AtomicBool>,
     /// Runs this process drives now: the drain waits for none.
     driving: Arc<AtomicUsize>,
+    /// Where callbacks may go, and how deliveries are signed.
+    webhooks: Webhooks,
     /// Nudges this process's worker loop (none on an API node, whose workers poll the store).
     wake: Option<Arc<Notify>>,
     shutdown: watch::Receiver<bool>,
@@ -157,6 +160,7 @@ pub async fn serve(
     agents: BTreeMap<String, Offered>,
     listener: tokio::net::TcpListener,
     worker: Option<Worker>,
+    webhooks: Webhooks,
 ) -> Result<(), String> {
     let shutdown = stop_on_signals()?;
     let app = App {
@@ -167,6 +171,7 @@ pub async fn serve(
         draining: Arc::default(),
         driving: Arc::default(),
         wake: worker.as_ref().map(|w| w.wake.clone()),
+        webhooks,
         shutdown: shutdown.clone(),
     };
     if let Some(worker) = worker {
@@ -182,6 +187,11 @@ pub async fn serve(
             runs.work(worker, shutdown, move |run| app.drive_taken(run)).await;
         });
     }
+    // Every node delivers due webhooks, API nodes too: the outbox is the store's.
+    tokio::spawn({
+        let (webhooks, store, shutdown) = (app.webhooks.clone(), app.runs.store().clone(), shutdown.clone());
+        async move { webhooks.deliver(store, shutdown).await }
+    });
     let router: Router =
         api::routes().merge(openai::routes()).layer(DefaultBodyLimit::max(MAX_BODY)).with_state(app.clone());
     let drain = {

@@ -83,7 +83,7 @@ async fn completions(
     if task.trim().is_empty() {
         return Err(ApiError::invalid("messages: give a user message with the task"));
     }
-    let (run, _) = start_run(&app, &who, &body.model, &task, Map::new(), None).await?;
+    let (run, _) = start_run(&app, &who, &body.model, &task, Map::new(), None, None).await?;
     let id = run.id.clone();
     let mut response = if body.stream {
         streamed(app, run).into_response()

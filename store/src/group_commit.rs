@@ -13,12 +13,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::rows::{RUN_COLUMNS, run_from};
 use crate::sqlite::{millis, owner_is_gone, run_by_id};
-use crate::{Commit, Created, NewRun, Run, Status, StoreError, new_run_id, now_ms};
+use crate::{Commit, Created, NewRun, Run, Status, StoreError, Webhook, new_run_id, now_ms};
 
 /// The most writes applied in one transaction.
 const MAX_BATCH: usize = 128;
 
-/// Rows per multi-row statement (SQLite allows 32766 parameters; at most 11 per row here).
+/// Rows per multi-row statement (SQLite allows 32766 parameters; at most 12 per row here).
 const ROWS_PER_STATEMENT: usize = 1000;
 
 /// Where a write's answer goes.
@@ -290,6 +290,23 @@ async fn apply_commits(
         update.execute(&mut *conn).await?;
     }
 
+    // Runs that end with a callback URL: their webhooks, with their final state.
+    for (queued, _) in &landed {
+        let Some(status) = queued.commit.status.filter(|s| s.is_final()) else { continue };
+        let (webhook, body) = Webhook::for_run(queued.run, status, queued.commit.outcome.as_ref());
+        sqlx::query(
+            "INSERT OR IGNORE INTO webhooks (id, run_id, url, body, next_ms, created_ms) \
+             SELECT ?, id, callback_url, ?, ?, ? FROM runs WHERE id = ? AND callback_url IS NOT NULL",
+        )
+        .bind(webhook)
+        .bind(body)
+        .bind(now)
+        .bind(now)
+        .bind(queued.run)
+        .execute(&mut *conn)
+        .await?;
+    }
+
     let mut results = Vec::with_capacity(batch.len());
     for queued in batch {
         let result = match lasts.get(queued.run) {
@@ -369,7 +386,7 @@ async fn create(conn: &mut SqliteConnection, run: &NewRun) -> Result<Result<Crea
     Ok(inserted.pop().unwrap_or_else(not_inserted).map(Created::New))
 }
 
-/// Inserts new runs, `queued`, with one statement per `ROWS_PER_STATEMENT / 11` of them: each
+/// Inserts new runs, `queued`, with one statement per `ROWS_PER_STATEMENT / 12` of them: each
 /// run as stored, in order.
 async fn insert_runs(
     conn: &mut SqliteConnection,
@@ -377,12 +394,12 @@ async fn insert_runs(
 ) -> Result<Vec<Result<Run, StoreError>>, sqlx::Error> {
     let now = now_ms();
     let mut inserted = Vec::with_capacity(runs.len());
-    for chunk in runs.chunks(ROWS_PER_STATEMENT / 11) {
+    for chunk in runs.chunks(ROWS_PER_STATEMENT / 12) {
         let ids: Vec<String> = chunk.iter().map(|_| new_run_id()).collect();
         let sql = format!(
             "INSERT INTO runs (id, tenant, agent, snapshot, task, inputs, status, key_id, idempotency_key, \
-             request_digest, created_ms, updated_ms) VALUES {} RETURNING {RUN_COLUMNS}",
-            rows("(?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)", chunk.len())
+             request_digest, callback_url, created_ms, updated_ms) VALUES {} RETURNING {RUN_COLUMNS}",
+            rows("(?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)", chunk.len())
         );
         let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (id, run) in ids.iter().zip(chunk) {
@@ -396,6 +413,7 @@ async fn insert_runs(
                 .bind(run.key.as_ref().map(|(k, _)| k.as_str()))
                 .bind(run.idempotency.as_ref().map(|(k, _)| k.as_str()))
                 .bind(run.idempotency.as_ref().map(|(_, d)| d.as_str()))
+                .bind(run.callback_url.as_deref())
                 .bind(now)
                 .bind(now);
         }

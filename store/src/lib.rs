@@ -125,6 +125,8 @@ pub struct NewRun {
     pub idempotency: Option<(String, String)>,
     /// The API key that submitted it, and how many of its runs may be unfinished at once.
     pub key: Option<(String, u32)>,
+    /// Where its final state is delivered (a webhook), checked by the caller.
+    pub callback_url: Option<String>,
 }
 
 /// What `create` did.
@@ -168,6 +170,31 @@ pub struct Run {
 pub struct StoredEvent {
     pub seq: u64,
     pub body: Value,
+}
+
+/// A webhook delivery in the outbox: committed with its run's final state, sent until a receiver
+/// takes it (or given up), always under the same id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Webhook {
+    /// `msg_` and the run's id: one delivery per run.
+    pub id: String,
+    pub run_id: String,
+    pub url: String,
+    /// `{"type": "run.finished", "data": {"run_id", "status", "outcome"}}`, as JSON text.
+    pub body: String,
+    /// Sends that failed so far.
+    pub attempts: u32,
+}
+
+impl Webhook {
+    /// The delivery a run's final state commits.
+    pub(crate) fn for_run(run: &str, status: Status, outcome: Option<&Value>) -> (String, String) {
+        let body = serde_json::json!({
+            "type": "run.finished",
+            "data": {"run_id": run, "status": status, "outcome": outcome},
+        });
+        (format!("msg_{run}"), body.to_string())
+    }
 }
 
 /// Which runs `list` returns: newest first, `before` a run id for the next page.
@@ -375,6 +402,15 @@ pub trait RunStore: Send + Sync {
     async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError>;
 
     async fn keys(&self) -> Result<Vec<ApiKey>, StoreError>;
+
+    /// Up to `limit` webhook deliveries due now, held for `hold` (no other process sends them
+    /// meanwhile): each is then `webhook_delivered` or `webhook_failed`.
+    async fn due_webhooks(&self, limit: u32, hold: Duration) -> Result<Vec<Webhook>, StoreError>;
+
+    async fn webhook_delivered(&self, id: &str) -> Result<(), StoreError>;
+
+    /// A send failed: tried again after `retry`, or given up without one.
+    async fn webhook_failed(&self, id: &str, error: &str, retry: Option<Duration>) -> Result<(), StoreError>;
 }
 
 /// Milliseconds since the Unix epoch.

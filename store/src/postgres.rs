@@ -16,13 +16,14 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::keys::{new_secret, scopes_text};
 use crate::rows::{
-    KEY_COLUMNS, RUN_COLUMNS, calls_from, decisions_from, events_from, key_from, run_from, status_counts,
+    KEY_COLUMNS, RUN_COLUMNS, WEBHOOK_COLUMNS, calls_from, decisions_from, events_from, key_from, run_from,
+    status_counts, webhooks_from,
 };
 use crate::schema::{POSTGRES_MIGRATIONS, VERSION};
 use crate::sqlite::{millis, owner_is_gone};
 use crate::{
     ApiKey, CallEntry, Commit, Created, Decision, NewKey, NewRun, Queue, Run, RunFilter, RunStore, Status, StoreError,
-    StoredEvent, hash_secret, new_run_id,
+    StoredEvent, Webhook, hash_secret, new_run_id,
 };
 
 /// Milliseconds since the epoch by the database's clock: leases mean the same on every machine.
@@ -196,6 +197,16 @@ impl PostgresStore {
                 .execute(&mut *tx)
                 .await?;
         }
+        if let Some(status) = commit.status.filter(|s| s.is_final()) {
+            // The run's webhook, committed with its final state (at most one per run).
+            let (webhook, body) = Webhook::for_run(id, status, commit.outcome.as_ref());
+            let sql = format!(
+                "INSERT INTO webhooks (id, run_id, url, body, next_ms, created_ms) \
+                 SELECT $1, id, callback_url, $2, {NOW}, {NOW} FROM runs WHERE id = $3 AND callback_url IS NOT NULL \
+                 ON CONFLICT (id) DO NOTHING"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(webhook).bind(body).bind(id).execute(&mut *tx).await?;
+        }
         Ok(Ok(u64::try_from(last).unwrap_or(0)))
     }
 
@@ -243,8 +254,8 @@ impl PostgresStore {
         }
         let sql = format!(
             "INSERT INTO runs (id, tenant, agent, snapshot, task, inputs, status, key_id, idempotency_key, \
-             request_digest, created_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, {NOW}, {NOW}) \
-             RETURNING {RUN_COLUMNS}"
+             request_digest, callback_url, created_ms, updated_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10, {NOW}, {NOW}) RETURNING {RUN_COLUMNS}"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(new_run_id())
@@ -256,6 +267,7 @@ impl PostgresStore {
             .bind(run.key.as_ref().map(|(k, _)| k.as_str()))
             .bind(run.idempotency.as_ref().map(|(k, _)| k.as_str()))
             .bind(run.idempotency.as_ref().map(|(_, d)| d.as_str()))
+            .bind(run.callback_url.as_deref())
             .fetch_one(&mut *tx)
             .await
             .map_err(failed)?;
@@ -555,6 +567,42 @@ impl RunStore for PostgresStore {
         let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_ms");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await.map_err(|e| self.error(e))?;
         rows.iter().map(|r| key_from(r).map_err(|e| self.error(e))).collect()
+    }
+
+    async fn due_webhooks(&self, limit: u32, hold: Duration) -> Result<Vec<Webhook>, StoreError> {
+        let sql = format!(
+            "UPDATE webhooks SET next_ms = {NOW} + $2 WHERE id IN (SELECT id FROM webhooks \
+             WHERE delivered_ms IS NULL AND gave_up_ms IS NULL AND next_ms <= {NOW} ORDER BY next_ms LIMIT $1 \
+             FOR UPDATE SKIP LOCKED) RETURNING {WEBHOOK_COLUMNS}"
+        );
+        let rows = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(i64::from(limit))
+            .bind(millis(hold))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(webhooks_from(rows))
+    }
+
+    async fn webhook_delivered(&self, id: &str) -> Result<(), StoreError> {
+        let sql = format!("UPDATE webhooks SET delivered_ms = {NOW}, last_error = NULL WHERE id = $1");
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).execute(&self.pool).await.map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    async fn webhook_failed(&self, id: &str, error: &str, retry: Option<Duration>) -> Result<(), StoreError> {
+        let sql = format!(
+            "UPDATE webhooks SET attempts = attempts + 1, last_error = $2, next_ms = {NOW} + COALESCE($3, 0), \
+             gave_up_ms = CASE WHEN $3 IS NULL THEN {NOW} END WHERE id = $1"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(error)
+            .bind(retry.map(millis))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
     }
 }
 

@@ -63,6 +63,22 @@ where
     })
 }
 
+/// The columns `webhooks_from` reads, in its order.
+pub(crate) const WEBHOOK_COLUMNS: &str = "id, run_id, url, body, attempts";
+
+/// Rows of `WEBHOOK_COLUMNS` as deliveries.
+pub(crate) fn webhooks_from(rows: Vec<(String, String, String, String, i64)>) -> Vec<crate::Webhook> {
+    rows.into_iter()
+        .map(|(id, run_id, url, body, attempts)| crate::Webhook {
+            id,
+            run_id,
+            url,
+            body,
+            attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        })
+        .collect()
+}
+
 /// Counts of runs by status, from (status, count) rows.
 pub(crate) fn status_counts(rows: Vec<(String, i64)>) -> Result<Vec<(Status, u64)>, StoreError> {
     rows.into_iter()

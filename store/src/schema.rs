@@ -4,10 +4,11 @@
 //! `reagent_schema`.
 
 /// The schema this binary writes.
-pub(crate) const VERSION: i64 = 1;
+pub(crate) const VERSION: i64 = 2;
 
 /// `SQLITE_MIGRATIONS[n]` takes a SQLite database from version `n` to `n + 1`.
-pub(crate) const SQLITE_MIGRATIONS: [&str; VERSION as usize] = [r#"
+pub(crate) const SQLITE_MIGRATIONS: [&str; VERSION as usize] = [
+    r#"
 CREATE TABLE runs (
     id TEXT PRIMARY KEY,
     tenant TEXT NOT NULL,
@@ -72,12 +73,31 @@ CREATE TABLE api_keys (
     hash TEXT NOT NULL UNIQUE,
     created_ms INTEGER NOT NULL
 );
-"#];
+"#,
+    r#"
+-- 2: webhooks. A run may name a callback URL; its final state commits a delivery here.
+ALTER TABLE runs ADD COLUMN callback_url TEXT;
+CREATE TABLE webhooks (
+    id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    body TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_ms INTEGER NOT NULL,
+    delivered_ms INTEGER,
+    gave_up_ms INTEGER,
+    last_error TEXT,
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX webhooks_due ON webhooks (next_ms) WHERE delivered_ms IS NULL AND gave_up_ms IS NULL;
+"#,
+];
 
 /// `POSTGRES_MIGRATIONS[n]` takes a PostgreSQL database from version `n` to `n + 1`: the same
 /// tables as SQLite's, with Postgres's types. Times are milliseconds since the epoch by the
 /// database's clock, so that leases mean the same on every machine.
-pub(crate) const POSTGRES_MIGRATIONS: [&str; VERSION as usize] = [r#"
+pub(crate) const POSTGRES_MIGRATIONS: [&str; VERSION as usize] = [
+    r#"
 CREATE TABLE runs (
     id TEXT PRIMARY KEY,
     tenant TEXT NOT NULL,
@@ -144,4 +164,22 @@ CREATE TABLE api_keys (
     hash TEXT NOT NULL UNIQUE,
     created_ms BIGINT NOT NULL
 );
-"#];
+"#,
+    r#"
+-- 2: webhooks. A run may name a callback URL; its final state commits a delivery here.
+ALTER TABLE runs ADD COLUMN callback_url TEXT;
+CREATE TABLE webhooks (
+    id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    body TEXT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    next_ms BIGINT NOT NULL,
+    delivered_ms BIGINT,
+    gave_up_ms BIGINT,
+    last_error TEXT,
+    created_ms BIGINT NOT NULL
+);
+CREATE INDEX webhooks_due ON webhooks (next_ms) WHERE delivered_ms IS NULL AND gave_up_ms IS NULL;
+"#,
+];

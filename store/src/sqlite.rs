@@ -17,12 +17,13 @@ use tokio::sync::oneshot;
 use crate::group_commit::{self, Write};
 use crate::keys::{new_secret, scopes_text};
 use crate::rows::{
-    KEY_COLUMNS, RUN_COLUMNS, calls_from, decisions_from, events_from, json, key_from, run_from, status_counts,
+    KEY_COLUMNS, RUN_COLUMNS, WEBHOOK_COLUMNS, calls_from, decisions_from, events_from, json, key_from, run_from,
+    status_counts, webhooks_from,
 };
 use crate::schema::{SQLITE_MIGRATIONS, VERSION};
 use crate::{
     ApiKey, CallEntry, Commit, Created, Decision, NewKey, NewRun, Queue, Run, RunFilter, RunStore, Status, StoreError,
-    StoredEvent, hash_secret, now_ms,
+    StoredEvent, Webhook, hash_secret, now_ms,
 };
 
 /// The run `claim_next` takes (?1 now, ?2 the per-tenant limit, ?3 the agents as a JSON list): of
@@ -376,6 +377,57 @@ impl RunStore for SqliteStore {
         let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_ms");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await.map_err(|e| self.error(e))?;
         rows.iter().map(|r| key_from(r).map_err(|e| self.error(e))).collect()
+    }
+
+    async fn due_webhooks(&self, limit: u32, hold: Duration) -> Result<Vec<Webhook>, StoreError> {
+        const DUE: &str = "delivered_ms IS NULL AND gave_up_ms IS NULL AND next_ms <= ?";
+        // Looked for on a reader first: an idle outbox takes no write lock.
+        let any: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT 1 FROM webhooks WHERE {DUE}")))
+            .bind(now_ms())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.error(e))?;
+        if any.is_none() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let sql = format!(
+            "UPDATE webhooks SET next_ms = ? WHERE id IN (SELECT id FROM webhooks WHERE {DUE} ORDER BY next_ms LIMIT ?) \
+             RETURNING {WEBHOOK_COLUMNS}"
+        );
+        let rows = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(now.saturating_add(millis(hold)))
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.writer)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(webhooks_from(rows))
+    }
+
+    async fn webhook_delivered(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE webhooks SET delivered_ms = ?, last_error = NULL WHERE id = ?")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.writer)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    async fn webhook_failed(&self, id: &str, error: &str, retry: Option<Duration>) -> Result<(), StoreError> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE webhooks SET attempts = attempts + 1, last_error = ?, next_ms = ?, gave_up_ms = ? WHERE id = ?",
+        )
+        .bind(error)
+        .bind(now.saturating_add(retry.map_or(0, millis)))
+        .bind(retry.is_none().then_some(now))
+        .bind(id)
+        .execute(&self.writer)
+        .await
+        .map_err(|e| self.error(e))?;
+        Ok(())
     }
 }
 

@@ -60,6 +60,7 @@ conformance!(
     cancels_are_recorded_for_the_driver_to_hear,
     unfinished_runs_are_those_nobody_holds,
     keys_are_stored_hashed,
+    a_final_state_commits_one_webhook_which_is_held_while_sent_and_retried_under_its_id,
 );
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -73,6 +74,7 @@ fn new_run(tenant: &str, agent: &str) -> NewRun {
         inputs: json!({}),
         idempotency: None,
         key: None,
+        callback_url: None,
     }
 }
 
@@ -325,6 +327,65 @@ async fn unfinished_runs_are_those_nobody_holds(store: &dyn RunStore) {
     let mut expected = vec![free.id, waiting.id];
     expected.sort();
     assert_eq!(store.unfinished().await.unwrap(), expected, "a waiting run asked to cancel is work to do");
+}
+
+async fn a_final_state_commits_one_webhook_which_is_held_while_sent_and_retried_under_its_id(store: &dyn RunStore) {
+    let hook = NewRun { callback_url: Some("https://hooks.example/run".into()), ..new_run("a", "calc") };
+    let Created::New(run) = store.create(hook).await.unwrap() else { panic!("a new run") };
+    let quiet = create(store, "a", "calc").await;
+    for id in [&run.id, &quiet.id] {
+        store.claim(id, "w", LEASE).await.unwrap();
+        let paused = Commit { status: Some(Status::Paused), ..Commit::default() };
+        store.commit(id, "w", paused).await.unwrap();
+    }
+    assert!(store.due_webhooks(10, LEASE).await.unwrap().is_empty(), "a run that waits is not over");
+    for id in [&run.id, &quiet.id] {
+        let done = Commit {
+            status: Some(Status::Answered),
+            outcome: Some(json!({"answer": "42"})),
+            release: true,
+            ..Commit::default()
+        };
+        store.commit(id, "w", done).await.unwrap();
+    }
+    let due = store.due_webhooks(10, Duration::from_millis(300)).await.unwrap();
+    assert_eq!(due.len(), 1, "only the run with a callback: {due:?}");
+    let webhook = &due[0];
+    assert_eq!(
+        (webhook.run_id.as_str(), webhook.url.as_str(), webhook.attempts),
+        (run.id.as_str(), "https://hooks.example/run", 0)
+    );
+    let body: serde_json::Value = serde_json::from_str(&webhook.body).unwrap();
+    assert_eq!(
+        body,
+        json!({"type": "run.finished", "data": {"run_id": run.id, "status": "answered", "outcome": {"answer": "42"}}})
+    );
+    assert!(store.due_webhooks(10, LEASE).await.unwrap().is_empty(), "held while one process sends it");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let again = store.due_webhooks(10, LEASE).await.unwrap();
+    assert_eq!(
+        again.iter().map(|w| w.id.clone()).collect::<Vec<_>>(),
+        std::slice::from_ref(&webhook.id),
+        "its sender died: due again"
+    );
+    store.webhook_failed(&webhook.id, "500", Some(Duration::ZERO)).await.unwrap();
+    let retried = store.due_webhooks(10, LEASE).await.unwrap();
+    assert_eq!((retried[0].id.as_str(), retried[0].attempts), (webhook.id.as_str(), 1), "retried under the same id");
+    store.webhook_delivered(&webhook.id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    store.webhook_failed(&webhook.id, "late", Some(Duration::ZERO)).await.unwrap();
+    store.webhook_delivered(&webhook.id).await.unwrap();
+    assert!(store.due_webhooks(10, LEASE).await.unwrap().is_empty(), "a delivered webhook is never sent again");
+    let hook = NewRun { callback_url: Some("https://hooks.example/2".into()), ..new_run("a", "calc") };
+    let Created::New(given_up) = store.create(hook).await.unwrap() else { panic!("a new run") };
+    store.claim(&given_up.id, "w", LEASE).await.unwrap();
+    store
+        .commit(&given_up.id, "w", Commit { status: Some(Status::Failed), release: true, ..Commit::default() })
+        .await
+        .unwrap();
+    let due = store.due_webhooks(10, LEASE).await.unwrap();
+    store.webhook_failed(&due[0].id, "gone", None).await.unwrap();
+    assert!(store.due_webhooks(10, LEASE).await.unwrap().is_empty(), "given up");
 }
 
 async fn keys_are_stored_hashed(store: &dyn RunStore) {

@@ -34,7 +34,8 @@ pub async fn run(
     if let Err(e) = runs.validate(file).await {
         return launch_failure(&e);
     }
-    let submission = Submission { file, task, inputs: &given, tenant: "", key: None, idempotency: None };
+    let submission =
+        Submission { file, task, inputs: &given, tenant: "", key: None, idempotency: None, callback_url: None };
     let id = match runs.submit(submission).await {
         Ok(Created::New(run) | Created::Existing(run)) => run.id,
         Ok(Created::KeyReused | Created::OverLimit) => return fail(Exit::Internal, "the run store refused the run"),

@@ -13,6 +13,7 @@ use reagent::agent_loop::RunOutcome;
 use reagent::runs::{Driven, Runs, Worker};
 use reagent::server::{DRAIN_TIME, LOOPBACK_ONLY, Offered, needs_keys, offered_agents, serve, stop_on_signals};
 use reagent::spec::parse_duration;
+use reagent::webhooks::Webhooks;
 use reagent_store::{NewKey, Queue, Scope};
 
 use crate::{Exit, fail};
@@ -34,6 +35,28 @@ pub struct WorkerArgs {
     /// process the same value); the others wait in the queue while other tenants' runs go first
     #[arg(long, value_name = "N")]
     pub max_running_per_tenant: Option<u32>,
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
+}
+
+/// Where runs' callbacks may go, and the secret they are signed with.
+#[derive(Args, Clone)]
+pub struct WebhookArgs {
+    /// Hosts a run's `callback_url` may name, comma-separated, as a tool's network grant names
+    /// them (`hooks.example.com`, `https://hooks.example.com:8443`; a loopback or private
+    /// address only by its IP). Without it, a run with a callback is refused
+    #[arg(long, value_delimiter = ',', value_name = "HOSTS")]
+    pub webhook_allow: Vec<String>,
+    /// The Standard Webhooks secret deliveries are signed with (`whsec_` and base64); set it in
+    /// the environment rather than here, where `ps` would show it
+    #[arg(long, env = "REAGENT_WEBHOOK_SECRET", hide_env_values = true, value_name = "SECRET")]
+    pub webhook_secret: Option<String>,
+}
+
+impl WebhookArgs {
+    fn webhooks(&self) -> Result<Webhooks, ExitCode> {
+        Webhooks::new(&self.webhook_allow, self.webhook_secret.as_deref()).map_err(|e| fail(Exit::Usage, &e))
+    }
 }
 
 impl WorkerArgs {
@@ -68,6 +91,10 @@ pub async fn run(runs: Runs, agents: &Path, listen: SocketAddr, no_worker: bool,
         Err(code) => return code,
     };
     let worker = (!no_worker).then(|| args.worker(&offered));
+    let webhooks = match args.webhooks.webhooks() {
+        Ok(webhooks) => webhooks,
+        Err(code) => return code,
+    };
     if needs_keys(&listen) {
         match runs.store().keys().await {
             Ok(keys) if keys.is_empty() => return fail(Exit::Usage, &format!("--listen {listen}: {LOOPBACK_ONLY}")),
@@ -79,7 +106,7 @@ pub async fn run(runs: Runs, agents: &Path, listen: SocketAddr, no_worker: bool,
         Ok(listener) => listener,
         Err(e) => return fail(Exit::Usage, &format!("cannot listen on {listen}: {e}")),
     };
-    match serve(runs.with_lease(args.lease), offered, listener, worker).await {
+    match serve(runs.with_lease(args.lease), offered, listener, worker, webhooks).await {
         Ok(()) => ExitCode::from(Exit::Success as u8),
         Err(e) => fail(Exit::Internal, &e),
     }
@@ -96,7 +123,15 @@ pub async fn work(runs: Runs, agents: &Path, args: WorkerArgs) -> ExitCode {
         Ok(stop) => stop,
         Err(e) => return fail(Exit::Internal, &e),
     };
+    let webhooks = match args.webhooks.webhooks() {
+        Ok(webhooks) => webhooks,
+        Err(code) => return code,
+    };
     let runs = runs.with_lease(args.lease);
+    tokio::spawn({
+        let (store, stop) = (runs.store().clone(), stop.clone());
+        async move { webhooks.deliver(store, stop).await }
+    });
     eprintln!(
         "reagent: worker taking runs of {} agent(s), {} at once, lease {:?}",
         offered.len(),
