@@ -165,9 +165,13 @@ impl Runs {
         listener: Listener,
         approver: Option<Box<dyn Approver>>,
     ) -> Result<Driven, RunsError> {
-        let run =
-            self.store.claim(id, &self.owner, self.lease).await?.ok_or_else(|| StoreError::NoSuchRun(id.into()))?;
+        let run = self.claim(id).await?.ok_or_else(|| StoreError::NoSuchRun(id.into()))?;
         self.drive_taken(run, listener, approver).await
+    }
+
+    /// Claims run `id` for this process (`None`: no such run), to be driven with `drive_taken`.
+    pub async fn claim(&self, id: &str) -> Result<Option<Run>, RunsError> {
+        Ok(self.store.claim(id, &self.owner, self.lease).await?)
     }
 
     /// Claims the next run from the store's queue (see `RunStore::claim_next`), to be driven with

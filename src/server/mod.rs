@@ -122,29 +122,15 @@ impl App {
         }
     }
 
-    /// Drives the run in the background until it ends or stops; events wake its followers.
-    fn spawn_drive(&self, id: String) {
-        if self.draining.load(Ordering::SeqCst) {
-            return;
-        }
-        let app = self.clone();
-        app.driving.fetch_add(1, Ordering::SeqCst);
-        tokio::spawn(async move {
-            let listener = app.hub.listener(&id, app.metrics.clone());
-            // Errors are the run's own (recorded in the store) or another process holds it.
-            let _ = app.runs.drive(&id, listener, None).await;
-            app.hub.ended(&id);
-            app.driving.fetch_sub(1, Ordering::SeqCst);
-        });
-    }
-
-    /// Drives a run the worker loop took from the queue.
+    /// Drives a run this process claimed (from the queue, or at start) until it ends or stops;
+    /// events wake its followers.
     fn drive_taken(&self, run: Run) -> impl Future<Output = ()> + Send + use<> {
         let app = self.clone();
         app.driving.fetch_add(1, Ordering::SeqCst);
         async move {
             let id = run.id.clone();
             let listener = app.hub.listener(&id, app.metrics.clone());
+            // Errors are the run's own (recorded in the store), or its claim was lost.
             let _ = app.runs.drive_taken(run, listener, None).await;
             app.hub.ended(&id);
             app.driving.fetch_sub(1, Ordering::SeqCst);
@@ -176,9 +162,12 @@ pub async fn serve(
     };
     if let Some(worker) = worker {
         // Runs whose process is gone are taken up at once (a dead process of this host needs
-        // no lease to run out), then the queue.
+        // no lease to run out), then the queue. They are claimed before the worker loop starts,
+        // so that it cannot take one of them a second time.
         for id in app.runs.store().unfinished().await.map_err(|e| e.to_string())? {
-            app.spawn_drive(id);
+            if let Ok(Some(run)) = app.runs.claim(&id).await {
+                tokio::spawn(app.drive_taken(run));
+            }
         }
         let app = app.clone();
         let shutdown = shutdown.clone();

@@ -275,6 +275,33 @@ impl PostgresStore {
     }
 }
 
+/// The run `claim_next` takes ($1 the per-tenant limit, $2 the agents, empty for all): a waiting
+/// run asked to cancel first (it only has to end); else, of the tenants with claimable runs (found
+/// by skipping through the `runs_claimable` index, one probe per tenant), the one with the fewest
+/// live claims, and its oldest claimable run.
+fn next_run_sql() -> String {
+    let agent = "(CARDINALITY($2::TEXT[]) = 0 OR r.agent = ANY($2))";
+    let free = format!("(r.owner IS NULL OR r.lease_until < {NOW})");
+    format!(
+        "WITH RECURSIVE waiting AS ( \
+           (SELECT tenant FROM runs WHERE status IN ('queued', 'running') ORDER BY tenant LIMIT 1) \
+           UNION ALL \
+           SELECT (SELECT r.tenant FROM runs r WHERE r.status IN ('queued', 'running') AND r.tenant > w.tenant \
+                   ORDER BY r.tenant LIMIT 1) FROM waiting w WHERE w.tenant IS NOT NULL), \
+         claimed AS (SELECT tenant, COUNT(*) AS n FROM runs WHERE owner IS NOT NULL AND lease_until >= {NOW} \
+                     GROUP BY tenant) \
+         SELECT id FROM ( \
+           (SELECT r.id, -1::BIGINT AS n FROM runs r WHERE r.cancel_requested AND r.status IN ('paused', 'in_doubt') \
+            AND {free} AND {agent} ORDER BY r.id LIMIT 1) \
+           UNION ALL \
+           (SELECT next.id, COALESCE(c.n, 0) FROM waiting w LEFT JOIN claimed c ON c.tenant = w.tenant \
+            CROSS JOIN LATERAL (SELECT r.id FROM runs r WHERE r.tenant = w.tenant \
+              AND r.status IN ('queued', 'running') AND {free} AND {agent} ORDER BY r.id LIMIT 1) next \
+            WHERE w.tenant IS NOT NULL AND COALESCE(c.n, 0) < $1 ORDER BY COALESCE(c.n, 0), next.id LIMIT 1) \
+         ) candidates ORDER BY n LIMIT 1"
+    )
+}
+
 /// Run `id` as stored, read in `conn`.
 async fn run_in(conn: &mut PgConnection, id: &str) -> Result<Option<Run>, sqlx::Error> {
     let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1");
@@ -364,33 +391,27 @@ impl RunStore for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| self.error(e))?;
-        let sql = format!(
-            "WITH claimed AS (SELECT tenant, COUNT(*) AS n FROM runs \
-             WHERE owner IS NOT NULL AND lease_until >= {NOW} AND status IN ('queued', 'running', 'paused', 'in_doubt') \
-             GROUP BY tenant) \
-             SELECT r.id FROM runs r LEFT JOIN claimed ON claimed.tenant = r.tenant \
-             WHERE (r.status IN ('queued', 'running') OR (r.cancel_requested AND r.status IN ('paused', 'in_doubt'))) \
-             AND (r.owner IS NULL OR r.lease_until < {NOW}) AND COALESCE(claimed.n, 0) < $1 \
-             AND (CARDINALITY($2::TEXT[]) = 0 OR r.agent = ANY($2)) \
-             ORDER BY COALESCE(claimed.n, 0), r.id LIMIT 1 FOR UPDATE OF r SKIP LOCKED"
-        );
-        let id: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        let id: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(next_run_sql()))
             .bind(queue.per_tenant.map_or(i64::MAX, i64::from))
             .bind(&queue.agents)
             .fetch_optional(&mut *tx)
             .await
             .map_err(|e| self.error(e))?;
         let Some(id) = id else { return Ok(None) };
-        let sql = format!("UPDATE runs SET owner = $2, lease_until = {NOW} + $3 WHERE id = $1 RETURNING {RUN_COLUMNS}");
+        let sql = format!(
+            "UPDATE runs SET owner = $2, lease_until = {NOW} + $3 \
+             WHERE id = (SELECT id FROM runs WHERE id = $1 FOR UPDATE SKIP LOCKED) RETURNING {RUN_COLUMNS}"
+        );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&id)
             .bind(owner)
             .bind(millis(lease))
-            .fetch_one(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(|e| self.error(e))?;
         tx.commit().await.map_err(|e| self.error(e))?;
-        run_from(&row).map(Some)
+        // A row another transaction holds is skipped, not waited for: the next poll takes it.
+        row.map(|r| run_from(&r)).transpose()
     }
 
     async fn renew(&self, id: &str, owner: &str, lease: Duration) -> Result<bool, StoreError> {

@@ -121,8 +121,9 @@ CREATE TABLE runs (
 CREATE UNIQUE INDEX runs_idempotency ON runs (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX runs_status ON runs (status);
 CREATE INDEX runs_key ON runs (key_id, status);
--- The queue: the runs a worker may claim, and those it counts per tenant.
-CREATE INDEX runs_unfinished ON runs (id) WHERE status IN ('queued', 'running', 'paused', 'in_doubt');
+-- The queue: the runs a worker may claim, by tenant and age, and the live claims it counts.
+CREATE INDEX runs_claimable ON runs (tenant, id) WHERE status IN ('queued', 'running');
+CREATE INDEX runs_claimed ON runs (tenant) WHERE owner IS NOT NULL;
 CREATE TABLE events (
     run_id TEXT NOT NULL,
     seq BIGINT NOT NULL,

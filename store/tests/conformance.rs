@@ -56,6 +56,7 @@ conformance!(
     a_release_lets_the_run_go,
     claims_from_the_queue_go_to_the_quietest_tenant_first_within_its_limit,
     concurrent_claimers_take_each_run_once,
+    a_tenant_limit_holds_under_concurrent_claimers,
     the_journal_keeps_replies_calls_and_decisions,
     cancels_are_recorded_for_the_driver_to_hear,
     unfinished_runs_are_those_nobody_holds,
@@ -91,6 +92,8 @@ fn events(texts: &[&str]) -> Vec<String> {
 
 async fn runs_are_recorded_queued_and_listed_newest_first(store: &dyn RunStore) {
     let first = create(store, "a", "calc").await;
+    // Run ids order by the millisecond they were made in.
+    tokio::time::sleep(Duration::from_millis(2)).await;
     let second = create(store, "b", "ledger").await;
     assert_eq!(first.status, Status::Queued);
     assert_eq!(first.last_seq, 0);
@@ -236,25 +239,41 @@ async fn concurrent_claimers_take_each_run_once(store: &dyn RunStore) {
     for n in 0..24 {
         created.insert(create(store, &format!("t{}", n % 3), "calc").await.id);
     }
-    let taken: Vec<Vec<String>> = claim_all_at_once(store, 6).await;
+    let taken: Vec<Vec<String>> = claim_all_at_once(store, 6, &Queue::default()).await;
     let all: Vec<String> = taken.concat();
     let unique: HashSet<String> = all.iter().cloned().collect();
     assert_eq!(all.len(), unique.len(), "a run was claimed twice");
     assert_eq!(unique, created);
 }
 
-/// `claimers` owners claiming from the queue at once until it is empty: what each took.
-async fn claim_all_at_once(store: &dyn RunStore, claimers: usize) -> Vec<Vec<String>> {
+/// `claimers` owners claiming from `queue` at once until it gives nothing: what each took.
+async fn claim_all_at_once(store: &dyn RunStore, claimers: usize, queue: &Queue) -> Vec<Vec<String>> {
     // Polled together on this task: the store's own connections give the concurrency.
     futures::future::join_all((0..claimers).map(|n| async move {
         let owner = format!("w{n}");
         let mut mine = Vec::new();
-        while let Some(run) = store.claim_next(&owner, LEASE, &Queue::default()).await.unwrap() {
+        while let Some(run) = store.claim_next(&owner, LEASE, queue).await.unwrap() {
             mine.push(run.id);
         }
         mine
     }))
     .await
+}
+
+async fn a_tenant_limit_holds_under_concurrent_claimers(store: &dyn RunStore) {
+    let mut tenant_of = std::collections::HashMap::new();
+    for n in 0..15 {
+        let run = create(store, &format!("t{}", n % 3), "calc").await;
+        tenant_of.insert(run.id, run.tenant);
+    }
+    let limited = Queue { agents: Vec::new(), per_tenant: Some(2) };
+    let taken = claim_all_at_once(store, 6, &limited).await.concat();
+    let mut per_tenant = std::collections::HashMap::<&String, usize>::new();
+    for id in &taken {
+        *per_tenant.entry(&tenant_of[id]).or_default() += 1;
+    }
+    assert_eq!(per_tenant.len(), 3, "every tenant got its turn: {per_tenant:?}");
+    assert!(per_tenant.values().all(|n| *n == 2), "two claims a tenant, never more: {per_tenant:?}");
 }
 
 async fn the_journal_keeps_replies_calls_and_decisions(store: &dyn RunStore) {

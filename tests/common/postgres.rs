@@ -6,6 +6,7 @@
 //!
 //! Shared by the store's conformance suite, the failover tests and the scale-out benchmark
 //! (included by path from each).
+#![allow(dead_code)] // each includer uses a different part
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -21,14 +22,28 @@ pub struct Postgres {
 }
 
 static SERVER: OnceLock<Postgres> = OnceLock::new();
+static DURABLE_SERVER: OnceLock<Postgres> = OnceLock::new();
 static DATABASES: AtomicU32 = AtomicU32::new(0);
 
-/// The URL of a new, empty database on this process's server (started on first use).
+/// The URL of a new, empty database on this process's server (started on first use, with
+/// `fsync` off: the tests' commits need not reach the disk).
 pub fn database() -> String {
-    let server = SERVER.get_or_init(Postgres::start);
-    let name = format!("t{}_{}", std::process::id(), DATABASES.fetch_add(1, Ordering::SeqCst));
-    server.psql(&format!("CREATE DATABASE {name}"));
-    format!("postgres://postgres@127.0.0.1:{}/{name}", server.port)
+    SERVER.get_or_init(|| Postgres::start(false)).new_database()
+}
+
+/// `database`, on a server that flushes its WAL as a production one does (for benchmarks).
+pub fn durable_database() -> String {
+    DURABLE_SERVER.get_or_init(|| Postgres::start(true)).new_database()
+}
+
+/// Runs `sql` on the database at `url`: psql's unaligned output.
+pub fn query(url: &str, sql: &str) -> String {
+    let out = Command::new(bin_dir().join("psql"))
+        .args([url, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
+        .output()
+        .expect("run psql");
+    assert!(out.status.success(), "psql `{sql}`: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// The folder with `initdb`, `postgres` and `psql`: `$REAGENT_PG_BIN`, `pg_config --bindir`, or
@@ -55,9 +70,10 @@ pub fn bin_dir() -> PathBuf {
 }
 
 impl Postgres {
-    fn start() -> Postgres {
+    fn start(fsync: bool) -> Postgres {
         remove_stale_folders();
-        let dir = std::env::temp_dir().join(format!("reagent-pg-{}", std::process::id()));
+        let kind = if fsync { "-durable" } else { "" };
+        let dir = std::env::temp_dir().join(format!("reagent-pg-{}{kind}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let bin = bin_dir();
@@ -76,7 +92,8 @@ impl Postgres {
         std::thread::spawn(move || {
             let child = as_server_user(Command::new(bin.join("postgres")), &socket_dir)
                 .args(["-D", data_dir.to_str().unwrap(), "-p", &port.to_string(), "-k", socket_dir.to_str().unwrap()])
-                .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=300"])
+                .args(["-c", "listen_addresses=127.0.0.1", "-c", if fsync { "fsync=on" } else { "fsync=off" }])
+                .args(["-c", "max_connections=300"])
                 .args(["-c", "shared_buffers=64MB"])
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(socket_dir.join("server.log")).unwrap())
@@ -94,6 +111,12 @@ impl Postgres {
             std::thread::sleep(Duration::from_millis(100));
         }
         server
+    }
+
+    fn new_database(&self) -> String {
+        let name = format!("t{}_{}", std::process::id(), DATABASES.fetch_add(1, Ordering::SeqCst));
+        self.psql(&format!("CREATE DATABASE {name}"));
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 
     fn ready(&self) -> bool {
@@ -165,7 +188,8 @@ fn remove_stale_folders() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix("reagent-pg-").and_then(|p| p.parse::<i32>().ok()) else { continue };
+        let pid = name.strip_prefix("reagent-pg-").map(|p| p.trim_end_matches("-durable"));
+        let Some(pid) = pid.and_then(|p| p.parse::<i32>().ok()) else { continue };
         // SAFETY: signal 0 only checks that the process exists.
         if unsafe { libc::kill(pid, 0) } != 0 {
             let _ = std::fs::remove_dir_all(entry.path());

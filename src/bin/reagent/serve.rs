@@ -22,14 +22,14 @@ use crate::{Exit, fail};
 #[derive(Args, Clone)]
 pub struct WorkerArgs {
     /// Runs this process drives at once; more wait in the queue
-    #[arg(long, default_value_t = 16, value_name = "N")]
-    pub concurrency: usize,
+    #[arg(long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: u32,
     /// How long a claim on a run holds without renewal (renewed every third of it): how long a
     /// run whose process died waits before another process takes it over
-    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "30s", value_parser = at_least(Duration::from_secs(1)), value_name = "DURATION")]
     pub lease: Duration,
     /// How often an idle process looks at the queue for runs submitted elsewhere
-    #[arg(long, default_value = "500ms", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "500ms", value_parser = at_least(Duration::from_millis(10)), value_name = "DURATION")]
     pub poll: Duration,
     /// The most runs of one tenant driven at once across every process on the store (give every
     /// process the same value); the others wait in the queue while other tenants' runs go first
@@ -63,7 +63,15 @@ impl WorkerArgs {
     /// Takes runs of the `offered` agents only.
     fn worker(&self, offered: &BTreeMap<String, Offered>) -> Worker {
         let queue = Queue { agents: offered.keys().cloned().collect(), per_tenant: self.max_running_per_tenant };
-        Worker::new(queue, self.concurrency, self.poll)
+        Worker::new(queue, self.concurrency as usize, self.poll)
+    }
+}
+
+/// A duration flag's parser that refuses durations below `least`.
+fn at_least(least: Duration) -> impl Fn(&str) -> Result<Duration, String> + Clone {
+    move |text| match parse_duration(text)? {
+        duration if duration < least => Err(format!("`{text}` is too short; give at least {least:?}")),
+        duration => Ok(duration),
     }
 }
 
