@@ -15,6 +15,8 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "shared/args.rs"]
+mod args;
 #[path = "shared/calc_agent.rs"]
 mod calc_agent;
 
@@ -33,14 +35,7 @@ use reagent_store::{Created, SqliteStore};
 use serde_json::{Value, json};
 
 fn main() {
-    let arg = |name: &str, default: usize| {
-        let args: Vec<String> = std::env::args().collect();
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .map(|n| n.parse().unwrap_or_else(|_| panic!("{name} takes a whole number")))
-            .unwrap_or(default)
-    };
+    let arg = args::number;
     let (runs, at_once, served) = (arg("--runs", 2000), arg("--at-once", 50), arg("--served", 1000));
     let rounds = arg("--rounds", 5).max(1);
     let executor = tokio::runtime::Runtime::new().expect("a tokio runtime");

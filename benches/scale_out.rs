@@ -15,6 +15,8 @@
 //!
 //!     scripts/setup.sh && cargo bench --profile dev --bench scale_out -- --runs 2000 --trials 20
 
+#[path = "shared/args.rs"]
+mod args;
 #[path = "shared/calc_agent.rs"]
 mod calc_agent;
 #[path = "../tests/common/postgres.rs"]
@@ -38,14 +40,7 @@ use serde_json::json;
 const LEASE: &str = "2s";
 
 fn main() {
-    let arg = |name: &str, default: usize| {
-        let args: Vec<String> = std::env::args().collect();
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .map(|n| n.parse().unwrap_or_else(|_| panic!("{name} takes a whole number")))
-            .unwrap_or(default)
-    };
+    let arg = args::number;
     let (runs, trials) = (arg("--runs", 2000), arg("--trials", 20).max(1));
     let executor = tokio::runtime::Runtime::new().expect("a tokio runtime");
     executor.block_on(async {

@@ -41,6 +41,20 @@ pub struct NewKey {
     pub max_runs: u32,
 }
 
+impl NewKey {
+    /// The key as `create_key` returns it, once stored: with its secret, this once.
+    pub(crate) fn issued(self, id: String, secret: String, created_ms: i64) -> ApiKey {
+        ApiKey {
+            id,
+            tenant: self.tenant,
+            scopes: self.scopes,
+            max_runs: self.max_runs,
+            created_ms,
+            secret: Some(secret),
+        }
+    }
+}
+
 /// A stored key. `secret` is set only in what `create_key` returns.
 #[derive(Debug, Clone, Serialize)]
 pub struct ApiKey {

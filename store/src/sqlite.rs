@@ -353,14 +353,7 @@ impl RunStore for SqliteStore {
             .execute(&self.writer)
             .await
             .map_err(|e| self.error(e))?;
-        Ok(ApiKey {
-            id,
-            tenant: key.tenant,
-            scopes: key.scopes,
-            max_runs: key.max_runs,
-            created_ms,
-            secret: Some(secret),
-        })
+        Ok(key.issued(id, secret, created_ms))
     }
 
     async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
