@@ -27,9 +27,9 @@ struct Worker {
 }
 
 impl Worker {
-    fn start(agents: &Path, db: &str, log: PathBuf) -> Self {
+    fn start(agents: &Path, db: &str, log: PathBuf, lease: &str) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_reagent"))
-            .args(["worker", "--agents", agents.to_str().unwrap(), "--lease", LEASE, "--poll", "100ms"])
+            .args(["worker", "--agents", agents.to_str().unwrap(), "--lease", lease, "--poll", "100ms"])
             .env("REAGENT_DB", db)
             .current_dir(repo_root())
             .stdout(Stdio::null())
@@ -71,25 +71,37 @@ impl Drop for Worker {
 struct Fleet {
     setup: Setup,
     tags: Vec<String>,
+    db: String,
+    lease: String,
     api: Option<Server>,
     workers: Vec<Worker>,
 }
 
 impl Fleet {
     async fn start(tags: usize, wait_ms: u64, workers: usize) -> Self {
+        Fleet::start_with_lease(tags, wait_ms, workers, LEASE).await
+    }
+
+    async fn start_with_lease(tags: usize, wait_ms: u64, workers: usize, lease: &str) -> Self {
         let tags: Vec<String> = (0..tags).map(|n| format!("t{n}")).collect();
         let agents: Vec<(&str, u64, &str)> = tags.iter().map(|t| (t.as_str(), wait_ms, "")).collect();
         let setup = Setup::new(&agents);
         let db = tokio::task::spawn_blocking(postgres::database).await.unwrap();
         let api = Server::start_with(setup.agents.path(), &db, &["--no-worker"], None);
         let workers = (0..workers)
-            .map(|n| Worker::start(setup.agents.path(), &db, setup.db.path().join(format!("worker{n}.log"))))
+            .map(|n| Worker::start(setup.agents.path(), &db, setup.db.path().join(format!("worker{n}.log")), lease))
             .collect();
-        Fleet { setup, tags, api: Some(api), workers }
+        Fleet { setup, tags, db, lease: lease.to_string(), api: Some(api), workers }
     }
 
     fn client(&self) -> Client {
         Client::new(self.api.as_ref().unwrap(), None)
+    }
+
+    /// Another worker on the same store.
+    fn add_worker(&mut self) {
+        let log = self.setup.db.path().join(format!("worker{}.log", self.workers.len()));
+        self.workers.push(Worker::start(self.setup.agents.path(), &self.db, log, &self.lease));
     }
 
     /// The index of a worker that has taken runs, once one has.
@@ -275,5 +287,32 @@ async fn eventually_async(client: &Client, id: &str) {
         }
         assert!(Instant::now() < deadline, "run {id} never got going: {run}");
         tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_restarted_on_the_same_host_takes_its_predecessors_runs_without_waiting_for_leases() {
+    // Leases of ten minutes: the runs can only finish in time if the new worker sees at once
+    // that the process holding them has exited.
+    let mut fleet = Fleet::start_with_lease(3, 300, 1, "10m").await;
+    let ids = fleet.submit_all().await;
+    let busy = fleet.busy_worker().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fleet.workers[busy].signal(libc::SIGKILL);
+    // Reaped, as its supervisor would: until then the process exists, a zombie.
+    fleet.workers[busy].child.wait().unwrap();
+    let orphans = fleet.workers[busy].taken();
+    fleet.add_worker();
+    let ended = fleet.finish_all(&ids).await;
+    fleet.assert_each_side_effect_once(&ended);
+    let successor = fleet.workers.last().unwrap();
+    let victim_log = fleet.workers[busy].log();
+    let held: Vec<&String> = orphans
+        .iter()
+        .filter(|id| !victim_log.lines().any(|l| l.contains(id.as_str()) && !l.ends_with(" taken")))
+        .collect();
+    assert!(!held.is_empty(), "the killed worker died holding runs: {orphans:?}");
+    for id in held {
+        assert!(successor.taken().contains(id), "run {id} went on on the new worker");
     }
 }

@@ -43,6 +43,29 @@ impl Runs {
         D: Future<Output = ()> + Send + 'static,
     {
         let slots = Arc::new(Semaphore::new(worker.concurrency.max(1)));
+        // Runs a dead process of this host held are taken at once, within the same bounds; the
+        // queue would give them only once their leases ran out.
+        let orphaned = self.store.orphaned().await.unwrap_or_else(|error| {
+            eprintln!("reagent: cannot look for runs of exited processes: {error}");
+            Vec::new()
+        });
+        for id in orphaned {
+            let Ok(slot) = slots.clone().acquire_owned().await else { break };
+            match self.claim(&id).await {
+                Ok(Some(run)) if worker.queue.agents.is_empty() || worker.queue.agents.contains(&run.agent) => {
+                    let driven = drive(run);
+                    tokio::spawn(async move {
+                        driven.await;
+                        drop(slot);
+                    });
+                }
+                // Not an agent of this worker's: back to the queue, for one that has it.
+                Ok(Some(run)) => {
+                    let _ = self.store.release(&run.id, &self.owner).await;
+                }
+                _ => {}
+            }
+        }
         let mut failing = false;
         while !*stop.borrow() {
             let slot = tokio::select! {

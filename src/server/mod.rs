@@ -161,14 +161,6 @@ pub async fn serve(
         shutdown: shutdown.clone(),
     };
     if let Some(worker) = worker {
-        // Runs whose process is gone are taken up at once (a dead process of this host needs
-        // no lease to run out), then the queue. They are claimed before the worker loop starts,
-        // so that it cannot take one of them a second time.
-        for id in app.runs.store().unfinished().await.map_err(|e| e.to_string())? {
-            if let Ok(Some(run)) = app.runs.claim(&id).await {
-                tokio::spawn(app.drive_taken(run));
-            }
-        }
         let app = app.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {

@@ -382,9 +382,10 @@ pub trait RunStore: Send + Sync {
     /// Asks the run to stop at its next safe point (a run that waits stops at once). Returns the run.
     async fn request_cancel(&self, id: &str) -> Result<Option<Run>, StoreError>;
 
-    /// Runs that are not final, waiting for a person excepted, whose owner is gone: the work
-    /// a starting server takes up.
-    async fn unfinished(&self) -> Result<Vec<String>, StoreError>;
+    /// Runs held by a process of this host that has exited, oldest first: a starting worker takes
+    /// them at once instead of waiting for their leases to run out. (Free runs, and runs past
+    /// their lease, are the queue's: `claim_next`.)
+    async fn orphaned(&self) -> Result<Vec<String>, StoreError>;
 
     /// Records decisions on the calls a waiting run waits for, and queues the run to go on with
     /// them. Replaces an earlier unused decision on the same call.

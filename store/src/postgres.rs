@@ -489,18 +489,11 @@ impl RunStore for PostgresStore {
         row.map(|r| run_from(&r)).transpose()
     }
 
-    async fn unfinished(&self) -> Result<Vec<String>, StoreError> {
-        let sql = format!(
-            "SELECT id, owner, lease_until < {NOW} FROM runs WHERE status IN ('queued', 'running') \
-             OR (cancel_requested AND status IN ('paused', 'in_doubt')) ORDER BY id"
-        );
-        let rows: Vec<(String, Option<String>, bool)> =
+    async fn orphaned(&self) -> Result<Vec<String>, StoreError> {
+        let sql = format!("SELECT id, owner FROM runs WHERE owner IS NOT NULL AND lease_until >= {NOW} ORDER BY id");
+        let held: Vec<(String, String)> =
             sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await.map_err(|e| self.error(e))?;
-        Ok(rows
-            .into_iter()
-            .filter(|(_, owner, expired)| owner.as_deref().is_none_or(|o| *expired || owner_is_gone(o)))
-            .map(|(id, ..)| id)
-            .collect())
+        Ok(held.into_iter().filter(|(_, owner)| owner_is_gone(owner)).map(|(id, _)| id).collect())
     }
 
     async fn decide(&self, id: &str, decisions: &[Decision]) -> Result<(), StoreError> {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::oneshot;
 
 use crate::group_commit::{self, Write};
@@ -271,25 +271,14 @@ impl RunStore for SqliteStore {
         Ok(run)
     }
 
-    async fn unfinished(&self) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, owner, lease_until FROM runs WHERE status IN ('queued', 'running') \
-             OR (cancel_requested = 1 AND status IN ('paused', 'in_doubt')) ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.error(e))?;
-        let now = now_ms();
-        let mut free = Vec::new();
-        for row in rows {
-            let id: String = row.try_get(0).map_err(|e| self.error(e))?;
-            let owner: Option<String> = row.try_get(1).map_err(|e| self.error(e))?;
-            let lease_until: i64 = row.try_get(2).map_err(|e| self.error(e))?;
-            if owner.as_deref().is_none_or(|o| lease_until < now || owner_is_gone(o)) {
-                free.push(id);
-            }
-        }
-        Ok(free)
+    async fn orphaned(&self) -> Result<Vec<String>, StoreError> {
+        let held: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, owner FROM runs WHERE owner IS NOT NULL AND lease_until >= ? ORDER BY id")
+                .bind(now_ms())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.error(e))?;
+        Ok(held.into_iter().filter(|(_, owner)| owner_is_gone(owner)).map(|(id, _)| id).collect())
     }
 
     async fn decide(&self, id: &str, decisions: &[Decision]) -> Result<(), StoreError> {

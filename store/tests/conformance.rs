@@ -59,7 +59,7 @@ conformance!(
     a_tenant_limit_holds_under_concurrent_claimers,
     the_journal_keeps_replies_calls_and_decisions,
     cancels_are_recorded_for_the_driver_to_hear,
-    unfinished_runs_are_those_nobody_holds,
+    runs_of_a_dead_local_process_are_orphans,
     keys_are_stored_hashed,
     a_final_state_commits_one_webhook_which_is_held_while_sent_and_retried_under_its_id,
 );
@@ -333,19 +333,23 @@ async fn cancels_are_recorded_for_the_driver_to_hear(store: &dyn RunStore) {
     assert!(store.request_cancel("run_missing").await.unwrap().is_none());
 }
 
-async fn unfinished_runs_are_those_nobody_holds(store: &dyn RunStore) {
-    let free = create(store, "a", "calc").await;
+async fn runs_of_a_dead_local_process_are_orphans(store: &dyn RunStore) {
+    // A process of this host that has exited, and this (live) one.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    child.wait().unwrap();
+    let live = reagent_store::owner_id();
+    let host = live.split('/').next().unwrap().to_string();
+    let dead = format!("{host}/{}/0000", child.id());
+    let _free = create(store, "a", "calc").await;
+    let orphan = create(store, "a", "calc").await;
     let held = create(store, "a", "calc").await;
-    let waiting = create(store, "a", "calc").await;
-    store.claim(&held.id, "w", LEASE).await.unwrap();
-    store.claim(&waiting.id, "w", LEASE).await.unwrap();
-    let paused = Commit { status: Some(Status::Paused), release: true, ..Commit::default() };
-    store.commit(&waiting.id, "w", paused).await.unwrap();
-    assert_eq!(store.unfinished().await.unwrap(), std::slice::from_ref(&free.id));
-    store.request_cancel(&waiting.id).await.unwrap();
-    let mut expected = vec![free.id, waiting.id];
-    expected.sort();
-    assert_eq!(store.unfinished().await.unwrap(), expected, "a waiting run asked to cancel is work to do");
+    let elsewhere = create(store, "a", "calc").await;
+    store.claim(&orphan.id, &dead, LEASE).await.unwrap();
+    store.claim(&held.id, &live, LEASE).await.unwrap();
+    store.claim(&elsewhere.id, &format!("another-host/{}/0000", child.id()), LEASE).await.unwrap();
+    assert_eq!(store.orphaned().await.unwrap(), std::slice::from_ref(&orphan.id), "only the dead local process's");
+    assert!(store.claim(&orphan.id, &live, LEASE).await.unwrap().is_some(), "taken over at once");
+    assert!(store.orphaned().await.unwrap().is_empty());
 }
 
 async fn a_final_state_commits_one_webhook_which_is_held_while_sent_and_retried_under_its_id(store: &dyn RunStore) {
