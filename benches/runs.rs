@@ -81,15 +81,7 @@ async fn journal(agent_file: &Path, runs: usize, at_once: usize, rounds: usize, 
                 let (durable, file, steps) = (durable.clone(), file.clone(), steps.clone());
                 async move {
                     let inputs = GivenInputs::default();
-                    let submission = reagent::runs::Submission {
-                        file: &file,
-                        task: TASK,
-                        inputs: &inputs,
-                        tenant: "",
-                        key: None,
-                        idempotency: None,
-                        callback_url: None,
-                    };
+                    let submission = calc_agent::submission(&file, &inputs);
                     let Ok(Created::New(run)) = durable.submit(submission).await else { panic!("submit") };
                     let counted = steps.clone();
                     let listener = Box::new(move |_seq, event: &Event| {

@@ -29,8 +29,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use calc_agent::{STEPS_PER_RUN, TASK};
-use reagent::runs::{Runs, Submission};
+use calc_agent::STEPS_PER_RUN;
+use reagent::runs::Runs;
 use reagent::runtime::Runtime;
 use reagent::spec::GivenInputs;
 use reagent_store::{Created, RunStore};
@@ -155,16 +155,7 @@ async fn submit(runs: &Runs, agent: &Path, count: usize) -> Instant {
     let started = Instant::now();
     let inputs = GivenInputs::default();
     for _ in 0..count {
-        let submission = Submission {
-            file: agent,
-            task: TASK,
-            inputs: &inputs,
-            tenant: "",
-            key: None,
-            idempotency: None,
-            callback_url: None,
-        };
-        let Ok(Created::New(_)) = runs.submit(submission).await else { panic!("submit") };
+        let Ok(Created::New(_)) = runs.submit(calc_agent::submission(agent, &inputs)).await else { panic!("submit") };
     }
     started
 }

@@ -76,11 +76,6 @@ impl Webhooks {
         Ok(Webhooks { allowed: allowed.into(), secret })
     }
 
-    /// Sends nothing and accepts no callback.
-    pub fn off() -> Self {
-        Webhooks { allowed: Arc::from([]), secret: None }
-    }
-
     /// Whether this process delivers webhooks.
     pub fn on(&self) -> bool {
         self.secret.is_some() && !self.allowed.is_empty()

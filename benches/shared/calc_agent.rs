@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use reagent::runs::Submission;
+use reagent::spec::GivenInputs;
 use serde_json::json;
 
 pub const EXPRESSIONS: [&str; 9] =
@@ -32,4 +34,10 @@ pub fn write(dir: &Path) -> PathBuf {
     );
     std::fs::write(&agent_file, yaml).expect("write the agent");
     agent_file
+}
+
+/// A run of the agent in `file` on `TASK`, as a pipeline submits it.
+#[allow(dead_code)] // the loop benchmark runs in memory and submits nothing
+pub fn submission<'a>(file: &'a Path, inputs: &'a GivenInputs) -> Submission<'a> {
+    Submission { file, task: TASK, inputs, tenant: "", key: None, idempotency: None, callback_url: None }
 }

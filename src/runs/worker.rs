@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reagent_store::{Queue, Run};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
 use super::Runs;
 
@@ -35,8 +35,9 @@ impl Worker {
 impl Runs {
     /// Takes runs from the queue as long as fewer than `worker.concurrency` are being driven, and
     /// hands each to `drive` (which drives it to its end or next stop); looks again every
-    /// `worker.poll` (or when woken) while the queue is empty. When `stop` turns true it takes no more, asks the
-    /// runs it drives to stop at their next turn boundary, and returns once they have.
+    /// `worker.poll` (or when woken) while the queue is empty. When `stop` turns true it takes no
+    /// more, asks the runs it drives to stop at their next turn boundary, and returns once they
+    /// have.
     pub async fn work<F, D>(&self, worker: Worker, mut stop: watch::Receiver<bool>, drive: F)
     where
         F: Fn(Run) -> D,
@@ -52,13 +53,7 @@ impl Runs {
         for id in orphaned {
             let Ok(slot) = slots.clone().acquire_owned().await else { break };
             match self.claim(&id).await {
-                Ok(Some(run)) if worker.queue.agents.is_empty() || worker.queue.agents.contains(&run.agent) => {
-                    let driven = drive(run);
-                    tokio::spawn(async move {
-                        driven.await;
-                        drop(slot);
-                    });
-                }
+                Ok(Some(run)) if worker.queue.takes(&run.agent) => spawn_holding(slot, drive(run)),
                 // Not an agent of this worker's: back to the queue, for one that has it.
                 Ok(Some(run)) => {
                     let _ = self.store.release(&run.id, &self.owner).await;
@@ -75,11 +70,7 @@ impl Runs {
             match self.claim_next(&worker.queue).await {
                 Ok(Some(run)) => {
                     failing = false;
-                    let driven = drive(run);
-                    tokio::spawn(async move {
-                        driven.await;
-                        drop(slot);
-                    });
+                    spawn_holding(slot, drive(run));
                     continue;
                 }
                 Ok(None) => failing = false,
@@ -101,4 +92,12 @@ impl Runs {
         self.shut_down();
         let _ = slots.acquire_many(u32::try_from(worker.concurrency.max(1)).unwrap_or(u32::MAX)).await;
     }
+}
+
+/// Drives a run in the background, holding its slot until the drive is over.
+fn spawn_holding(slot: OwnedSemaphorePermit, driven: impl Future<Output = ()> + Send + 'static) {
+    tokio::spawn(async move {
+        driven.await;
+        drop(slot);
+    });
 }

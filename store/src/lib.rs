@@ -338,6 +338,13 @@ pub struct Queue {
     pub per_tenant: Option<u32>,
 }
 
+impl Queue {
+    /// Whether a run of `agent` is one this queue gives out.
+    pub fn takes(&self, agent: &str) -> bool {
+        self.agents.is_empty() || self.agents.iter().any(|a| a == agent)
+    }
+}
+
 /// The runs, their journals and the API keys. Adapters: `SqliteStore`, `PostgresStore`.
 #[async_trait]
 pub trait RunStore: Send + Sync {
