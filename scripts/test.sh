@@ -24,6 +24,11 @@ llama_pid=$!
 clients_out="$(mktemp)"
 "$root/scripts/api-clients-setup.sh" >"$clients_out" &
 clients_pid=$!
+# The MCP tests run reagent against the npm reference servers and the official conformance suite
+# (Node), and the Python `mcp` SDKs of both protocol eras.
+mcp_out="$(mktemp)"
+"$root/scripts/mcp-setup.sh" >"$mcp_out" &
+mcp_pid=$!
 
 # The PostgreSQL tests (the store's conformance suite, failover) start their own server from the
 # Debian `postgresql` package's binaries, on loopback, and stop it.
@@ -39,6 +44,14 @@ fi
 
 finish_setup "$llama_pid" "$llama_out" REAGENT_LLAMA_PYTHON llama-server-setup.sh
 finish_setup "$clients_pid" "$clients_out" REAGENT_CLIENTS_PYTHON api-clients-setup.sh
+if ! wait "$mcp_pid"; then
+    echo "test: scripts/mcp-setup.sh failed" >&2
+    exit 1
+fi
+while IFS= read -r line; do
+    export "${line?}"
+done <"$mcp_out"
+rm -f "$mcp_out"
 
 cargo test --locked --workspace --manifest-path "$root/Cargo.toml" "$@"
 cargo test --locked --manifest-path "$root/tools/Cargo.toml"

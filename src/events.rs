@@ -80,6 +80,17 @@ pub enum Event {
         tool: String,
         arguments: Value,
     },
+    /// How far a running call has got, as its tool reports it (an MCP server's progress
+    /// notifications); `message` is the tool's text, clipped.
+    ToolProgress {
+        step: u32,
+        id: String,
+        progress: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        total: Option<f64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
     /// The result fed back to the model for one call: the tool's, or an error the loop produced
     /// before the tool ran (unknown tool, unreadable call, invalid arguments).
     ToolResult {

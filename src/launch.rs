@@ -12,8 +12,7 @@ use crate::spec::{
     AgentSpec, GivenInputs, LocalModelSpec, ModelSpec, OpenAiModelSpec, Position, Sources, SpecError, bind_inputs,
     render_instructions,
 };
-use crate::toolbox::Toolbox;
-use crate::toolbox::WasmToolbox;
+use crate::toolbox::{McpToolbox, Pinning, Toolbox, Toolboxes, WasmToolbox};
 use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
@@ -180,8 +179,22 @@ fn openai_model(spec: &AgentSpec, openai: &OpenAiModelSpec) -> Result<OpenAiMode
     OpenAiModel::new(openai.clone()).map_err(|e| LaunchError::Model(SpecError::new(Position::start_of(&spec.file), e)))
 }
 
-async fn load_tools(runtime: &Runtime, spec: &AgentSpec) -> Result<WasmToolbox, LaunchError> {
-    WasmToolbox::load(runtime.sandbox(), &spec.tools).await.map_err(LaunchError::Tool)
+/// The agent's tools: its components in the sandbox, then its MCP servers, started for this run.
+async fn load_tools(runtime: &Runtime, spec: &AgentSpec) -> Result<Toolboxes, LaunchError> {
+    let components = WasmToolbox::load(runtime.sandbox(), &spec.tools).await.map_err(LaunchError::Tool)?;
+    let taken = components.declarations().into_iter().map(|d| d.name).collect();
+    let servers =
+        McpToolbox::load(&spec.file, &spec.mcp_servers, &taken, Pinning::Check).await.map_err(LaunchError::Tool)?;
+    Ok(Toolboxes::new(vec![Box::new(components), Box::new(servers)]))
+}
+
+/// `reagent mcp pin`: starts the agent's MCP servers and writes what they offer now into its lock
+/// file, with the protocol each spoke.
+pub async fn pin_mcp(file: &Path) -> Result<McpToolbox, LaunchError> {
+    let spec = AgentSpec::load(file).map_err(LaunchError::Spec)?;
+    McpToolbox::load(&spec.file, &spec.mcp_servers, &Default::default(), Pinning::Repin)
+        .await
+        .map_err(LaunchError::Tool)
 }
 
 fn invalid_schema(spec: &AgentSpec, error: InvalidSchema) -> LaunchError {

@@ -10,6 +10,7 @@ pub mod chat_format;
 pub mod conversation;
 pub mod events;
 pub mod launch;
+pub mod mcp_server;
 pub mod model;
 pub mod runs;
 pub mod runtime;

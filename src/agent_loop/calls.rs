@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use serde_json::Value;
+use tokio::sync::mpsc;
 use tokio::time::timeout_at;
 
 use super::budget::Spent;
@@ -23,7 +24,7 @@ type Ran = (String, Option<String>, ToolOutcome, Option<(Spent, Vec<Event>)>);
 use crate::conversation::{MalformedCall, Message, ToolCall, ToolChoice};
 use crate::events::{Event, EventSink};
 use crate::spec::Budget;
-use crate::toolbox::{ToolError, ToolErrorKind, ToolOutcome};
+use crate::toolbox::{CallContext, ToolError, ToolErrorKind, ToolOutcome, ToolProgress};
 
 impl Agent {
     /// Decides on each call of a turn: refused (past the call budget, repeated), waiting for a
@@ -95,13 +96,15 @@ impl Agent {
         let before = &*spent;
         // A turn's only call has its result committed with the checkpoint that follows it.
         let alone = pending.iter().filter(|p| p.call.is_ok() && p.refusal.is_none()).count() == 1;
-        let outcomes: Vec<Result<Ran, JournalError>> = stream::iter(pending)
+        let (reports, mut reported) = mpsc::unbounded_channel();
+        let reports = &reports;
+        let running = stream::iter(pending)
             .map(|Pending { call, refusal, .. }| async move {
                 match call {
                     Ok(call) => {
                         let (outcome, child) = match refusal {
                             Some(error) => (failed(error), None),
-                            None => self.journalled(&call, before, alone).await?,
+                            None => self.journalled(&call, before, alone, reports).await?,
                         };
                         Ok((call.id, Some(call.name), outcome, child))
                     }
@@ -112,8 +115,20 @@ impl Agent {
                 }
             })
             .buffered(MAX_PARALLEL_CALLS)
-            .collect()
-            .await;
+            .collect::<Vec<Result<Ran, JournalError>>>();
+        // Progress reports become events while the calls run.
+        let outcomes = {
+            tokio::pin!(running);
+            loop {
+                tokio::select! {
+                    outcomes = &mut running => break outcomes,
+                    Some(report) = reported.recv() => events.emit(&progress_event(step, report)),
+                }
+            }
+        };
+        while let Ok(report) = reported.try_recv() {
+            events.emit(&progress_event(step, report));
+        }
         for ran in outcomes {
             let (id, tool, outcome, child) = ran?;
             if let Some((child, inner)) = child {
@@ -140,6 +155,7 @@ impl Agent {
         call: &ToolCall,
         parent: &Spent,
         alone: bool,
+        reports: &mpsc::UnboundedSender<ToolProgress>,
     ) -> Result<(ToolOutcome, Option<(Spent, Vec<Event>)>), JournalError> {
         if let Some(journal) = &self.journal {
             match journal.call(&call.id).await? {
@@ -150,7 +166,7 @@ impl Agent {
                 }
             }
         }
-        let running = timeout_at(parent.deadline, self.execute(call, parent));
+        let running = timeout_at(parent.deadline, self.execute(call, parent, reports));
         let (outcome, child) = running.await.unwrap_or_else(|_| {
             let limit = Budget::Timeout.describe(&parent.limits);
             let message = format!("{limit} ran out before this call finished");
@@ -165,7 +181,12 @@ impl Agent {
     /// Checks a call against the declared tools and their schemas, then runs it: on the toolbox,
     /// or as a sub-agent's run with budgets carved from `parent`'s, whose spending and events
     /// (marked with its name) it returns.
-    async fn execute(&self, call: &ToolCall, parent: &Spent) -> (ToolOutcome, Option<(Spent, Vec<Event>)>) {
+    async fn execute(
+        &self,
+        call: &ToolCall,
+        parent: &Spent,
+        reports: &mpsc::UnboundedSender<ToolProgress>,
+    ) -> (ToolOutcome, Option<(Spent, Vec<Event>)>) {
         let failed = |error| (failed(error), None);
         let Some(validator) = self.validators.get(&call.name) else {
             let known: Vec<&str> = self.tools.iter().map(|t| t.name.as_str()).collect();
@@ -178,7 +199,8 @@ impl Agent {
             return failed(error);
         }
         let Some(sub_agent) = self.sub_agents.get(&call.name) else {
-            return (self.toolbox.call(&call.name, &call.arguments, &parent.key_of(&call.id)).await, None);
+            let context = CallContext::reporting(parent.key_of(&call.id), &call.id, reports.clone());
+            return (self.toolbox.call(&call.name, &call.arguments, &context).await, None);
         };
         let task = call.arguments["task"].as_str().unwrap_or_default();
         let mut spent = Spent::start(parent.carve(&sub_agent.config.limits), parent.key_of(&call.id));
@@ -214,6 +236,11 @@ pub fn check_arguments(tool: &str, validator: &jsonschema::Validator, arguments:
     }
     let message = format!("invalid arguments for `{tool}`: {}", problems.join("; "));
     Err(ToolError::new(ToolErrorKind::InvalidArguments, message))
+}
+
+fn progress_event(step: u32, report: ToolProgress) -> Event {
+    let ToolProgress { call_id, progress, total, message } = report;
+    Event::ToolProgress { step, id: call_id, progress, total, message }
 }
 
 fn failed(error: ToolError) -> ToolOutcome {

@@ -21,6 +21,30 @@ pub struct InputSpec {
     pub default: Option<Value>,
 }
 
+impl InputSpec {
+    pub fn is_required(&self) -> bool {
+        self.default.is_none()
+    }
+
+    /// The input as JSON Schema (for clients that pass inputs as JSON, such as MCP's).
+    pub fn schema(&self) -> Value {
+        let kind = match self.kind {
+            InputKind::String => "string",
+            InputKind::Integer => "integer",
+            InputKind::Number => "number",
+            InputKind::Boolean => "boolean",
+        };
+        let mut schema = serde_json::json!({ "type": kind });
+        if let Some(description) = &self.description {
+            schema["description"] = Value::String(description.clone());
+        }
+        if let Some(default) = &self.default {
+            schema["default"] = default.clone();
+        }
+        schema
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InputKind {

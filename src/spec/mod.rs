@@ -3,6 +3,7 @@
 //! YAML is data only: nothing in it is ever executed.
 
 mod inputs;
+mod mcp;
 mod model;
 mod sources;
 mod tools;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 pub use inputs::{GivenInputs, InputKind, InputSpec, bind as bind_inputs, render as render_instructions};
+pub use mcp::{MAX_SERVER_NAME, McpServerSpec, McpTimeouts, McpTransport};
 pub use model::{
     DEFAULT_MAX_TOKENS, LocalEngine, LocalModelSpec, LocalSource, ModelSpec, OpenAiModelSpec, PromptFormat,
     ReasoningControl, Sampling,
@@ -44,6 +46,8 @@ pub struct AgentSpec {
     /// Typed values given per run and put into the instructions.
     pub inputs: Vec<InputSpec>,
     pub tools: Vec<ToolSpec>,
+    /// External MCP servers whose tools the agent uses (`tools: - mcp: NAME`).
+    pub mcp_servers: Vec<McpServerSpec>,
     /// Other agents offered to the model as tools (`tools: - agent: FILE`).
     pub sub_agents: Vec<SubAgentSpec>,
     pub limits: Limits,
@@ -193,10 +197,20 @@ impl AgentSpec {
             None => HashMap::new(),
         };
         let secrets = tools::SecretSource { file_values: &file_values };
-        let (mut tools, mut sub_agents) = (Vec::new(), Vec::new());
+        let (mut tools, mut mcp_servers, mut sub_agents) = (Vec::new(), Vec::new(), Vec::<SubAgentSpec>::new());
         for entry in raw.tools {
             match entry.value.resolve(file, dir, &secrets, at(entry.referenced))? {
                 tools::ToolEntry::Component(tool) => tools.push(tool),
+                tools::ToolEntry::Mcp(server) => {
+                    if let Some(first) = mcp_servers.iter().find(|s: &&McpServerSpec| s.name == server.name) {
+                        let message = format!(
+                            "MCP server `{}` is already listed at line {}: give each server its own name",
+                            server.name, first.at.line
+                        );
+                        return Err(SpecError::new(server.at, message));
+                    }
+                    mcp_servers.push(server);
+                }
                 tools::ToolEntry::Agent(path, named_at) => {
                     let spec = load_sub_agent(sources, file, &path, &named_at, parents)?;
                     sub_agents.push(SubAgentSpec { spec, at: named_at });
@@ -231,6 +245,7 @@ impl AgentSpec {
             instructions: instructions.value,
             inputs,
             tools,
+            mcp_servers,
             sub_agents,
             limits,
             output_schema,

@@ -1,13 +1,14 @@
 //! The `tools:` entries of an agent file: a component, what it is granted, and its limits.
 //! Every grant is explicit; nothing is inherited from the host.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use reagent_sandbox::{DirGrant, Grants, HostGrant, Limits};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use super::mcp::{McpServerSpec, RawMcp, RawTimeouts};
 use super::units::{parse_duration, parse_size};
 use super::{Approval, Position, SpecError, ToolSpec};
 
@@ -25,6 +26,25 @@ pub(super) struct RawTool {
     limits: Option<Spanned<RawToolLimits>>,
     #[serde(default)]
     approval: Option<Spanned<Approval>>,
+    /// An external MCP server, by the name its tools are offered under (`NAME__tool`).
+    #[serde(default)]
+    mcp: Option<Spanned<String>>,
+    #[serde(default)]
+    command: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    url: Option<Spanned<String>>,
+    #[serde(default)]
+    cwd: Option<Spanned<String>>,
+    #[serde(default)]
+    bearer: Option<Spanned<String>>,
+    #[serde(default)]
+    include: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    trust_annotations: bool,
+    #[serde(default)]
+    effects: Option<Spanned<BTreeMap<String, Spanned<reagent_sandbox::Effect>>>>,
+    #[serde(default)]
+    timeouts: Option<Spanned<RawTimeouts>>,
 }
 
 /// One `tools:` entry, read.
@@ -32,6 +52,7 @@ pub(super) enum ToolEntry {
     Component(ToolSpec),
     /// A sub-agent's file (resolved against the agent file's folder), and where it is named.
     Agent(std::path::PathBuf, Position),
+    Mcp(McpServerSpec),
 }
 
 #[derive(Deserialize, Default)]
@@ -101,6 +122,22 @@ impl RawTool {
         entry: Position,
     ) -> Result<ToolEntry, SpecError> {
         let at = |spanned_location| Position::new(file, spanned_location);
+        if let Some(name) = self.mcp.take() {
+            return self.resolve_mcp(name, file, dir, secrets).map(ToolEntry::Mcp);
+        }
+        let mcp_only = [
+            self.command.as_ref().map(|c| (c.referenced, "command")),
+            self.url.as_ref().map(|u| (u.referenced, "url")),
+            self.cwd.as_ref().map(|c| (c.referenced, "cwd")),
+            self.bearer.as_ref().map(|b| (b.referenced, "bearer")),
+            self.include.as_ref().and_then(|i| i.first()).map(|i| (i.referenced, "include")),
+            self.effects.as_ref().map(|e| (e.referenced, "effects")),
+            self.timeouts.as_ref().map(|t| (t.referenced, "timeouts")),
+        ];
+        if let Some((location, field)) = mcp_only.into_iter().flatten().next() {
+            let message = format!("`{field}:` belongs to an MCP server entry (`mcp: NAME`)");
+            return Err(SpecError::new(at(location), message));
+        }
         let component = match (self.component.clone(), self.agent.take()) {
             (Some(component), None) => component,
             (None, Some(agent)) => {
@@ -119,11 +156,68 @@ impl RawTool {
                 return Err(SpecError::new(at(agent.referenced), message));
             }
             (None, None) => {
-                let message = "each tool needs `component:` (a .wasm file) or `agent:` (an agent YAML file)";
+                let message = "each tool needs `component:` (a .wasm file), `agent:` (an agent YAML file) or `mcp:` (an MCP server)";
                 return Err(SpecError::new(entry, message));
             }
         };
         self.resolve_component(component, file, dir, secrets).map(ToolEntry::Component)
+    }
+
+    fn resolve_mcp(
+        self,
+        name: Spanned<String>,
+        file: &Path,
+        dir: &Path,
+        secrets: &SecretSource,
+    ) -> Result<McpServerSpec, SpecError> {
+        let at = |spanned_location| Position::new(file, spanned_location);
+        let other = [self.component.as_ref().map(|c| c.referenced), self.agent.as_ref().map(|a| a.referenced)];
+        if let Some(location) = other.into_iter().flatten().next() {
+            let message = "an entry is one of `component:`, `agent:` or `mcp:`";
+            return Err(SpecError::new(at(location), message));
+        }
+        let grants = self.grants.map(|g| g.value).unwrap_or_default();
+        if let Some(dir) = grants.dirs.first() {
+            let message = "an MCP server is a process outside the sandbox: folders cannot be granted to it; give it `cwd:` to work in";
+            return Err(SpecError::new(at(dir.host.referenced), message));
+        }
+        let limits = self.limits.map(|l| l.value).unwrap_or_default();
+        let sandbox_only = [
+            limits.memory.as_ref().map(|m| m.referenced),
+            limits.cpu_time.as_ref().map(|m| m.referenced),
+            limits.timeout.as_ref().map(|m| m.referenced),
+            limits.max_log.as_ref().map(|m| m.referenced),
+            limits.max_write.as_ref().map(|m| m.referenced),
+            limits.max_files.as_ref().map(|m| m.referenced),
+            limits.max_handles.as_ref().map(|m| m.referenced),
+        ];
+        if let Some(location) = sandbox_only.into_iter().flatten().next() {
+            let message = "an MCP server takes only `max_result` under `limits:`; its time limits are `timeouts: {startup, call, max_call}`";
+            return Err(SpecError::new(at(location), message));
+        }
+        let raw = RawMcp {
+            name,
+            command: self.command,
+            url: self.url,
+            cwd: self.cwd,
+            bearer: self.bearer,
+            env: grants.env,
+            secrets: grants.secrets,
+            http: grants.http,
+            include: self.include,
+            trust_annotations: self.trust_annotations,
+            effects: self.effects,
+            approval: self.approval,
+            timeouts: self.timeouts,
+            max_result: limits.max_result,
+        };
+        raw.resolve(
+            file,
+            dir,
+            |name| secret_value(secrets, name).map_err(|m| SpecError::new(at(name.referenced), m)),
+            |name| env_value(name).map_err(|m| SpecError::new(at(name.referenced), m)),
+            |host| parse_host_grant(&host.value).map_err(|m| SpecError::new(at(host.referenced), m)),
+        )
     }
 
     fn resolve_component(
@@ -182,26 +276,11 @@ impl RawTool {
             grants.http.push(parse_host_grant(&host.value).map_err(|e| error(host.referenced, e))?);
         }
         for name in raw_grants.env {
-            let value = std::env::var(&name.value).map_err(|_| {
-                let message = format!(
-                    "`{}` is granted but not set in the environment: set it before running reagent, or remove it from `env:`",
-                    name.value
-                );
-                error(name.referenced, message)
-            })?;
+            let value = env_value(&name).map_err(|m| error(name.referenced, m))?;
             grants.env.push((name.value, value));
         }
         for name in raw_grants.secrets {
-            let value = secrets.file_values.get(&name.value).cloned().or_else(|| std::env::var(&name.value).ok());
-            let Some(value) = value else {
-                return Err(error(
-                    name.referenced,
-                    format!(
-                        "secret `{0}` is in neither the secrets file nor the environment: add a line `{0}=…` to the file named by `secrets_file:`, or set `{0}` in the environment",
-                        name.value
-                    ),
-                ));
-            };
+            let value = secret_value(secrets, &name).map_err(|m| error(name.referenced, m))?;
             grants.env.push((name.value, value));
         }
 
@@ -262,6 +341,27 @@ impl RawTool {
         let approval = self.approval.map(|a| a.value).unwrap_or_default();
         Ok(ToolSpec { component: dir.join(&component.value), at: at(component.referenced), grants, limits, approval })
     }
+}
+
+/// A granted variable's value, from reagent's environment.
+fn env_value(name: &Spanned<String>) -> Result<String, String> {
+    std::env::var(&name.value).map_err(|_| {
+        format!(
+            "`{}` is granted but not set in the environment: set it before running reagent, or remove it from `env:`",
+            name.value
+        )
+    })
+}
+
+/// A secret's value: from the secrets file, else reagent's environment.
+fn secret_value(secrets: &SecretSource, name: &Spanned<String>) -> Result<String, String> {
+    let value = secrets.file_values.get(&name.value).cloned().or_else(|| std::env::var(&name.value).ok());
+    value.ok_or_else(|| {
+        format!(
+            "secret `{0}` is in neither the secrets file nor the environment: add a line `{0}=…` to the file named by `secrets_file:`, or set `{0}` in the environment",
+            name.value
+        )
+    })
 }
 
 /// Reads a secrets file: `NAME=value` lines; blank lines and `#` comments are skipped.

@@ -1,6 +1,7 @@
 //! The tools as the loop sees them: declarations to show the model, and a way to call one.
 //! The loop depends on this trait only; `wasm` implements it with the sandbox.
 
+pub mod mcp;
 mod wasm;
 
 use std::time::Duration;
@@ -8,20 +9,20 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio::sync::mpsc;
 
 use crate::conversation::ToolDeclaration;
 
+pub use mcp::{McpToolbox, Pinning};
 pub use wasm::WasmToolbox;
 
 #[async_trait]
 pub trait Toolbox: Send + Sync {
     fn declarations(&self) -> Vec<ToolDeclaration>;
 
-    /// Calls a declared tool with arguments already validated against its schema.
-    /// `idempotency_key` is the same on every attempt of this call and different for every other
-    /// call: a tool with side effects hands it to the APIs it calls so that a retry after a crash
-    /// does not do the thing twice.
-    async fn call(&self, name: &str, arguments: &Value, idempotency_key: &str) -> ToolOutcome;
+    /// Calls a declared tool with arguments already validated against its schema, in `context`
+    /// (the call's idempotency key, where its progress goes).
+    async fn call(&self, name: &str, arguments: &Value, context: &CallContext) -> ToolOutcome;
 
     /// Whether a call of `name` must wait for a person's yes (the agent file's `approval:`).
     fn needs_approval(&self, _name: &str) -> bool {
@@ -33,6 +34,57 @@ pub trait Toolbox: Send + Sync {
     fn effect(&self, _name: &str) -> Effect {
         Effect::SideEffect
     }
+}
+
+/// What a call runs with besides its arguments.
+#[derive(Clone)]
+pub struct CallContext {
+    idempotency_key: String,
+    progress: Option<(String, mpsc::UnboundedSender<ToolProgress>)>,
+}
+
+impl CallContext {
+    /// A call whose progress goes nowhere.
+    pub fn new(idempotency_key: impl Into<String>) -> Self {
+        CallContext { idempotency_key: idempotency_key.into(), progress: None }
+    }
+
+    /// A call whose progress reports go to `sink`, marked with its `call_id`.
+    pub fn reporting(
+        idempotency_key: impl Into<String>,
+        call_id: &str,
+        sink: mpsc::UnboundedSender<ToolProgress>,
+    ) -> Self {
+        CallContext { idempotency_key: idempotency_key.into(), progress: Some((call_id.to_string(), sink)) }
+    }
+
+    /// The same on every attempt of this call and different for every other call: a tool with
+    /// side effects hands it to the APIs it calls so that a retry after a crash does not do the
+    /// thing twice.
+    pub fn idempotency_key(&self) -> &str {
+        &self.idempotency_key
+    }
+
+    /// Reports how far the call has got (`progress` of `total`, when known); the message is
+    /// clipped, since it is the tool's text.
+    pub fn report(&self, progress: f64, total: Option<f64>, message: Option<&str>) {
+        if let Some((call_id, sink)) = &self.progress {
+            let message = message.map(|m| m.chars().take(MAX_PROGRESS_MESSAGE).collect());
+            let _ = sink.send(ToolProgress { call_id: call_id.clone(), progress, total, message });
+        }
+    }
+}
+
+/// The characters of a progress message kept.
+const MAX_PROGRESS_MESSAGE: usize = 200;
+
+/// How far a running call has got, as its tool reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolProgress {
+    pub call_id: String,
+    pub progress: f64,
+    pub total: Option<f64>,
+    pub message: Option<String>,
 }
 
 /// A key no other call has had, for a call made outside a durable run (whose calls' keys come
@@ -73,8 +125,8 @@ impl<T: Toolbox + ?Sized> Toolbox for std::sync::Arc<T> {
         (**self).declarations()
     }
 
-    async fn call(&self, name: &str, arguments: &Value, idempotency_key: &str) -> ToolOutcome {
-        (**self).call(name, arguments, idempotency_key).await
+    async fn call(&self, name: &str, arguments: &Value, context: &CallContext) -> ToolOutcome {
+        (**self).call(name, arguments, context).await
     }
 
     fn needs_approval(&self, name: &str) -> bool {
@@ -83,6 +135,54 @@ impl<T: Toolbox + ?Sized> Toolbox for std::sync::Arc<T> {
 
     fn effect(&self, name: &str) -> Effect {
         (**self).effect(name)
+    }
+}
+
+/// Several toolboxes as one (an agent's components and its MCP servers): each name is routed to
+/// the toolbox that declares it; the loaders keep names unique.
+pub struct Toolboxes {
+    parts: Vec<Box<dyn Toolbox>>,
+    owners: std::collections::HashMap<String, usize>,
+}
+
+impl Toolboxes {
+    pub fn new(parts: Vec<Box<dyn Toolbox>>) -> Self {
+        let owners = parts
+            .iter()
+            .enumerate()
+            .flat_map(|(index, part)| part.declarations().into_iter().map(move |d| (d.name, index)))
+            .collect();
+        Toolboxes { parts, owners }
+    }
+
+    fn owner(&self, name: &str) -> Option<&dyn Toolbox> {
+        self.owners.get(name).map(|&index| &*self.parts[index])
+    }
+}
+
+#[async_trait]
+impl Toolbox for Toolboxes {
+    fn declarations(&self) -> Vec<ToolDeclaration> {
+        self.parts.iter().flat_map(|p| p.declarations()).collect()
+    }
+
+    async fn call(&self, name: &str, arguments: &Value, context: &CallContext) -> ToolOutcome {
+        match self.owner(name) {
+            Some(owner) => owner.call(name, arguments, context).await,
+            None => ToolOutcome {
+                result: Err(ToolError::new(ToolErrorKind::UnknownTool, format!("no tool `{name}`"))),
+                log: String::new(),
+                duration: Duration::ZERO,
+            },
+        }
+    }
+
+    fn needs_approval(&self, name: &str) -> bool {
+        self.owner(name).is_some_and(|o| o.needs_approval(name))
+    }
+
+    fn effect(&self, name: &str) -> Effect {
+        self.owner(name).map_or(Effect::SideEffect, |o| o.effect(name))
     }
 }
 

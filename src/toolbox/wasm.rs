@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use reagent_sandbox::{ErrorKind, LoadError, Sandbox, ToolComponent};
 use serde_json::Value;
 
-use super::{Effect, ToolError, ToolErrorKind, ToolOutcome, Toolbox};
+use super::{CallContext, Effect, ToolError, ToolErrorKind, ToolOutcome, Toolbox};
 use crate::conversation::ToolDeclaration;
 use crate::spec::{Approval, SpecError, ToolSpec};
 
@@ -53,6 +53,13 @@ impl WasmToolbox {
     }
 }
 
+impl WasmToolbox {
+    /// Each tool as its component describes it, with the index of the `tools:` entry providing it.
+    pub fn descriptions(&self) -> impl Iterator<Item = (usize, &reagent_sandbox::ToolDescription)> {
+        self.components.iter().enumerate().flat_map(|(entry, c)| c.tools().iter().map(move |t| (entry, t)))
+    }
+}
+
 fn load_message(error: &LoadError) -> String {
     match error {
         LoadError::NotFound { .. } => {
@@ -86,7 +93,7 @@ impl Toolbox for WasmToolbox {
         self.effects.get(name).copied().unwrap_or(Effect::SideEffect)
     }
 
-    async fn call(&self, name: &str, arguments: &Value, idempotency_key: &str) -> ToolOutcome {
+    async fn call(&self, name: &str, arguments: &Value, context: &CallContext) -> ToolOutcome {
         let Some(&owner) = self.owners.get(name) else {
             return ToolOutcome {
                 result: Err(ToolError::new(ToolErrorKind::UnknownTool, format!("no component provides `{name}`"))),
@@ -94,7 +101,7 @@ impl Toolbox for WasmToolbox {
                 duration: Default::default(),
             };
         };
-        let output = self.components[owner].call(name, &arguments.to_string(), idempotency_key).await;
+        let output = self.components[owner].call(name, &arguments.to_string(), context.idempotency_key()).await;
         ToolOutcome {
             result: output.result.map_err(|e| ToolError::new(kind(e.kind), e.message)),
             log: output.log,

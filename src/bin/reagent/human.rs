@@ -44,6 +44,11 @@ impl Printer {
             Event::Reasoning { text, .. } => labelled("thinking", text),
             Event::Text { text, .. } => labelled("says", text),
             Event::ToolCall { tool, arguments, .. } => labelled("call", &format!("{tool} {arguments}")),
+            Event::ToolProgress { progress, total, message, .. } => {
+                let of = total.map(|t| format!(" of {t}")).unwrap_or_default();
+                let said = message.as_ref().map(|m| format!(": {m}")).unwrap_or_default();
+                labelled("progress", &format!("{progress}{of}{said}"))
+            }
             Event::ToolResult { ok: true, result, duration_ms, log, .. } => {
                 let shown = result.as_ref().map(|r| r.to_string()).unwrap_or_default();
                 let mut line = labelled("result", &format!("{shown}  [{duration_ms:.1} ms]"));

@@ -2,6 +2,7 @@
 
 mod human;
 mod inputs;
+mod mcp;
 mod model;
 mod run;
 mod runs;
@@ -118,6 +119,9 @@ enum Command {
     /// Write, build, inspect and call tool components.
     #[command(subcommand, after_help = EXIT_CODES)]
     Tool(tool::ToolCommand),
+    /// MCP both ways: serve an agent's tools to MCP clients; pin the tools of its MCP servers.
+    #[command(subcommand)]
+    Mcp(mcp::McpCommand),
     /// The runs in the run store: list, show, events, resume, cancel, approve, deny, decide.
     #[command(subcommand, after_help = EXIT_CODES)]
     Runs(runs::RunsCommand),
@@ -232,6 +236,10 @@ fn main() -> ExitCode {
                 Err(code) => code,
             },
             Command::Tool(command) => tool::run(command).await,
+            Command::Mcp(command) => match runtime() {
+                Ok(runtime) => mcp::run(command, runtime).await,
+                Err(code) => code,
+            },
             Command::Model(command) => model::run(command),
         }
     })

@@ -1,0 +1,387 @@
+//! `reagent mcp serve`: an agent's Wasm tools (and, with `--agent-tool`, the agent itself as one
+//! tool) served over MCP, both protocol eras, on stdio or Streamable HTTP. The agent file is the
+//! only source of grants and limits: a client calls what the file declares, as the file allows; it
+//! can never widen either. A call that needs a person's yes asks the client (elicitation) where
+//! the client can be asked, and otherwise fails: it never runs without a yes.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ElicitRequestParams, ElicitationAction,
+    Implementation, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities,
+    ServerConfig, Tool, ToolAnnotations,
+};
+use rmcp::service::{Peer, RequestContext, RoleServer};
+use rmcp::{ErrorData as McpError, ServerHandler};
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+
+use crate::agent_loop::{Approver, Decision, RunOutcome, check_arguments};
+use crate::conversation::ToolCall;
+use crate::events::Event;
+use crate::launch::{LaunchError, launch};
+use crate::runtime::Runtime;
+use crate::spec::{AgentSpec, GivenInputs};
+use crate::toolbox::{CallContext, Effect, Toolbox, WasmToolbox, fresh_key};
+
+/// What one agent file offers MCP clients.
+#[derive(Clone)]
+pub struct McpService {
+    inner: Arc<Served>,
+}
+
+struct Served {
+    file: PathBuf,
+    spec: AgentSpec,
+    runtime: Arc<Runtime>,
+    toolbox: WasmToolbox,
+    tools: Vec<Tool>,
+    validators: HashMap<String, jsonschema::Validator>,
+    /// The agent's own tool's name, when it is served (`--agent-tool`).
+    agent_tool: Option<String>,
+}
+
+impl McpService {
+    /// Loads the agent's components as a run would (same grants, limits and approvals).
+    pub async fn load(runtime: Arc<Runtime>, file: PathBuf, agent_tool: bool) -> Result<McpService, LaunchError> {
+        let spec = AgentSpec::load(&file).map_err(LaunchError::Spec)?;
+        let toolbox = WasmToolbox::load(runtime.sandbox(), &spec.tools).await.map_err(LaunchError::Tool)?;
+        let mut tools = Vec::new();
+        let mut validators = HashMap::new();
+        for (entry, tool) in toolbox.descriptions() {
+            let network = !spec.tools[entry].grants.http.is_empty();
+            let effect = toolbox.effect(&tool.name);
+            let validator = jsonschema::validator_for(&tool.parameters).map_err(|e| {
+                LaunchError::Tool(crate::spec::SpecError::new(
+                    spec.tools[entry].at.clone(),
+                    format!("tool `{}` has invalid parameters: {e}", tool.name),
+                ))
+            })?;
+            validators.insert(tool.name.clone(), validator);
+            let mut served = Tool::new(tool.name.clone(), tool.description.clone(), object(&tool.parameters));
+            // MCP's outputSchema describes an object; a tool returning anything else declares none.
+            served.output_schema = tool.result.as_ref().filter(|r| r["type"] == "object").map(object);
+            served.annotations = Some(annotations(effect, network, toolbox.needs_approval(&tool.name)));
+            tools.push(served);
+        }
+        let agent_tool = agent_tool.then(|| spec.name.clone());
+        if let Some(name) = &agent_tool {
+            if validators.contains_key(name) {
+                let message =
+                    format!("the agent's name `{name}` is also a tool's: rename one to serve the agent as a tool");
+                return Err(LaunchError::Spec(crate::spec::SpecError::new(
+                    crate::spec::Position::start_of(&file),
+                    message,
+                )));
+            }
+            let description = spec.description.clone().unwrap_or_else(|| format!("Runs the agent `{name}` on a task."));
+            let mut served = Tool::new(name.clone(), description, object(&agent_parameters(&spec)));
+            // A run does what its tools do; its calls are checked against the agent file as always.
+            served.annotations = Some(annotations(Effect::SideEffect, true, false));
+            tools.push(served);
+        }
+        let served = Served { file, spec, runtime, toolbox, tools, validators, agent_tool };
+        Ok(McpService { inner: Arc::new(served) })
+    }
+
+    /// The tools as clients list them.
+    pub fn tools(&self) -> &[Tool] {
+        &self.inner.tools
+    }
+}
+
+fn object(schema: &Value) -> Arc<Map<String, Value>> {
+    Arc::new(schema.as_object().cloned().unwrap_or_default())
+}
+
+/// The agent as a tool: a task, and its declared inputs.
+fn agent_parameters(spec: &AgentSpec) -> Value {
+    let mut inputs = Map::new();
+    for input in &spec.inputs {
+        inputs.insert(input.name.clone(), input.schema());
+    }
+    let required: Vec<&str> = spec.inputs.iter().filter(|i| i.is_required()).map(|i| i.name.as_str()).collect();
+    json!({
+        "type": "object",
+        "properties": {
+            "task": {"type": "string", "description": "What the agent is asked to do."},
+            "inputs": {"type": "object", "properties": inputs, "required": required, "additionalProperties": false},
+        },
+        "required": if required.is_empty() { json!(["task"]) } else { json!(["task", "inputs"]) },
+        "additionalProperties": false,
+    })
+}
+
+/// MCP's hints from what the agent file and the tool declare: `pure` reads only; `idempotent` may
+/// be repeated; `side-effect` is destructive; a network grant opens the world. A tool that waits
+/// for approval is never advertised as harmless.
+fn annotations(effect: Effect, network: bool, asks: bool) -> ToolAnnotations {
+    let mut hints = ToolAnnotations::default();
+    hints.read_only_hint = Some(effect == Effect::Pure && !asks);
+    hints.destructive_hint = Some(effect == Effect::SideEffect);
+    hints.idempotent_hint = Some(effect != Effect::SideEffect);
+    hints.open_world_hint = Some(network);
+    hints
+}
+
+impl ServerHandler for McpService {
+    fn get_info(&self) -> ServerConfig {
+        let mut info = ServerConfig::default();
+        info.capabilities = ServerCapabilities::builder().enable_tools().build();
+        info.server_info = Implementation::new("reagent", env!("CARGO_PKG_VERSION"));
+        info.instructions = self.inner.spec.description.clone();
+        info
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        Ok(ListToolsResult::with_all_items(self.inner.tools.clone()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.inner.tools.iter().find(|t| t.name == name).cloned()
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let served = &self.inner;
+        let name = request.name.to_string();
+        let arguments = Value::Object(request.arguments.unwrap_or_default());
+        let cancelled = context.ct.clone();
+        let work = async {
+            if served.agent_tool.as_deref() == Some(name.as_str()) {
+                return served.run_agent(&arguments, &context).await;
+            }
+            let Some(validator) = served.validators.get(&name) else {
+                let known: Vec<&str> = served.tools.iter().map(|t| t.name.as_ref()).collect();
+                return Err(McpError::invalid_params(
+                    format!("there is no tool `{name}`; the tools are: {}", known.join(", ")),
+                    None,
+                ));
+            };
+            if let Err(error) = check_arguments(&name, validator, &arguments) {
+                return Ok(failure(&error.kind.to_string(), &error.message));
+            }
+            if served.toolbox.needs_approval(&name) {
+                let call = ToolCall { id: "call_1".into(), name: name.clone(), arguments: arguments.clone() };
+                if let Err(refused) = ask(&context.peer, &served.spec.name, &call).await {
+                    return Ok(failure("denied", &refused));
+                }
+            }
+            let outcome = served.toolbox.call(&name, &arguments, &CallContext::new(fresh_key())).await;
+            Ok(match outcome.result {
+                Ok(value) => success(value, served.get_output_schema(&name)),
+                Err(error) => failure(error.kind.as_str(), &error.message),
+            })
+        };
+        // A client's cancellation drops the call (the sandbox stops the instance) or the run.
+        tokio::select! {
+            result = work => result.map(CallToolResponse::Complete),
+            _ = cancelled.cancelled() => Err(McpError::invalid_request("cancelled by the client", None)),
+        }
+    }
+}
+
+impl Served {
+    fn get_output_schema(&self, name: &str) -> bool {
+        self.tools.iter().any(|t| t.name == name && t.output_schema.is_some())
+    }
+
+    /// Runs the agent on the call's task and inputs, reporting each step as progress.
+    async fn run_agent(
+        &self,
+        arguments: &Value,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, McpError> {
+        let task = arguments["task"].as_str().unwrap_or_default().to_string();
+        let given = GivenInputs {
+            from_file: arguments["inputs"].as_object().cloned().unwrap_or_default(),
+            from_flags: Vec::new(),
+        };
+        let (spec, mut agent) = match launch(&self.runtime, &self.file, &given).await {
+            Ok(launched) => launched,
+            Err(LaunchError::Inputs(message)) => return Ok(failure("invalid_arguments", &message)),
+            Err(error) => return Ok(failure("failed", &error.to_string())),
+        };
+        agent.set_approver(Box::new(ClientApprover { peer: context.peer.clone(), agent: spec.name.clone() }));
+        let token = context.meta.get_progress_token();
+        let total = f64::from(spec.limits.max_steps);
+        let (steps, mut reported) = mpsc::unbounded_channel();
+        let peer = context.peer.clone();
+        let forwarding = tokio::spawn(async move {
+            while let Some(step) = reported.recv().await {
+                if let Some(token) = &token {
+                    let mut progress = ProgressNotificationParam::new(token.clone(), f64::from(step));
+                    progress.total = Some(total);
+                    progress.message = Some(format!("step {step}"));
+                    let _ = peer.notify_progress(progress).await;
+                }
+            }
+        });
+        let mut events = move |event: &Event| {
+            if let Event::StepStarted { step, .. } = event {
+                let _ = steps.send(*step);
+            }
+        };
+        let outcome = agent.run(&task, &mut events).await;
+        drop(events);
+        let _ = forwarding.await;
+        Ok(match outcome {
+            Ok(RunOutcome::Answered { answer, output, .. }) => match output {
+                Some(output) => success(output, false),
+                None => CallToolResult::success(vec![ContentBlock::text(answer)]),
+            },
+            Ok(RunOutcome::Paused(_)) => failure("approval_required", "a call needed approval that was not given"),
+            Ok(RunOutcome::InvalidOutput { errors, .. }) => failure("invalid_output", &errors.join("; ")),
+            Ok(RunOutcome::Incomplete { budget, answer, .. }) => {
+                let answer = answer.map(|a| format!("; its best answer: {a}")).unwrap_or_default();
+                failure("incomplete", &format!("the run ran out of {}{answer}", budget.describe(&spec.limits)))
+            }
+            Ok(RunOutcome::Looped { tool, .. }) => {
+                failure("loop", &format!("the run was stopped for repeating `{tool}`"))
+            }
+            Ok(RunOutcome::Stopped { stop, .. }) => failure("stopped", &stop.to_string()),
+            Err(error) => failure("model_failed", &error.to_string()),
+        })
+    }
+}
+
+/// A call's result: its JSON as text (for clients that read only text) and, where the tool
+/// declares an output schema, as `structuredContent`.
+fn success(value: Value, structured: bool) -> CallToolResult {
+    let text = match &value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+    if structured {
+        result.structured_content = Some(value);
+    }
+    result
+}
+
+fn failure(kind: &str, message: &str) -> CallToolResult {
+    CallToolResult::error(vec![ContentBlock::text(format!("error ({kind}): {message}"))])
+}
+
+/// Asks the client's person whether `call` may run. Errs with why not, including a client that
+/// cannot be asked (no elicitation, or the 2026-07-28 era, where servers send no requests).
+async fn ask(peer: &Peer<RoleServer>, agent: &str, call: &ToolCall) -> Result<(), String> {
+    if peer.supported_elicitation_modes().is_empty() {
+        return Err(format!(
+            "`{}` needs a person's approval (the agent file's `approval:`), and this client cannot be asked (it offers no elicitation)",
+            call.name
+        ));
+    }
+    let shown: String = call.arguments.to_string().chars().take(500).collect();
+    let request = json!({
+        "mode": "form",
+        "message": format!("Agent `{agent}` wants to run `{}` with {shown}. Allow it?", call.name),
+        "requestedSchema": {
+            "type": "object",
+            "properties": {"approve": {"type": "boolean", "title": "Allow this call"}},
+            "required": ["approve"],
+        },
+    });
+    let params: ElicitRequestParams = serde_json::from_value(request).expect("the approval form is valid");
+    let reply = peer.create_elicitation(params).await.map_err(|e| format!("asking for approval failed: {e}"))?;
+    let approved = reply.action == ElicitationAction::Accept
+        && reply.content.as_ref().and_then(|c| c["approve"].as_bool()) == Some(true);
+    match approved {
+        true => Ok(()),
+        false => Err(format!("a person said no to `{}`", call.name)),
+    }
+}
+
+/// Approvals of an agent run served as a tool: asked of the client.
+struct ClientApprover {
+    peer: Peer<RoleServer>,
+    agent: String,
+}
+
+#[async_trait::async_trait]
+impl Approver for ClientApprover {
+    async fn decide(&self, _step: u32, call: &ToolCall) -> Decision {
+        match ask(&self.peer, &self.agent, call).await {
+            Ok(()) => Decision::Approve,
+            Err(_) => Decision::Deny,
+        }
+    }
+}
+
+/// Serves `service` on this process's stdin and stdout until the client closes stdin. Nothing
+/// else may be written to stdout meanwhile.
+pub async fn serve_stdio(service: McpService) -> Result<(), String> {
+    use rmcp::ServiceExt;
+    let running =
+        service.serve(rmcp::transport::stdio()).await.map_err(|e| format!("the client's opening failed: {e}"))?;
+    running.waiting().await.map_err(|e| format!("serving stopped: {e}"))?;
+    Ok(())
+}
+
+/// The environment variable holding the bearer token clients must send when `--http` binds
+/// beyond loopback.
+pub const TOKEN_VARIABLE: &str = "REAGENT_MCP_TOKEN";
+
+/// Serves `service` over Streamable HTTP at `/mcp` on `listener` until `stop` resolves. `Host`
+/// must name the bound address (or `hosts`), a browser's `Origin` must be one of `origins`, and
+/// with a `token` every request must carry it as `Authorization: Bearer`.
+pub async fn serve_http(
+    service: McpService,
+    listener: tokio::net::TcpListener,
+    hosts: Vec<String>,
+    origins: Vec<String>,
+    token: Option<String>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(hosts)
+        .with_allowed_origins(origins)
+        .enforce_origin_validation()
+        .with_cancellation_token(cancel.clone());
+    let http =
+        StreamableHttpService::new(move || Ok(service.clone()), Arc::new(LocalSessionManager::default()), config);
+    let token: Option<Arc<str>> = token.map(Into::into);
+    let router = axum::Router::new().nest_service("/mcp", http).layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let token = token.clone();
+            async move {
+                if let Some(token) = token {
+                    let sent = request.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+                    let expected = format!("Bearer {token}");
+                    if !sent.is_some_and(|sent| constant_time_eq(sent.as_bytes(), expected.as_bytes())) {
+                        return axum::response::IntoResponse::into_response((
+                            axum::http::StatusCode::UNAUTHORIZED,
+                            [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+                            "missing or wrong bearer token",
+                        ));
+                    }
+                }
+                next.run(request).await
+            }
+        },
+    ));
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            stop.await;
+            cancel.cancel();
+        })
+        .await
+        .map_err(|e| format!("serving stopped: {e}"))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
