@@ -9,7 +9,7 @@ use reagent::conversation::{Message, ToolChoice, ToolDeclaration};
 use reagent::events::Event;
 use reagent::model::{Model, ModelError, ModelReply, ModelRequest, ReplayModel, Usage};
 use reagent::spec::{Budget, Limits, ReasoningMode, ReasoningPolicy};
-use reagent::toolbox::{ToolErrorKind, ToolOutcome, Toolbox};
+use reagent::toolbox::{CallContext, ToolErrorKind, ToolOutcome, Toolbox};
 use serde_json::{Value, json};
 
 /// A `double` tool that records every call it receives.
@@ -32,9 +32,9 @@ impl Toolbox for RecordingToolbox {
         }]
     }
 
-    async fn call(&self, _name: &str, arguments: &Value, key: &str) -> ToolOutcome {
+    async fn call(&self, _name: &str, arguments: &Value, context: &CallContext) -> ToolOutcome {
         self.received.lock().unwrap().push(arguments.clone());
-        self.keys.lock().unwrap().push(key.to_string());
+        self.keys.lock().unwrap().push(context.idempotency_key().to_string());
         let n = arguments["n"].as_i64().unwrap_or_default();
         ToolOutcome { result: Ok(json!(n * 2)), log: String::new(), duration: Duration::ZERO }
     }
@@ -261,7 +261,7 @@ impl Toolbox for RendezvousToolbox {
         RecordingToolbox::default().declarations()
     }
 
-    async fn call(&self, _name: &str, arguments: &Value, _key: &str) -> ToolOutcome {
+    async fn call(&self, _name: &str, arguments: &Value, _context: &CallContext) -> ToolOutcome {
         // Run one after another, the first call would wait here forever.
         let met = tokio::time::timeout(Duration::from_secs(10), self.barrier.wait()).await.is_ok();
         let result = if met {
@@ -411,7 +411,7 @@ impl Toolbox for StuckToolbox {
         RecordingToolbox::default().declarations()
     }
 
-    async fn call(&self, _name: &str, _arguments: &Value, _key: &str) -> ToolOutcome {
+    async fn call(&self, _name: &str, _arguments: &Value, _context: &CallContext) -> ToolOutcome {
         std::future::pending().await
     }
 }

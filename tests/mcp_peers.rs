@@ -24,7 +24,7 @@ fn python(variable: &str) -> String {
     })
 }
 
-fn agent(entries: &str, turns: &[String]) -> TestAgent {
+fn mcp_agent(entries: &str, turns: &[String]) -> TestAgent {
     let yaml = format!("name: mcp-peers\nmodel:\n  backend: replay\n  script: script.yaml\ntools:\n{entries}");
     let turns: Vec<&str> = turns.iter().map(String::as_str).collect();
     TestAgent::from_files(&yaml, &turns)
@@ -58,7 +58,7 @@ fn server_everything_over_stdio_round_trips_sees_only_granted_variables_and_vali
         call("every__get-structured-content", json!({"location": "Chicago"})),
         "done".to_string(),
     ];
-    let agent = agent(&everything_stdio(extra), &turns);
+    let agent = mcp_agent(&everything_stdio(extra), &turns);
     let (code, events, err) = run(&agent, &[("MCP_GRANTED", "granted"), ("PLANTED_SECRET", "must-not-leak")]);
     assert_eq!(code, Some(0), "{err}\n{}", shown(&events));
     let results = events_of(&events, "tool_result");
@@ -77,14 +77,14 @@ fn server_everything_over_stdio_round_trips_sees_only_granted_variables_and_vali
 
 #[test]
 fn a_long_operation_reports_progress_and_is_cancelled_past_its_cap_and_the_run_goes_on() {
-    // Progress each second keeps the 2 s silence limit from firing; the 3 s cap ends it.
-    let extra = "    timeouts: {call: 2s, max_call: 3s}\n";
+    // Progress each second keeps the 2 s silence limit from firing; the 4 s cap ends it.
+    let extra = "    timeouts: {call: 2s, max_call: 4s}\n";
     let turns = [
         call("every__trigger-long-running-operation", json!({"duration": 8, "steps": 8})),
         call("every__echo", json!({"message": "after"})),
         "done".to_string(),
     ];
-    let agent = agent(&everything_stdio(extra), &turns);
+    let agent = mcp_agent(&everything_stdio(extra), &turns);
     let (code, events, err) = run(&agent, &[]);
     assert_eq!(code, Some(0), "{err}\n{}", shown(&events));
     let progress = events_of(&events, "tool_progress");
@@ -93,7 +93,7 @@ fn a_long_operation_reports_progress_and_is_cancelled_past_its_cap_and_the_run_g
     let results = events_of(&events, "tool_result");
     assert_eq!(results[0]["error"]["kind"], "timeout", "{}", shown(&events));
     let message = results[0]["error"]["message"].as_str().unwrap();
-    assert!(message.contains("ran past `max_call` (3s); it was sent a cancellation"), "{message}");
+    assert!(message.contains("ran past `max_call` (4s); it was sent a cancellation"), "{message}");
     assert_eq!(results[1]["result"], "Echo: after");
 }
 
@@ -138,7 +138,7 @@ fn server_everything_over_streamable_http_round_trips_when_its_host_is_granted()
         server.port
     );
     let turns = [call("remote__get-sum", json!({"a": 2, "b": 3.5})), "done".to_string()];
-    let agent = agent(&entry, &turns);
+    let agent = mcp_agent(&entry, &turns);
     let (code, events, err) = run(&agent, &[]);
     assert_eq!(code, Some(0), "{err}\n{}", shown(&events));
     assert_eq!(events_of(&events, "tool_result")[0]["result"], "The sum of 2 and 3.5 is 5.5.");
@@ -158,7 +158,7 @@ fn server_filesystems_write_waits_for_approval_under_side_effects() {
         call("fs__write_file", json!({"path": target.display().to_string(), "content": "hello"})),
         "done".to_string(),
     ];
-    let agent = agent(&entry, &turns);
+    let agent = mcp_agent(&entry, &turns);
     let (code, events, err) = run(&agent, &[]);
     assert_eq!(code, Some(13), "paused: {err}\n{}", shown(&events));
     let waiting = events_of(&events, "approval_required");
@@ -194,7 +194,7 @@ fn python_server(variable: &str, source: &str, era: &str) {
     std::fs::write(&server, source).unwrap();
     let entry = format!("  - mcp: py\n    command: [{}, {}]\n", python(variable), server.display());
     let turns = [call("py__add", json!({"a": 2, "b": 40})), "done".to_string()];
-    let agent = agent(&entry, &turns);
+    let agent = mcp_agent(&entry, &turns);
     for attempt in ["first contact (probed)", "second contact (remembered)"] {
         let (code, events, err) = run(&agent, &[]);
         assert_eq!(code, Some(0), "{attempt}: {err}\n{}", shown(&events));

@@ -75,6 +75,9 @@ pub async fn run(command: McpCommand, runtime: Runtime) -> ExitCode {
             let bound = listener.local_addr().unwrap_or(address);
             let mut hosts = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into(), bound.ip().to_string()];
             hosts.push(format!("localhost:{}", bound.port()));
+            // A page served from this very address is same-origin; any other origin must be named.
+            let mut origins = allow_origin;
+            origins.extend(["localhost", "127.0.0.1"].map(|host| format!("http://{host}:{}", bound.port())));
             let mut stopping = match stop_on_signals() {
                 Ok(stopping) => stopping,
                 Err(e) => return fail(Exit::Internal, &e),
@@ -83,7 +86,7 @@ pub async fn run(command: McpCommand, runtime: Runtime) -> ExitCode {
             let stop = async move {
                 let _ = stopping.wait_for(|stop| *stop).await;
             };
-            match Box::pin(serve_http(service, listener, hosts, allow_origin, token, stop)).await {
+            match Box::pin(serve_http(service, listener, hosts, origins, token, stop)).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(Exit::Internal, &e),
             }
