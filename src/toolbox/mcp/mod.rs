@@ -462,10 +462,10 @@ impl Server {
     /// The connection to call on: the live one, or, once, a fresh one if the server died.
     async fn peer(&self) -> Result<Peer<RoleClient>, ToolError> {
         let mut link = self.link.lock().await;
-        if let Some(live) = link.as_mut() {
-            if !live.service.peer().is_transport_closed() {
-                return Ok(live.service.peer().clone());
-            }
+        if let Some(live) = link.as_ref()
+            && !live.service.peer().is_transport_closed()
+        {
+            return Ok(live.service.peer().clone());
         }
         let why = link.as_mut().map(Link::why_gone).unwrap_or_else(|| "it was shut down".into());
         if let Some(dead) = link.take() {
