@@ -214,3 +214,27 @@ fn an_mcp_entry_is_checked_at_its_place() {
     assert_eq!(code, Some(4), "{err}");
     assert!(err.contains("needs its host granted"), "{err}");
 }
+
+#[test]
+fn a_crash_after_an_mcp_call_leaves_it_in_doubt_unless_the_file_says_it_is_pure() {
+    use std::os::unix::process::ExitStatusExt;
+    for (extra, in_doubt) in [("", true), ("    effects: {echo: pure}\n", false)] {
+        let agent = mcp_agent(&entry("srv", "good", extra), &[&echo("srv__echo", "x"), "done"]);
+        let db = agent.dir.path().join("runs.db");
+        let crashed = reagent_command()
+            .env("REAGENT_DB", &db)
+            .env("REAGENT_CRASH_AT", "call_finished@1")
+            .args(["run", agent.file().to_str().unwrap(), "x"])
+            .output()
+            .unwrap();
+        assert_eq!(crashed.status.signal(), Some(9), "killed after the call: {}", stderr(&crashed));
+        let id = stderr(&crashed).split_whitespace().find(|w| w.starts_with("run_")).unwrap().to_string();
+        let resumed = reagent_command().env("REAGENT_DB", &db).args(["runs", "resume", &id]).output().unwrap();
+        let code = resumed.status.code();
+        match in_doubt {
+            // An MCP tool is a side effect unless the agent file says otherwise: never re-sent blind.
+            true => assert_eq!(code, Some(14), "in doubt: {}", stderr(&resumed)),
+            false => assert_eq!(code, Some(0), "a pure call is simply run again: {}", stderr(&resumed)),
+        }
+    }
+}
