@@ -62,7 +62,8 @@ fn main() {
             }
             drop(client);
             let url = format!("http://127.0.0.1:{port}/mcp");
-            let client = ().serve_with_lifecycle(StreamableHttpClientTransport::from_uri(url), lifecycle).await.unwrap();
+            let client =
+                ().serve_with_lifecycle(StreamableHttpClientTransport::from_uri(url), lifecycle).await.unwrap();
             for (slot, in_flight) in [1, IN_FLIGHT].into_iter().enumerate() {
                 let per_s = rate(calls, in_flight, through(&client)).await;
                 report("http", era, in_flight, calls, per_s, baseline[slot]);
@@ -113,7 +114,10 @@ fn through<'a>(client: &'a RunningService<RoleClient, ()>) -> impl Fn(usize) -> 
 }
 
 /// A client of a `reagent mcp serve` process of its own (ended when the returned child drops).
-async fn stdio_client(agent: &Path, lifecycle: ClientLifecycleMode) -> (RunningService<RoleClient, ()>, tokio::process::Child) {
+async fn stdio_client(
+    agent: &Path,
+    lifecycle: ClientLifecycleMode,
+) -> (RunningService<RoleClient, ()>, tokio::process::Child) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_reagent"))
         .args(["mcp", "serve"])
         .arg(agent)

@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ElicitRequestParams, ElicitationAction,
-    Implementation, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities,
-    ServerConfig, Tool, ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ElicitRequestParams, Implementation,
+    InputRequiredResult, InputResponses, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+    ProtocolVersion, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
 };
 use rmcp::service::{Peer, RequestContext, RoleServer};
 use rmcp::{ErrorData as McpError, ServerHandler};
@@ -41,6 +41,7 @@ struct Served {
     validators: HashMap<String, jsonschema::Validator>,
     /// The agent's own tool's name, when it is served (`--agent-tool`).
     agent_tool: Option<String>,
+    approval: Approvals,
 }
 
 impl McpService {
@@ -82,7 +83,7 @@ impl McpService {
             served.annotations = Some(annotations(Effect::SideEffect, true, false));
             tools.push(served);
         }
-        let served = Served { file, spec, runtime, toolbox, tools, validators, agent_tool };
+        let served = Served { file, spec, runtime, toolbox, tools, validators, agent_tool, approval: Approvals::new() };
         Ok(McpService { inner: Arc::new(served) })
     }
 
@@ -158,7 +159,7 @@ impl ServerHandler for McpService {
         let cancelled = context.ct.clone();
         let work = async {
             if served.agent_tool.as_deref() == Some(name.as_str()) {
-                return served.run_agent(&arguments, &context).await;
+                return served.run_agent(&arguments, &context).await.map(CallToolResponse::Complete);
             }
             let Some(validator) = served.validators.get(&name) else {
                 let known: Vec<&str> = served.tools.iter().map(|t| t.name.as_ref()).collect();
@@ -168,23 +169,35 @@ impl ServerHandler for McpService {
                 ));
             };
             if let Err(error) = check_arguments(&name, validator, &arguments) {
-                return Ok(failure(&error.kind.to_string(), &error.message));
+                return Ok(CallToolResponse::Complete(failure(error.kind.as_str(), &error.message)));
             }
             if served.toolbox.needs_approval(&name) {
                 let call = ToolCall { id: "call_1".into(), name: name.clone(), arguments: arguments.clone() };
-                if let Err(refused) = ask(&context.peer, &served.spec.name, &call).await {
-                    return Ok(failure("denied", &refused));
+                let answer = served
+                    .approval
+                    .ask(
+                        &context,
+                        &served.spec.name,
+                        &call,
+                        request.input_responses.as_ref(),
+                        request.request_state.as_deref(),
+                    )
+                    .await;
+                match answer {
+                    Asked::Yes => {}
+                    Asked::No(refused) => return Ok(CallToolResponse::Complete(failure("denied", &refused))),
+                    Asked::Ask(question) => return Ok(CallToolResponse::InputRequired(question)),
                 }
             }
             let outcome = served.toolbox.call(&name, &arguments, &CallContext::new(fresh_key())).await;
-            Ok(match outcome.result {
+            Ok(CallToolResponse::Complete(match outcome.result {
                 Ok(value) => success(value, served.get_output_schema(&name)),
                 Err(error) => failure(error.kind.as_str(), &error.message),
-            })
+            }))
         };
         // A client's cancellation drops the call (the sandbox stops the instance) or the run.
         tokio::select! {
-            result = work => result.map(CallToolResponse::Complete),
+            result = work => result,
             _ = cancelled.cancelled() => Err(McpError::invalid_request("cancelled by the client", None)),
         }
     }
@@ -211,7 +224,9 @@ impl Served {
             Err(LaunchError::Inputs(message)) => return Ok(failure("invalid_arguments", &message)),
             Err(error) => return Ok(failure("failed", &error.to_string())),
         };
-        agent.set_approver(Box::new(ClientApprover { peer: context.peer.clone(), agent: spec.name.clone() }));
+        let modern = context.protocol_version().is_some_and(|v| v >= ProtocolVersion::V_2026_07_28);
+        let peer = (!modern).then(|| context.peer.clone());
+        agent.set_approver(Box::new(ClientApprover { peer, agent: spec.name.clone() }));
         let token = context.meta.get_progress_token();
         let total = f64::from(spec.limits.max_steps);
         let (steps, mut reported) = mpsc::unbounded_channel();
@@ -272,17 +287,86 @@ fn failure(kind: &str, message: &str) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(format!("error ({kind}): {message}"))])
 }
 
-/// Asks the client's person whether `call` may run. Errs with why not, including a client that
-/// cannot be asked (no elicitation, or the 2026-07-28 era, where servers send no requests).
-async fn ask(peer: &Peer<RoleServer>, agent: &str, call: &ToolCall) -> Result<(), String> {
-    if peer.supported_elicitation_modes().is_empty() {
-        return Err(format!(
-            "`{}` needs a person's approval (the agent file's `approval:`), and this client cannot be asked (it offers no elicitation)",
-            call.name
-        ));
+/// The answer to "may this call run?".
+enum Asked {
+    Yes,
+    /// Why not: a person said no, or the client cannot be asked.
+    No(String),
+    /// The 2026-07-28 era: the question goes back as an input-required result, which the client
+    /// answers by calling again.
+    Ask(InputRequiredResult),
+}
+
+/// How approvals are asked of a client: by an elicitation request in the old era, by an
+/// input-required result in the new one, whose `requestState` seals the call it asked about (an
+/// HMAC under a key of this process), so that a yes is never spent on other arguments.
+struct Approvals {
+    key: [u8; 32],
+}
+
+/// The key of an approval's answer in `inputRequests` / `inputResponses`.
+const APPROVAL: &str = "approval";
+
+impl Approvals {
+    fn new() -> Self {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).expect("the operating system's random number generator failed");
+        Approvals { key }
     }
+
+    fn seal(&self, call: &ToolCall) -> String {
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::KeyInit>::new_from_slice(&self.key).expect("any key length");
+        hmac::Mac::update(&mut mac, format!("{}\n{}", call.name, call.arguments).as_bytes());
+        hmac::Mac::finalize(mac).into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    async fn ask(
+        &self,
+        context: &RequestContext<RoleServer>,
+        agent: &str,
+        call: &ToolCall,
+        responses: Option<&InputResponses>,
+        state: Option<&str>,
+    ) -> Asked {
+        let modern = context.protocol_version().is_some_and(|v| v >= ProtocolVersion::V_2026_07_28);
+        let can_ask = match modern {
+            true => context.client_capabilities().is_some_and(|c| c.elicitation.is_some()),
+            false => !context.peer.supported_elicitation_modes().is_empty(),
+        };
+        if !can_ask {
+            return Asked::No(format!(
+                "`{}` needs a person's approval (the agent file's `approval:`), and this client cannot be asked (it offers no elicitation)",
+                call.name
+            ));
+        }
+        let form = approval_form(agent, call);
+        if !modern {
+            let params: ElicitRequestParams = serde_json::from_value(form).expect("the approval form is valid");
+            return match context.peer.create_elicitation(params).await {
+                Ok(reply) => verdict(call, &serde_json::to_value(reply).unwrap_or_default()),
+                Err(e) => Asked::No(format!("asking for approval failed: {e}")),
+            };
+        }
+        let sealed = self.seal(call);
+        match responses.and_then(|r| r.get(APPROVAL)) {
+            Some(reply) if state == Some(sealed.as_str()) => verdict(call, reply),
+            Some(_) => Asked::No(format!("the approval sent does not belong to this call of `{}`", call.name)),
+            None => {
+                let question = json!({
+                    "resultType": "input_required",
+                    "inputRequests": {APPROVAL: {"method": "elicitation/create", "params": form}},
+                    "requestState": sealed,
+                });
+                Asked::Ask(serde_json::from_value(question).expect("the approval question is valid"))
+            }
+        }
+    }
+}
+
+/// The question a person is asked: the agent, the tool and its arguments, and a yes or no.
+fn approval_form(agent: &str, call: &ToolCall) -> Value {
     let shown: String = call.arguments.to_string().chars().take(500).collect();
-    let request = json!({
+    json!({
         "mode": "form",
         "message": format!("Agent `{agent}` wants to run `{}` with {shown}. Allow it?", call.name),
         "requestedSchema": {
@@ -290,29 +374,39 @@ async fn ask(peer: &Peer<RoleServer>, agent: &str, call: &ToolCall) -> Result<()
             "properties": {"approve": {"type": "boolean", "title": "Allow this call"}},
             "required": ["approve"],
         },
-    });
-    let params: ElicitRequestParams = serde_json::from_value(request).expect("the approval form is valid");
-    let reply = peer.create_elicitation(params).await.map_err(|e| format!("asking for approval failed: {e}"))?;
-    let approved = reply.action == ElicitationAction::Accept
-        && reply.content.as_ref().and_then(|c| c["approve"].as_bool()) == Some(true);
-    match approved {
-        true => Ok(()),
-        false => Err(format!("a person said no to `{}`", call.name)),
+    })
+}
+
+/// A yes only when the person accepted the form and ticked `approve`.
+fn verdict(call: &ToolCall, reply: &Value) -> Asked {
+    match reply["action"] == "accept" && reply["content"]["approve"] == true {
+        true => Asked::Yes,
+        false => Asked::No(format!("a person said no to `{}`", call.name)),
     }
 }
 
 /// Approvals of an agent run served as a tool: asked of the client.
 struct ClientApprover {
-    peer: Peer<RoleServer>,
+    /// The old era's connection, which can carry an elicitation request; none in the new era.
+    peer: Option<Peer<RoleServer>>,
     agent: String,
 }
 
 #[async_trait::async_trait]
 impl Approver for ClientApprover {
     async fn decide(&self, _step: u32, call: &ToolCall) -> Decision {
-        match ask(&self.peer, &self.agent, call).await {
-            Ok(()) => Decision::Approve,
-            Err(_) => Decision::Deny,
+        // Mid-run a question can only go out as a request (the old era); where the client cannot
+        // be asked so, the call is denied and the model told.
+        let Some(peer) = self.peer.as_ref().filter(|p| !p.supported_elicitation_modes().is_empty()) else {
+            return Decision::Deny;
+        };
+        let params: ElicitRequestParams =
+            serde_json::from_value(approval_form(&self.agent, call)).expect("the approval form is valid");
+        match peer.create_elicitation(params).await {
+            Ok(reply) if matches!(verdict(call, &serde_json::to_value(&reply).unwrap_or_default()), Asked::Yes) => {
+                Decision::Approve
+            }
+            _ => Decision::Deny,
         }
     }
 }

@@ -93,20 +93,17 @@ fn the_python_client_uses_served_tools_over_stdio_in_both_eras() {
         "--agent-tool".into(),
     ];
 
-    let legacy = drive("legacy", &command);
-    check(&legacy, "2025-11-25");
-    // The old era can ask the client's person: the side-effect call ran after a yes.
-    assert_eq!(legacy["elicited"].as_array().unwrap().len(), 1, "{legacy}");
-    assert!(legacy["elicited"][0].as_str().unwrap().contains("`append`"), "{legacy}");
-    assert_eq!(text(&legacy["append"]), r#"{"appended":"approved"}"#, "{legacy}");
-
-    let modern = drive("2026-07-28", &command);
-    check(&modern, "2026-07-28");
-    // The new era has no server-to-client requests: the call is refused, never run unasked.
-    assert_eq!(modern["append"]["isError"], true, "{modern}");
-    assert!(text(&modern["append"]).contains("cannot be asked"), "{modern}");
+    // The old era asks by an elicitation request, the new one by an input-required result the
+    // client answers by calling again: either way the side-effect call runs after a person's yes.
+    for (mode, era) in [("legacy", "2025-11-25"), ("2026-07-28", "2026-07-28")] {
+        let report = drive(mode, &command);
+        check(&report, era);
+        assert_eq!(report["elicited"].as_array().unwrap().len(), 1, "{report}");
+        assert!(report["elicited"][0].as_str().unwrap().contains("`append`"), "{report}");
+        assert_eq!(text(&report["append"]), r#"{"appended":"approved"}"#, "{report}");
+    }
     let ledger = std::fs::read_to_string(dir.path().join("ledger/ledger.txt")).unwrap();
-    assert_eq!(ledger, "approved\n", "only the approved append ran");
+    assert_eq!(ledger, "approved\napproved\n");
 }
 
 /// `reagent mcp serve --http` on a free loopback port, stopped on drop.
@@ -203,8 +200,10 @@ async def main():
             init = await session.initialize()
             tools = await session.list_tools()
             result = await session.call_tool("calc", {"expression": "6*7"})
+            # No elicitation callback: this client cannot be asked, so the call must not run.
+            append = await session.call_tool("append", {"line": "unasked"})
             print(json.dumps({"protocol": init.protocolVersion, "tools": sorted(t.name for t in tools.tools),
-                              "calc": result.content[0].text}))
+                              "calc": result.content[0].text, "append": [append.isError, append.content[0].text]}))
 
 anyio.run(main)
 "#;
@@ -219,8 +218,10 @@ fn the_python_mcp_1_client_uses_served_tools() {
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(
-        report,
-        json!({"protocol": "2025-11-25", "tools": ["append", "calc", "echo", "json_query"], "calc": "42"})
-    );
+    assert_eq!(report["protocol"], "2025-11-25");
+    assert_eq!(report["tools"], json!(["append", "calc", "echo", "json_query"]));
+    assert_eq!(report["calc"], "42");
+    assert_eq!(report["append"][0], true, "{report}");
+    assert!(report["append"][1].as_str().unwrap().contains("this client cannot be asked"), "{report}");
+    assert!(!dir.path().join("ledger/ledger.txt").exists(), "the unapproved append ran");
 }
