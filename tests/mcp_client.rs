@@ -238,3 +238,17 @@ fn a_crash_after_an_mcp_call_leaves_it_in_doubt_unless_the_file_says_it_is_pure(
         }
     }
 }
+
+#[test]
+fn structured_content_must_match_the_output_schema_and_results_are_capped() {
+    let entries = format!("{}{}", entry("typed", "schema", ""), entry("small", "good", "    limits: {max_result: 16B}\n"));
+    let turns = [&format!("{}\n{}", echo("typed__echo", "x"), echo("small__echo", "a result longer than sixteen bytes")) as &str, "done"];
+    let agent = mcp_agent(&entries, &turns);
+    let (code, events) = agent.run_json("x");
+    assert_eq!(code, Some(0), "{}", shown(&events));
+    let errors: Vec<&Value> = results(&events).iter().map(|r| &r["error"]).collect();
+    assert_eq!(errors[0]["kind"], "bad_result", "{}", shown(&events));
+    let message = errors[0]["message"].as_str().unwrap();
+    assert!(message.contains("does not match its outputSchema") && message.contains("/echoed"), "{message}");
+    assert_eq!(errors[1]["kind"], "output_too_large", "{}", shown(&events));
+}
