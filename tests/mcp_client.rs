@@ -241,8 +241,12 @@ fn a_crash_after_an_mcp_call_leaves_it_in_doubt_unless_the_file_says_it_is_pure(
 
 #[test]
 fn structured_content_must_match_the_output_schema_and_results_are_capped() {
-    let entries = format!("{}{}", entry("typed", "schema", ""), entry("small", "good", "    limits: {max_result: 16B}\n"));
-    let turns = [&format!("{}\n{}", echo("typed__echo", "x"), echo("small__echo", "a result longer than sixteen bytes")) as &str, "done"];
+    let entries =
+        format!("{}{}", entry("typed", "schema", ""), entry("small", "good", "    limits: {max_result: 16B}\n"));
+    let turns = [
+        &format!("{}\n{}", echo("typed__echo", "x"), echo("small__echo", "a result longer than sixteen bytes")) as &str,
+        "done",
+    ];
     let agent = mcp_agent(&entries, &turns);
     let (code, events) = agent.run_json("x");
     assert_eq!(code, Some(0), "{}", shown(&events));
@@ -251,4 +255,21 @@ fn structured_content_must_match_the_output_schema_and_results_are_capped() {
     let message = errors[0]["message"].as_str().unwrap();
     assert!(message.contains("does not match its outputSchema") && message.contains("/echoed"), "{message}");
     assert_eq!(errors[1]["kind"], "output_too_large", "{}", shown(&events));
+}
+
+#[test]
+fn a_servers_whole_process_group_ends_with_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!("    cwd: {}\n", dir.path().display());
+    let agent = mcp_agent(&entry("parent", "spawn", &extra), &[&echo("parent__echo", "x"), "done"]);
+    let (code, events) = agent.run_json("x");
+    assert_eq!(code, Some(0), "{}", shown(&events));
+    let pid: i32 = std::fs::read_to_string(dir.path().join("child.pid")).unwrap().trim().parse().unwrap();
+    // Killed, it may linger a moment as a zombie until init reaps it.
+    let alive = || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z "));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while alive() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!alive(), "the server's own child {pid} outlived the run");
 }

@@ -138,7 +138,9 @@ impl ServerProcess {
     /// it, and waits for it.
     pub async fn stop(mut self, pipes_closed: impl Future<Output = ()>) {
         pipes_closed.await;
-        let Some(mut child) = self.child.take() else { return };
+        // The child stays in `self` until the end: if this is dropped half way (a runtime shutting
+        // down), `drop` still kills the whole group.
+        let Some(child) = self.child.as_mut() else { return };
         if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
             signal_group(self.group, libc::SIGTERM);
             if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
@@ -148,6 +150,7 @@ impl ServerProcess {
         }
         // Children it left behind in its group go too.
         signal_group(self.group, libc::SIGKILL);
+        self.child = None;
     }
 }
 
