@@ -99,13 +99,24 @@ fn a_server_that_never_answers_fails_at_its_startup_timeout() {
 #[test]
 fn a_server_that_dies_mid_call_is_a_tool_error_with_its_stderr_and_the_run_goes_on() {
     let turns = [&echo("fragile__echo", "one") as &str, "It failed; I answer without it."];
-    let agent = mcp_agent(&entry("fragile", "die", ""), &turns);
-    let (code, events) = agent.run_json("x");
+    let agent = mcp_agent(&entry("fragile", "die", "    grants:\n      secrets: [MCP_TOKEN]\n"), &turns);
+    let output = reagent_command()
+        .args(["run", "--json", agent.file().to_str().unwrap(), "x"])
+        .env("MCP_TOKEN", "tok-very-secret-value")
+        .output()
+        .unwrap();
+    let (code, events): (_, Vec<Value>) = (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect(),
+    );
+    // The server logged its token to stderr: the error quoting stderr does not.
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("tok-very-secret-value"), "{}", shown(&events));
     assert_eq!(code, Some(0), "{}", shown(&events));
     let error = &results(&events)[0]["error"];
     let message = error["message"].as_str().unwrap();
     assert!(message.contains("MCP server `fragile`: the call was lost"), "{message}");
     assert!(message.contains("lost my database connection") && message.contains("exit status: 3"), "{message}");
+    assert!(message.contains("connecting with token [secret]"), "{message}");
 }
 
 #[test]

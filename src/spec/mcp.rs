@@ -26,6 +26,9 @@ pub struct McpServerSpec {
     /// The process's environment besides `PATH` (granted variables and secrets), or, over HTTP,
     /// nothing: a secret reaches an HTTP server only as `bearer:`.
     pub env: Vec<(String, String)>,
+    /// The values of the secrets it is given (`secrets:`, `bearer:`): kept out of every message
+    /// made from what the server says.
+    pub secrets: Vec<String>,
     /// Over HTTP: the hosts the URL may resolve to (the URL's own host must be among them).
     pub http: Vec<HostGrant>,
     /// The server's tools the agent uses (all when absent), each with where it is named.
@@ -196,8 +199,14 @@ impl RawMcp {
         for name in &self.env {
             granted.push((name.value.clone(), env(name)?));
         }
+        let mut secrets = Vec::new();
         for name in &self.secrets {
-            granted.push((name.value.clone(), secret(name)?));
+            let value = secret(name)?;
+            secrets.push(value.clone());
+            granted.push((name.value.clone(), value));
+        }
+        if let McpTransport::Http { bearer: Some(token), .. } = &transport {
+            secrets.push(token.clone());
         }
         let http = self.http.iter().map(&parse_host).collect::<Result<Vec<_>, _>>()?;
         let include = self.include.map(|names| names.into_iter().map(|n| (n.value, at(n.referenced))).collect());
@@ -245,6 +254,7 @@ impl RawMcp {
             at: at(self.name.referenced),
             transport,
             env: granted,
+            secrets,
             http,
             include,
             trust_annotations: self.trust_annotations,

@@ -118,8 +118,10 @@ impl McpToolbox {
         let mut lock = Lock::read(&lock_path).map_err(|e| SpecError::new(Position::start_of(agent_file), e))?;
         let mut changed = false;
         for spec in specs {
-            let fail =
-                |message: String| SpecError::new(spec.at.clone(), format!("MCP server `{}`: {message}", spec.name));
+            let fail = |message: String| {
+                let message = process::redact(&format!("MCP server `{}`: {message}", spec.name), &spec.secrets);
+                SpecError::new(spec.at.clone(), message)
+            };
             let pinned = match pinning {
                 Pinning::Check => lock.servers.get(&spec.name).cloned(),
                 Pinning::Repin => None,
@@ -265,7 +267,7 @@ async fn connect(
     let startup = spec.timeouts.startup;
     let (service, process) = match &spec.transport {
         McpTransport::Stdio { command, cwd } => {
-            let (mut process, pipes) = process::start(command, cwd.as_deref(), &spec.env)?;
+            let (mut process, pipes) = process::start(command, cwd.as_deref(), &spec.env, &spec.secrets)?;
             let opened = tokio::time::timeout(startup, listener.serve_with_lifecycle(pipes, lifecycle)).await;
             match opened {
                 Ok(Ok(service)) => (service, Some(process)),
@@ -456,7 +458,10 @@ impl Toolbox for McpToolbox {
 
 impl Server {
     fn error(&self, kind: ToolErrorKind, message: impl std::fmt::Display) -> ToolError {
-        ToolError::new(kind, format!("MCP server `{}`: {message}", self.spec.name))
+        ToolError::new(
+            kind,
+            process::redact(&format!("MCP server `{}`: {message}", self.spec.name), &self.spec.secrets),
+        )
     }
 
     /// The connection to call on: the live one, or, once, a fresh one if the server died.

@@ -33,6 +33,8 @@ pub struct Diagnostics {
     fault: Arc<Mutex<Option<String>>>,
     stderr: Arc<Mutex<Vec<u8>>>,
     exit: Arc<Mutex<Option<ExitStatus>>>,
+    /// Granted secrets' values, blanked out of what is described (a server may well log them).
+    secrets: Arc<Vec<String>>,
 }
 
 impl Diagnostics {
@@ -49,7 +51,7 @@ impl Diagnostics {
         if !tail.is_empty() {
             parts.push(format!("its stderr ends: {tail}"));
         }
-        (!parts.is_empty()).then(|| parts.join("; "))
+        (!parts.is_empty()).then(|| redact(&parts.join("; "), &self.secrets))
     }
 
     fn stderr_tail(&self) -> String {
@@ -58,6 +60,14 @@ impl Diagnostics {
         let lines: Vec<&str> = text.lines().map(str::trim_end).filter(|l| !l.is_empty()).collect();
         lines[lines.len().saturating_sub(5)..].join(" | ")
     }
+}
+
+/// `text` with every occurrence of a secret's value replaced.
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    secrets
+        .iter()
+        .filter(|s| !s.is_empty())
+        .fold(text.to_string(), |text, secret| text.replace(secret.as_str(), "[secret]"))
 }
 
 /// A started server: its process, the protocol pipes and what it told us on the side.
@@ -71,7 +81,12 @@ pub struct ServerProcess {
 
 /// Starts `argv` in `cwd` (a fresh temporary folder when none) with an empty environment plus
 /// `PATH` and `env`, in a process group of its own.
-pub fn start(argv: &[String], cwd: Option<&Path>, env: &[(String, String)]) -> Result<(ServerProcess, Pipes), String> {
+pub fn start(
+    argv: &[String],
+    cwd: Option<&Path>,
+    env: &[(String, String)],
+    secrets: &[String],
+) -> Result<(ServerProcess, Pipes), String> {
     let workdir = match cwd {
         Some(_) => None,
         None => Some(
@@ -100,7 +115,7 @@ pub fn start(argv: &[String], cwd: Option<&Path>, env: &[(String, String)]) -> R
         _ => format!("cannot start `{}`: {e}", argv[0]),
     })?;
     let group = child.id().map(|id| id as i32).unwrap_or(0);
-    let diagnostics = Diagnostics::default();
+    let diagnostics = Diagnostics { secrets: Arc::new(secrets.to_vec()), ..Diagnostics::default() };
     let stdin = child.stdin.take().expect("stdin is piped");
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");
