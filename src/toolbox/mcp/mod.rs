@@ -117,6 +117,10 @@ impl McpToolbox {
         let lock_path = lock::path_for(agent_file);
         let mut lock = Lock::read(&lock_path).map_err(|e| SpecError::new(Position::start_of(agent_file), e))?;
         let mut changed = false;
+        if pinning == Pinning::Repin {
+            // Pinning anew forgets the servers the agent no longer lists.
+            lock.servers.retain(|name, _| specs.iter().any(|s| &s.name == name));
+        }
         for spec in specs {
             let fail = |message: String| {
                 let message = process::redact(&format!("MCP server `{}`: {message}", spec.name), &spec.secrets);
