@@ -121,19 +121,28 @@ impl McpToolbox {
             // Pinning anew forgets the servers the agent no longer lists.
             lock.servers.retain(|name, _| specs.iter().any(|s| &s.name == name));
         }
-        for spec in specs {
+        let pins: Vec<Option<PinnedServer>> = specs
+            .iter()
+            .map(|spec| match pinning {
+                Pinning::Check => lock.servers.get(&spec.name).cloned(),
+                Pinning::Repin => None,
+            })
+            .collect();
+        // The servers start side by side; their errors are reported in the agent file's order.
+        let opened = futures::future::join_all(specs.iter().zip(&pins).map(|(spec, pinned)| async move {
+            let progress = ProgressRoutes::default();
+            let hint = pinned.as_ref().map(|p| p.protocol.as_str());
+            let (link, protocol) = connect(spec, hint, &progress).await?;
+            let offered = list_tools(spec, &link).await?;
+            Ok::<_, String>((link, protocol, offered, progress))
+        }))
+        .await;
+        for ((spec, pinned), opened) in specs.iter().zip(pins).zip(opened) {
             let fail = |message: String| {
                 let message = process::redact(&format!("MCP server `{}`: {message}", spec.name), &spec.secrets);
                 SpecError::new(spec.at.clone(), message)
             };
-            let pinned = match pinning {
-                Pinning::Check => lock.servers.get(&spec.name).cloned(),
-                Pinning::Repin => None,
-            };
-            let progress = ProgressRoutes::default();
-            let hint = pinned.as_ref().map(|p| p.protocol.as_str());
-            let (link, protocol) = connect(spec, hint, &progress).await.map_err(fail)?;
-            let offered = list_tools(spec, &link).await.map_err(fail)?;
+            let (link, protocol, offered, progress) = opened.map_err(fail)?;
             let used = included(spec, offered)?;
             let pinned = match pinned {
                 Some(pinned) => {
