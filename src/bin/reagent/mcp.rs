@@ -27,8 +27,9 @@ pub enum McpCommand {
         /// Serve on stdin and stdout (the default)
         #[arg(long, conflicts_with = "http")]
         stdio: bool,
-        /// Serve Streamable HTTP on ADDR, e.g. 127.0.0.1:8808
-        #[arg(long, value_name = "ADDR")]
+        /// Serve Streamable HTTP on ADDR: a port (on loopback, e.g. 8808) or an address and port
+        /// (e.g. 0.0.0.0:8808, which needs $REAGENT_MCP_TOKEN)
+        #[arg(long, value_name = "ADDR", value_parser = listen_address)]
         http: Option<SocketAddr>,
         /// Also serve the agent itself as one tool (a task and the agent's inputs), reporting
         /// its steps as progress
@@ -46,6 +47,16 @@ pub enum McpCommand {
         /// The agent's YAML file
         agent: PathBuf,
     },
+}
+
+/// `8808` is loopback's port 8808; anything else is an address and port.
+fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    match text.parse::<u16>() {
+        Ok(port) => Ok(SocketAddr::from(([127, 0, 0, 1], port))),
+        Err(_) => text
+            .parse()
+            .map_err(|_| format!("`{text}` is neither a port (8808) nor an address and port (127.0.0.1:8808)")),
+    }
 }
 
 pub async fn run(command: McpCommand, runtime: Runtime) -> ExitCode {
