@@ -153,58 +153,64 @@ impl ServerHandler for McpService {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let served = &self.inner;
-        let name = request.name.to_string();
-        let arguments = Value::Object(request.arguments.unwrap_or_default());
         let cancelled = context.ct.clone();
-        let work = async {
-            if served.agent_tool.as_deref() == Some(name.as_str()) {
-                return served.run_agent(&arguments, &context).await.map(CallToolResponse::Complete);
-            }
-            let Some(validator) = served.validators.get(&name) else {
-                let known: Vec<&str> = served.tools.iter().map(|t| t.name.as_ref()).collect();
-                return Err(McpError::invalid_params(
-                    format!("there is no tool `{name}`; the tools are: {}", known.join(", ")),
-                    None,
-                ));
-            };
-            if let Err(error) = check_arguments(&name, validator, &arguments) {
-                return Ok(CallToolResponse::Complete(failure(error.kind.as_str(), &error.message)));
-            }
-            if served.toolbox.needs_approval(&name) {
-                let call = ToolCall { id: "call_1".into(), name: name.clone(), arguments: arguments.clone() };
-                let answer = served
-                    .approval
-                    .ask(
-                        &context,
-                        &served.spec.name,
-                        &call,
-                        request.input_responses.as_ref(),
-                        request.request_state.as_deref(),
-                    )
-                    .await;
-                match answer {
-                    Asked::Yes => {}
-                    Asked::No(refused) => return Ok(CallToolResponse::Complete(failure("denied", &refused))),
-                    Asked::Ask(question) => return Ok(CallToolResponse::InputRequired(question)),
-                }
-            }
-            let outcome = served.toolbox.call(&name, &arguments, &CallContext::new(fresh_key())).await;
-            Ok(CallToolResponse::Complete(match outcome.result {
-                Ok(value) => success(value, served.get_output_schema(&name)),
-                Err(error) => failure(error.kind.as_str(), &error.message),
-            }))
-        };
         // A client's cancellation drops the call (the sandbox stops the instance) or the run.
         tokio::select! {
-            result = work => result,
+            result = self.inner.call(request, &context) => result,
             _ = cancelled.cancelled() => Err(McpError::invalid_request("cancelled by the client", None)),
         }
     }
 }
 
 impl Served {
-    fn get_output_schema(&self, name: &str) -> bool {
+    /// A `tools/call`: the agent's own tool, or a Wasm tool: its arguments checked, its approval
+    /// asked where the agent file wants one, then run in the sandbox.
+    async fn call(
+        &self,
+        request: CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let name = request.name.to_string();
+        let arguments = Value::Object(request.arguments.unwrap_or_default());
+        if self.agent_tool.as_deref() == Some(name.as_str()) {
+            return self.run_agent(&arguments, context).await.map(CallToolResponse::Complete);
+        }
+        let Some(validator) = self.validators.get(&name) else {
+            let known: Vec<&str> = self.tools.iter().map(|t| t.name.as_ref()).collect();
+            return Err(McpError::invalid_params(
+                format!("there is no tool `{name}`; the tools are: {}", known.join(", ")),
+                None,
+            ));
+        };
+        if let Err(error) = check_arguments(&name, validator, &arguments) {
+            return Ok(CallToolResponse::Complete(failure(error.kind.as_str(), &error.message)));
+        }
+        if self.toolbox.needs_approval(&name) {
+            let call = ToolCall { id: "call_1".into(), name: name.clone(), arguments: arguments.clone() };
+            let answer = self
+                .approval
+                .ask(
+                    context,
+                    &self.spec.name,
+                    &call,
+                    request.input_responses.as_ref(),
+                    request.request_state.as_deref(),
+                )
+                .await;
+            match answer {
+                Asked::Yes => {}
+                Asked::No(refused) => return Ok(CallToolResponse::Complete(failure("denied", &refused))),
+                Asked::Ask(question) => return Ok(CallToolResponse::InputRequired(question)),
+            }
+        }
+        let outcome = self.toolbox.call(&name, &arguments, &CallContext::new(fresh_key())).await;
+        Ok(CallToolResponse::Complete(match outcome.result {
+            Ok(value) => success(value, self.declares_output(&name)),
+            Err(error) => failure(error.kind.as_str(), &error.message),
+        }))
+    }
+
+    fn declares_output(&self, name: &str) -> bool {
         self.tools.iter().any(|t| t.name == name && t.output_schema.is_some())
     }
 
