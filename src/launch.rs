@@ -181,11 +181,16 @@ fn openai_model(spec: &AgentSpec, openai: &OpenAiModelSpec) -> Result<OpenAiMode
 
 /// The agent's tools: its components in the sandbox, then its MCP servers, started for this run.
 async fn load_tools(runtime: &Runtime, spec: &AgentSpec) -> Result<Toolboxes, LaunchError> {
-    let components = WasmToolbox::load(runtime.sandbox(), &spec.tools).await.map_err(LaunchError::Tool)?;
+    let components = wasm_tools(runtime, spec).await?;
     let taken = components.declarations().into_iter().map(|d| d.name).collect();
     let servers =
         McpToolbox::load(&spec.file, &spec.mcp_servers, &taken, Pinning::Check).await.map_err(LaunchError::Tool)?;
     Ok(Toolboxes::new(vec![Box::new(components), Box::new(servers)]))
+}
+
+/// The agent's Wasm tools alone, as a run loads them (for `reagent mcp serve`, which serves them).
+pub async fn wasm_tools(runtime: &Runtime, spec: &AgentSpec) -> Result<WasmToolbox, LaunchError> {
+    WasmToolbox::load(runtime.sandbox(), &spec.tools).await.map_err(LaunchError::Tool)
 }
 
 /// `reagent mcp pin`: starts the agent's MCP servers and writes what they offer now into its lock

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use crate::agent_loop::{Approver, Decision, RunOutcome, check_arguments};
 use crate::conversation::ToolCall;
 use crate::events::Event;
-use crate::launch::{LaunchError, launch};
+use crate::launch::{LaunchError, launch, wasm_tools};
 use crate::runtime::Runtime;
 use crate::spec::{AgentSpec, GivenInputs};
 use crate::toolbox::{CallContext, Effect, Toolbox, WasmToolbox, fresh_key};
@@ -48,7 +48,7 @@ impl McpService {
     /// Loads the agent's components as a run would (same grants, limits and approvals).
     pub async fn load(runtime: Arc<Runtime>, file: PathBuf, agent_tool: bool) -> Result<McpService, LaunchError> {
         let spec = AgentSpec::load(&file).map_err(LaunchError::Spec)?;
-        let toolbox = WasmToolbox::load(runtime.sandbox(), &spec.tools).await.map_err(LaunchError::Tool)?;
+        let toolbox = wasm_tools(&runtime, &spec).await?;
         let mut tools = Vec::new();
         let mut validators = HashMap::new();
         for (entry, tool) in toolbox.descriptions() {

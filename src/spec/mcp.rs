@@ -10,7 +10,7 @@ use reagent_sandbox::{Effect, HostGrant};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::units::{parse_duration, parse_size};
+use super::units::{parse_positive_duration, parse_size};
 use super::{Approval, Position, SpecError};
 
 /// The longest server name: tools are offered as `NAME__tool`, within MCP's and the models' 64.
@@ -218,14 +218,8 @@ impl RawMcp {
         let mut timeouts = McpTimeouts::default();
         if let Some(raw) = self.timeouts.map(|t| t.value) {
             let duration = |value: Spanned<String>| {
-                parse_duration(&value.value)
-                    .and_then(|d| match d.is_zero() {
-                        true => {
-                            Err("a timeout of zero would fail every request: give a positive duration, e.g. 30s".into())
-                        }
-                        false => Ok(d),
-                    })
-                    .map_err(|e| error(value.referenced, e))
+                let zero = "a timeout of zero would fail every request: give a positive duration, e.g. 30s";
+                parse_positive_duration(&value.value, zero).map_err(|e| error(value.referenced, e))
             };
             let max_call_at = raw.max_call.as_ref().map(|m| m.referenced);
             if let Some(startup) = raw.startup {

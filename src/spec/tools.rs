@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::mcp::{McpServerSpec, RawMcp, RawTimeouts};
-use super::units::{parse_duration, parse_size};
+use super::units::{parse_positive_duration, parse_size};
 use super::{Approval, Position, SpecError, ToolSpec};
 
 #[derive(Deserialize)]
@@ -288,12 +288,8 @@ impl RawTool {
         let raw = self.limits.map(|l| l.value).unwrap_or_default();
         let size = |value: &Spanned<String>| parse_size(&value.value).map_err(|e| error(value.referenced, e));
         let duration = |value: &Spanned<String>| {
-            parse_duration(&value.value)
-                .and_then(|d| match d.is_zero() {
-                    true => Err("a limit of zero would fail every call: give a positive duration, e.g. 5s".into()),
-                    false => Ok(d),
-                })
-                .map_err(|e| error(value.referenced, e))
+            let zero = "a limit of zero would fail every call: give a positive duration, e.g. 5s";
+            parse_positive_duration(&value.value, zero).map_err(|e| error(value.referenced, e))
         };
         if let Some(memory) = &raw.memory {
             limits.memory_bytes = size(memory)?;

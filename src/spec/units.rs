@@ -26,6 +26,11 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
     number.checked_mul(multiplier).ok_or_else(|| format!("`{text}` is too large; write e.g. 64MiB"))
 }
 
+/// A duration that must not be zero; `zero` says why, in the caller's terms.
+pub fn parse_positive_duration(text: &str, zero: &str) -> Result<Duration, String> {
+    parse_duration(text).and_then(|d| if d.is_zero() { Err(zero.to_string()) } else { Ok(d) })
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
