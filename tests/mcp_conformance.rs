@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
+use common::listening::{Listening, free_port};
 use common::repo_root;
 
 const VERSIONS: [&str; 2] = ["2025-11-25", "2026-07-28"];
@@ -35,15 +34,6 @@ fn passes(mut suite: Command, what: &str) {
     assert!(report.contains("all failures are expected"), "{what}: no baseline verdict\n{tail}");
 }
 
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn reagents_server_passes_the_conformance_suite_at_both_versions() {
     let dir = tempfile::tempdir().unwrap();
@@ -54,20 +44,12 @@ fn reagents_server_passes_the_conformance_suite_at_both_versions() {
     );
     std::fs::write(dir.path().join("agent.yaml"), yaml).unwrap();
     std::fs::write(dir.path().join("script.yaml"), r#"{"turns": ["done"]}"#).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_reagent"))
+    let port = free_port();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_reagent"));
+    command
         .args(["mcp", "serve", "--agent-tool", "--http", &format!("127.0.0.1:{port}")])
-        .arg(dir.path().join("agent.yaml"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let _served = Served(child);
-    for line in stderr.lines() {
-        if line.unwrap().contains("serving MCP on") {
-            break;
-        }
-    }
+        .arg(dir.path().join("agent.yaml"));
+    let _served = Listening::start(&mut command, "serving MCP on");
     for version in VERSIONS {
         let mut suite = conformance();
         suite

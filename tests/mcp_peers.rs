@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
+use common::listening::{Listening, free_port};
 use common::{TestAgent, events_of, reagent_command, shown, stderr};
 use serde_json::{Value, json};
 
@@ -99,34 +99,16 @@ fn a_long_operation_reports_progress_and_is_cancelled_past_its_cap_and_the_run_g
 
 /// `mcp-server-everything streamableHttp` on a free port, stopped on drop.
 struct HttpEverything {
-    child: Child,
+    _server: Listening,
     port: u16,
 }
 
 impl HttpEverything {
     fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut child = Command::new(node_bin("mcp-server-everything"))
-            .arg("streamableHttp")
-            .env("PORT", port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        for line in stderr.lines() {
-            if line.unwrap().contains("listening on port") {
-                break;
-            }
-        }
-        HttpEverything { child, port }
-    }
-}
-
-impl Drop for HttpEverything {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let port = free_port();
+        let mut command = Command::new(node_bin("mcp-server-everything"));
+        command.arg("streamableHttp").env("PORT", port.to_string()).stdout(Stdio::null());
+        HttpEverything { _server: Listening::start(&mut command, "listening on port"), port }
     }
 }
 

@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
+use common::listening::{Listening, free_port};
 use common::{repo_root, test_component};
 use serde_json::{Value, json};
 
@@ -108,33 +107,21 @@ fn the_python_client_uses_served_tools_over_stdio_in_both_eras() {
 
 /// `reagent mcp serve --http` on a free loopback port, stopped on drop.
 struct HttpServe {
-    child: Child,
+    _server: Listening,
     url: String,
 }
 
 impl HttpServe {
     fn start(agent: &Path, env: &[(&str, &str)], address: &str) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_reagent"))
+        let port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_reagent"));
+        command
             .args(["mcp", "serve", agent.to_str().unwrap(), "--agent-tool", "--http", &format!("{address}:{port}")])
-            .envs(env.iter().copied())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        for line in stderr.lines() {
-            if line.unwrap().contains("serving MCP on") {
-                break;
-            }
+            .envs(env.iter().copied());
+        HttpServe {
+            _server: Listening::start(&mut command, "serving MCP on"),
+            url: format!("http://127.0.0.1:{port}/mcp"),
         }
-        HttpServe { child, url: format!("http://127.0.0.1:{port}/mcp") }
-    }
-}
-
-impl Drop for HttpServe {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod http_server;
 pub mod ledger;
+pub mod listening;
 pub mod postgres;
 pub mod server;
 
