@@ -9,6 +9,11 @@
 //!
 //! Memory is measured as the peers measure it: every run parks once launched, before its first
 //! model turn; RSS with all N parked, minus RSS after a warm-up run, over N.
+//!
+//! With `--telemetry` it measures the same load with telemetry off and on (exporting spans and
+//! metrics to `$OTEL_EXPORTER_OTLP_ENDPOINT`), alternating, and prints the ratio of the best of
+//! each; `benches/telemetry_overhead.sh` runs it against a receiver on loopback, and against a
+//! port nobody answers.
 
 #[path = "shared/calc_agent.rs"]
 mod calc_agent;
@@ -24,13 +29,49 @@ use reagent::events::Event;
 use reagent::launch::launch;
 use reagent::runtime::Runtime;
 use reagent::spec::GivenInputs;
-use serde_json::json;
+use reagent::telemetry::{FLUSH_AT_EXIT, Telemetry};
+use serde_json::{Value, json};
 use tokio::sync::watch;
 
 fn main() {
     let runs = runs_from_args();
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    runtime.block_on(measure(runs));
+    if std::env::args().any(|a| a == "--telemetry") {
+        return compare_telemetry(runs);
+    }
+    let executor = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let runtime = Runtime::new().expect("the runtime");
+    println!("{}", executor.block_on(measure(runs, runtime)));
+}
+
+/// Off, on, off, on: the best steps/s of each and their ratio, with what became of the spans.
+fn compare_telemetry(runs: usize) {
+    // Built before the async runtime, as `reagent` builds it.
+    let on = Telemetry::from_env(false).expect("the telemetry settings");
+    assert!(on.traces(), "set OTEL_EXPORTER_OTLP_ENDPOINT to the receiver to measure against");
+    let executor = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let (mut off_best, mut on_best) = (0f64, 0f64);
+    for _ in 0..2 {
+        for (telemetry, best) in [(Telemetry::off(), &mut off_best), (on.clone(), &mut on_best)] {
+            let runtime = Runtime::new().expect("the runtime").with_telemetry(telemetry);
+            let line = executor.block_on(measure(runs, runtime));
+            eprintln!("{line}");
+            *best = best.max(line["steps_per_s"].as_f64().unwrap_or(0.0));
+        }
+    }
+    drop(executor);
+    on.shutdown(FLUSH_AT_EXIT);
+    let spans = on.span_counts();
+    let line = json!({
+        "runs": runs,
+        "endpoint": std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_default(),
+        "steps_per_s_off": off_best,
+        "steps_per_s_on": on_best,
+        "ratio_on_to_off": (on_best / off_best * 1000.0).round() / 1000.0,
+        "spans_exported": spans.exported.load(Ordering::Relaxed),
+        "spans_dropped": spans.dropped.load(Ordering::Relaxed),
+        "spans_failed": spans.failed.load(Ordering::Relaxed),
+    });
+    println!("{line}");
 }
 
 /// `--runs N`; cargo's own `--bench` argument is ignored.
@@ -43,10 +84,9 @@ fn runs_from_args() -> usize {
         .unwrap_or(10_000)
 }
 
-async fn measure(runs: usize) {
+async fn measure(runs: usize, runtime: Runtime) -> Value {
     let dir = tempfile::tempdir().expect("a temp dir");
     let agent_file = calc_agent::write(dir.path());
-    let runtime = Runtime::new().expect("the runtime");
     let counts = Counts::default();
     // Warm up: one run, so that the baseline holds what every run shares (compiled component,
     // allocator pools), not what each run adds.
@@ -80,7 +120,7 @@ async fn measure(runs: usize) {
     let tool_calls = counts_shared.tool_calls.load(Ordering::Relaxed);
     let expected = (runs as u64 * STEPS_PER_RUN, runs as u64 * (STEPS_PER_RUN - 1));
     assert_eq!((steps, tool_calls), expected, "every run made 10 model turns and 9 calls");
-    let line = json!({
+    json!({
         "runtime": "reagent",
         "version": env!("CARGO_PKG_VERSION"),
         "runs": runs,
@@ -93,8 +133,7 @@ async fn measure(runs: usize) {
         "concurrency": format!("{runs} tokio tasks on {} worker threads", tokio::runtime::Handle::current().metrics().num_workers()),
         "path": "launch (agent file, replay script, tools loaded per run) on one Runtime, then Agent::run",
         "memory_note": format!("rss_per_run_kb: (RSS with all {runs} runs launched and parked before their first model turn ({parked_kb} KB) - RSS after a warm-up run ({baseline_kb} KB)) / runs"),
-    });
-    println!("{line}");
+    })
 }
 
 #[derive(Default)]

@@ -3,10 +3,13 @@
 # servers (`server-everything`, `server-filesystem`; TypeScript SDK 1.x, old era only) and the
 # official conformance suite (`@modelcontextprotocol/conformance`; the 0.2 line is the first with
 # 2026-07-28 scenarios), plus Python `mcp` 2.x (both eras, client and server) and `mcp` 1.x (old era
-# only), each in its own venv. Everything goes into reagent's cache; idempotent (each install keeps
-# a stamp of its pins). Progress goes to stderr; stdout gets three lines a caller can `eval`:
+# only), each in its own venv, and a third venv for the telemetry tests: `mcp` 2.x with the
+# OpenTelemetry SDK, its OTLP/HTTP exporter and the OTLP protobufs (tests/fixtures/otel: the traced
+# MCP server and the OTLP receiver). Everything goes into reagent's cache; idempotent (each install
+# keeps a stamp of its pins). Progress goes to stderr; stdout gets four lines a caller can `eval`:
 #   REAGENT_MCP_NODE=<dir holding mcp-server-everything, mcp-server-filesystem, conformance>
 #   REAGENT_MCP2_PYTHON=<python with mcp 2.x>   REAGENT_MCP1_PYTHON=<python with mcp 1.x>
+#   REAGENT_OTEL_PYTHON=<python with mcp 2.x, the OpenTelemetry SDK and OTLP/HTTP exporter>
 set -euo pipefail
 cache="${REAGENT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/reagent}"
 mkdir -p "$cache"
@@ -69,7 +72,11 @@ python_venv() {
 }
 python_venv "$cache/mcp2-venv" "mcp==2.3.0"
 python_venv "$cache/mcp1-venv" "mcp==1.30.0"
+# mcp 2.3.0 only asks opentelemetry-api>=1.28; the SDK 1.45.2 pins the api (and the exporter pins the
+# proto) to its own version, so these move together. protobuf is pinned for the receiver's decoding.
+python_venv "$cache/otel-venv" "mcp==2.3.0 opentelemetry-sdk==1.45.2 opentelemetry-exporter-otlp-proto-http==1.45.2 opentelemetry-proto==1.45.2 protobuf==7.36.2"
 
 echo "REAGENT_MCP_NODE=$node_bin"
 echo "REAGENT_MCP2_PYTHON=$cache/mcp2-venv/bin/python"
 echo "REAGENT_MCP1_PYTHON=$cache/mcp1-venv/bin/python"
+echo "REAGENT_OTEL_PYTHON=$cache/otel-venv/bin/python"

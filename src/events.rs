@@ -196,6 +196,22 @@ pub enum RunStatus {
     Cancelled,
 }
 
+impl RunStatus {
+    /// Its serialised name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Answered => "answered",
+            RunStatus::Incomplete => "incomplete",
+            RunStatus::ModelFailed => "model_failed",
+            RunStatus::Loop => "loop",
+            RunStatus::InvalidOutput => "invalid_output",
+            RunStatus::Paused => "paused",
+            RunStatus::InDoubt => "in_doubt",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// Where a run's events go.
 pub trait EventSink: Send {
     fn emit(&mut self, event: &Event);

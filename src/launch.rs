@@ -94,6 +94,7 @@ async fn build(
     let toolbox = load_tools(runtime, spec).await?;
     let mut agent =
         Agent::new(loop_config(spec, values), model, Box::new(toolbox)).map_err(|e| invalid_schema(spec, e))?;
+    agent.set_instrumentation(runtime.telemetry().instrumentation());
     for sub in &spec.sub_agents {
         let defaults = bind_inputs(&sub.spec.inputs, &GivenInputs::default()).map_err(LaunchError::Inputs)?;
         let sub_agent = Box::pin(build(runtime, sources, &sub.spec, &defaults)).await?;

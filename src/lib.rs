@@ -16,7 +16,9 @@ pub mod runs;
 pub mod runtime;
 pub mod server;
 pub mod spec;
+pub mod telemetry;
 pub mod toolbox;
+pub mod trace_context;
 pub mod webhooks;
 
 /// Where reagent keeps its data (the run store): `$XDG_DATA_HOME/reagent`, else

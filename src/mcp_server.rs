@@ -8,6 +8,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use opentelemetry::context::FutureExt;
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::{Context, KeyValue};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ElicitRequestParams, Implementation,
     InputRequiredResult, InputResponses, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
@@ -25,6 +29,7 @@ use crate::launch::{LaunchError, launch, wasm_tools};
 use crate::runtime::Runtime;
 use crate::spec::{AgentSpec, GivenInputs};
 use crate::toolbox::{CallContext, Effect, Toolbox, WasmToolbox, fresh_key};
+use crate::trace_context::TraceHeaders;
 
 /// What one agent file offers MCP clients.
 #[derive(Clone)]
@@ -42,6 +47,8 @@ struct Served {
     /// The agent's own tool's name, when it is served (`--agent-tool`).
     agent_tool: Option<String>,
     approval: Approvals,
+    /// Where `tools/call` spans go.
+    tracer: BoxedTracer,
 }
 
 impl McpService {
@@ -83,7 +90,9 @@ impl McpService {
             served.annotations = Some(annotations(Effect::SideEffect, true, false));
             tools.push(served);
         }
-        let served = Served { file, spec, runtime, toolbox, tools, validators, agent_tool, approval: Approvals::new() };
+        let tracer = runtime.telemetry().tracer();
+        let approval = Approvals::new();
+        let served = Served { file, spec, runtime, toolbox, tools, validators, agent_tool, approval, tracer };
         Ok(McpService { inner: Arc::new(served) })
     }
 
@@ -154,15 +163,56 @@ impl ServerHandler for McpService {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let cancelled = context.ct.clone();
+        let trace = self.inner.trace(&request, &context);
         // A client's cancellation drops the call (the sandbox stops the instance) or the run.
-        tokio::select! {
-            result = self.inner.call(request, &context) => result,
-            _ = cancelled.cancelled() => Err(McpError::invalid_request("cancelled by the client", None)),
+        let result = async {
+            tokio::select! {
+                result = self.inner.call(request, &context) => result,
+                _ = cancelled.cancelled() => Err(McpError::invalid_request("cancelled by the client", None)),
+            }
         }
+        .with_context(trace.clone())
+        .await;
+        let error = match &result {
+            Ok(CallToolResponse::Complete(done)) if done.is_error == Some(true) => Some("tool_error".to_string()),
+            Ok(_) => None,
+            Err(error) => Some(error.code.0.to_string()),
+        };
+        let span = trace.span();
+        if let Some(error) = error {
+            span.set_attribute(KeyValue::new("error.type", error.clone()));
+            span.set_status(Status::error(error));
+        }
+        span.end();
+        result
     }
 }
 
 impl Served {
+    /// A `tools/call`'s server span, continuing the client's trace from `_meta.traceparent`.
+    fn trace(&self, request: &CallToolRequestParams, context: &RequestContext<RoleServer>) -> Context {
+        let parent = context
+            .meta
+            .get_traceparent()
+            .and_then(|parent| TraceHeaders::received(parent, context.meta.get_tracestate()))
+            .map_or_else(Context::new, |headers| headers.parent());
+        let version = context.protocol_version().map(|v| v.to_string()).unwrap_or_default();
+        let attributes = vec![
+            KeyValue::new("mcp.method.name", "tools/call"),
+            KeyValue::new("gen_ai.operation.name", "execute_tool"),
+            KeyValue::new("gen_ai.tool.name", request.name.to_string()),
+            KeyValue::new("jsonrpc.request.id", context.id.to_string()),
+            KeyValue::new("mcp.protocol.version", version),
+        ];
+        let tracer = &self.tracer;
+        let span = tracer
+            .span_builder(format!("tools/call {}", request.name))
+            .with_kind(SpanKind::Server)
+            .with_attributes(attributes)
+            .start_with_context(tracer, &parent);
+        parent.with_span(span)
+    }
+
     /// A `tools/call`: the agent's own tool, or a Wasm tool: its arguments checked, its approval
     /// asked where the agent file wants one, then run in the sandbox.
     async fn call(

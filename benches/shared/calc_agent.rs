@@ -39,5 +39,5 @@ pub fn write(dir: &Path) -> PathBuf {
 /// A run of the agent in `file` on `TASK`, as a pipeline submits it.
 #[allow(dead_code)] // the loop benchmark runs in memory and submits nothing
 pub fn submission<'a>(file: &'a Path, inputs: &'a GivenInputs) -> Submission<'a> {
-    Submission { file, task: TASK, inputs, tenant: "", key: None, idempotency: None, callback_url: None }
+    Submission { file, task: TASK, inputs, tenant: "", key: None, idempotency: None, callback_url: None, trace: None }
 }

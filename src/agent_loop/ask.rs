@@ -69,6 +69,8 @@ impl Agent {
             answer_schema,
             deltas: Some(deltas),
         };
+        let chat =
+            self.instrumentation.chat(&self.identity, thinking, || serde_json::to_value(messages).unwrap_or_default());
         let mut thought = String::new();
         let mut thought_tokens = 0u32;
         let mut over_budget = |delta: Delta, events: &mut dyn EventSink| {
@@ -95,13 +97,16 @@ impl Agent {
         }
         if !cut {
             let stopped = || Err(ModelError::new(ModelErrorKind::BadReply, "the model stopped without a reply"));
-            let reply = finished.unwrap_or_else(stopped)?;
+            let reply = finished.unwrap_or_else(stopped);
+            chat.end(reply.as_ref());
+            let reply = reply?;
             if let Some(journal) = &self.journal {
                 journal.record_reply(turn, &reply).await?;
             }
             return Ok(accepted(step, thinking, reply, spent, events));
         }
         drop(pending); // stop generating before the step is asked again
+        chat.cut();
         let thought_tokens = thought_tokens - 1;
         events.emit(&Event::ThinkingCut { step, tokens: thought_tokens, reasoning: thought });
         spent.add_usage(Usage {

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
+use opentelemetry::context::FutureExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::timeout_at;
@@ -13,6 +14,7 @@ use super::budget::Spent;
 use super::ending::{Ending, emit_finished};
 use super::repeats::Verdict;
 use super::state::{Pending, Progress};
+use super::telemetry::ToolCallTrace;
 use super::{
     Agent, CallRecord, DENIED, Decision, JournalError, MAX_FED_BACK, MAX_PARALLEL_CALLS, MAX_QUOTED, RunOutcome, Turn,
     clipped, sub_agents,
@@ -102,10 +104,15 @@ impl Agent {
             .map(|Pending { call, refusal, .. }| async move {
                 match call {
                     Ok(call) => {
+                        let trace = self.instrumentation.tool(self.traced(&call, refusal.as_ref()));
+                        let refused = refusal.is_some();
                         let (outcome, child) = match refusal {
                             Some(error) => (failed(error), None),
-                            None => self.journalled(&call, before, alone, reports).await?,
+                            None => {
+                                self.journalled(&call, before, alone, reports).with_context(trace.context()).await?
+                            }
                         };
+                        trace.end(&outcome, !refused && child.is_none());
                         Ok((call.id, Some(call.name), outcome, child))
                     }
                     Err(bad) => {
@@ -145,6 +152,25 @@ impl Agent {
             events.emit(&result_event(step, id, tool, outcome));
         }
         Ok(())
+    }
+
+    /// A call as its span names it.
+    fn traced<'a>(&self, call: &'a ToolCall, refusal: Option<&ToolError>) -> ToolCallTrace<'a> {
+        let sub_agent = self.sub_agents.contains_key(&call.name);
+        let approval = match refusal {
+            _ if sub_agent || !self.toolbox.needs_approval(&call.name) => None,
+            None => Some("approved"),
+            Some(error) if error.kind == ToolErrorKind::Denied => Some("denied"),
+            Some(_) => None,
+        };
+        ToolCallTrace {
+            tool: &call.name,
+            id: &call.id,
+            kind: if sub_agent { "function" } else { self.toolbox.tool_type(&call.name) },
+            effect: self.effect(&call.name),
+            approval,
+            arguments: &call.arguments,
+        }
     }
 
     /// Runs a call under the run's deadline, with a journal recording it as started before it runs
@@ -199,7 +225,8 @@ impl Agent {
             return failed(error);
         }
         let Some(sub_agent) = self.sub_agents.get(&call.name) else {
-            let context = CallContext::reporting(parent.key_of(&call.id), &call.id, reports.clone());
+            let context = CallContext::reporting(parent.key_of(&call.id), &call.id, reports.clone())
+                .traced(opentelemetry::Context::current());
             return (self.toolbox.call(&call.name, &call.arguments, &context).await, None);
         };
         let task = call.arguments["task"].as_str().unwrap_or_default();

@@ -12,19 +12,22 @@ mod output;
 mod repeats;
 mod state;
 mod sub_agents;
+mod telemetry;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry::context::FutureExt;
 use serde_json::Value;
 use tokio::time::timeout_at;
 
 use crate::conversation::{Message, ToolCall, ToolChoice, ToolDeclaration};
 use crate::events::{EVENTS_VERSION, Event, EventSink};
-use crate::model::{Model, ModelError};
+use crate::model::{Model, ModelError, ModelIdentity};
 use crate::spec::{Budget, Limits, ReasoningMode, ReasoningPolicy};
 use crate::toolbox::{Effect, ToolError, ToolErrorKind, ToolOutcome, Toolbox};
+use crate::trace_context::TraceHeaders;
 
 use budget::Spent;
 pub use calls::check_arguments;
@@ -36,6 +39,7 @@ use repeats::RepeatGuard;
 pub use state::Checkpoint;
 use state::{Pending, Progress, SavedSpend};
 pub use sub_agents::declaration as sub_agent_declaration;
+pub use telemetry::{Instrumentation, SCOPE as TELEMETRY_SCOPE};
 
 /// Calls of one turn that run at once; more wait for a slot.
 pub const MAX_PARALLEL_CALLS: usize = 8;
@@ -158,6 +162,8 @@ impl LoopConfig {
 pub struct Agent {
     config: LoopConfig,
     model: Box<dyn Model>,
+    /// Who answers, as spans name it (asked of the model once).
+    identity: ModelIdentity,
     toolbox: Box<dyn Toolbox>,
     tools: Vec<ToolDeclaration>,
     validators: HashMap<String, jsonschema::Validator>,
@@ -166,6 +172,7 @@ pub struct Agent {
     sub_agents: HashMap<String, Agent>,
     approver: Option<Box<dyn Approver>>,
     journal: Option<Arc<dyn Journal>>,
+    instrumentation: Instrumentation,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -204,6 +211,7 @@ impl Agent {
         let (validators, output) = compile_schemas(&tools, config.output_schema.as_ref())?;
         Ok(Agent {
             config,
+            identity: model.identity(),
             model,
             toolbox,
             tools,
@@ -212,7 +220,16 @@ impl Agent {
             sub_agents: HashMap::new(),
             approver: None,
             journal: None,
+            instrumentation: Instrumentation::off(),
         })
+    }
+
+    /// Where the run's spans and measurements go, its sub-agents' included; without it, nowhere.
+    pub fn set_instrumentation(&mut self, instrumentation: Instrumentation) {
+        for agent in self.sub_agents.values_mut() {
+            agent.set_instrumentation(instrumentation.clone());
+        }
+        self.instrumentation = instrumentation;
     }
 
     /// Where the run records its progress, so that it can be resumed after any stop.
@@ -262,10 +279,26 @@ impl Agent {
         settle(outcome, &spent)
     }
 
-    /// A run under the budgets in `spent`, which records what it spends.
+    /// A run under the budgets in `spent`, which records what it spends, in its own span under
+    /// the current context (a caller's, or that of the call that runs a sub-agent).
     async fn run_within(
         &self,
         task: &str,
+        spent: &mut Spent,
+        events: &mut dyn EventSink,
+    ) -> Result<RunOutcome, Failure> {
+        let trace = self.instrumentation.run(&self.config.name, &self.identity, &spent.keys, None);
+        let origin = TraceHeaders::of(&trace.context()).map(|headers| headers.traceparent);
+        let mut watched = trace.watching(events);
+        let outcome = self.start(task, origin, spent, &mut watched).with_context(trace.context()).await;
+        trace.end();
+        outcome
+    }
+
+    async fn start(
+        &self,
+        task: &str,
+        origin: Option<String>,
         spent: &mut Spent,
         events: &mut dyn EventSink,
     ) -> Result<RunOutcome, Failure> {
@@ -282,6 +315,7 @@ impl Agent {
             recovering: false,
             repeats: RepeatGuard::default(),
             tool_choice: self.config.tool_choice,
+            origin,
         };
         self.drive(task, progress, None, spent, events).await
     }
@@ -303,7 +337,24 @@ impl Agent {
         settle(outcome, &spent)
     }
 
+    /// A resumed run's part, in a span of its own (a new trace, unless the caller's context has
+    /// one) linked to the span the run first ran under.
     async fn resume_within(
+        &self,
+        checkpoint: Checkpoint,
+        verdicts: &HashMap<String, Verdict>,
+        spent: &mut Spent,
+        events: &mut dyn EventSink,
+    ) -> Result<RunOutcome, Failure> {
+        let origin = checkpoint.progress.origin.as_deref().and_then(|origin| crate::trace_context::parse(origin, None));
+        let trace = self.instrumentation.run(&self.config.name, &self.identity, &spent.keys, origin);
+        let mut watched = trace.watching(events);
+        let outcome = self.go_on(checkpoint, verdicts, spent, &mut watched).with_context(trace.context()).await;
+        trace.end();
+        outcome
+    }
+
+    async fn go_on(
         &self,
         checkpoint: Checkpoint,
         verdicts: &HashMap<String, Verdict>,

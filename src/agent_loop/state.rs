@@ -48,6 +48,9 @@ pub(super) struct Progress {
     pub(super) repeats: RepeatGuard,
     /// `required`: calls are forced until one has run successfully; then the model may answer.
     pub(super) tool_choice: ToolChoice,
+    /// The `traceparent` of the span the run first ran under: a resumed run's span links to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) origin: Option<String>,
 }
 
 /// A call of the current turn, with what the loop decided before running it.

@@ -86,9 +86,7 @@ pub async fn load(models: &LocalModels, spec: &LocalModelSpec) -> Result<Box<dyn
                 _ => None,
             };
             let reasons = format.reasons(source_says);
-            let mode = if spec.constrained { "constrained calls" } else { "free calls" };
-            let label = format!("local {name} (llama.cpp, {mode})");
-            Ok(Box::new(LlamaCppModel::new(label, loaded.engine, loaded.factory, format, spec, reasons)))
+            Ok(Box::new(LlamaCppModel::new(name, loaded.engine, loaded.factory, format, spec, reasons)))
         }
     }
 }

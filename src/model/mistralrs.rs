@@ -24,7 +24,8 @@ use super::call_grammar::{
 use super::catalog;
 use super::local::LocalModelError;
 use super::{
-    DeltaKind, Model, ModelError, ModelErrorKind, ModelReply, ModelRequest, Usage, read_free_text, send_delta,
+    DeltaKind, Model, ModelError, ModelErrorKind, ModelIdentity, ModelReply, ModelRequest, Usage, read_free_text,
+    send_delta,
 };
 use crate::chat_format::exaone;
 use crate::conversation::{MalformedCall, Message, ToolCall, ToolDeclaration};
@@ -32,6 +33,8 @@ use crate::spec::{LocalModelSpec, LocalSource, PromptFormat, Sampling};
 
 pub struct MistralrsModel {
     label: String,
+    /// The model's source (a catalogue name, a folder, a hub id).
+    name: String,
     engine: Arc<mistralrs::Model>,
     constrained: bool,
     format: Option<PromptFormat>,
@@ -72,6 +75,7 @@ impl MistralrsModel {
         Ok(MistralrsModel {
             reasons,
             label: format!("local {key} (mistralrs, {mode})"),
+            name: key,
             engine,
             constrained: spec.constrained,
             format: spec.format,
@@ -150,6 +154,10 @@ fn builder_for(source: &LocalSource) -> Result<(String, Builder), LocalModelErro
 impl Model for MistralrsModel {
     fn label(&self) -> String {
         self.label.clone()
+    }
+
+    fn identity(&self) -> ModelIdentity {
+        ModelIdentity { provider: "reagent.mistralrs", model: self.name.clone(), server: None }
     }
 
     /// A constrained turn is JSON from its first token: there is no room to think.

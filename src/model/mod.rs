@@ -172,10 +172,39 @@ pub enum ModelErrorKind {
     Engine,
 }
 
+impl ModelErrorKind {
+    /// Its serialised name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelErrorKind::ScriptExhausted => "script_exhausted",
+            ModelErrorKind::Unreachable => "unreachable",
+            ModelErrorKind::Refused => "refused",
+            ModelErrorKind::Unavailable => "unavailable",
+            ModelErrorKind::BadReply => "bad_reply",
+            ModelErrorKind::Engine => "engine",
+        }
+    }
+}
+
+/// Who answers a model turn, as telemetry names it: the provider (`openai` for an
+/// OpenAI-compatible server, `reagent.<engine>` in process), the model asked for, and the
+/// server's host and port where there is one.
+#[derive(Debug, Clone)]
+pub struct ModelIdentity {
+    pub provider: &'static str,
+    pub model: String,
+    pub server: Option<(String, u16)>,
+}
+
 #[async_trait]
 pub trait Model: Send + Sync {
     /// A short name for events and logs, e.g. `replay (agents/calculator.replay.yaml)`.
     fn label(&self) -> String;
+
+    /// Who answers, for telemetry.
+    fn identity(&self) -> ModelIdentity {
+        ModelIdentity { provider: "reagent", model: self.label(), server: None }
+    }
 
     /// Whether a turn asked to think really does, with tools offered or not: not where the
     /// backend decodes such a turn under a constraint from its first token, nor where the model

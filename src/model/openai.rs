@@ -10,7 +10,7 @@ use futures::StreamExt;
 use serde_json::{Map, Value, json};
 
 use super::sse::{SseData, SseReader};
-use super::{DeltaKind, Model, ModelError, ModelErrorKind, ModelReply, ModelRequest, Usage, send_delta};
+use super::{DeltaKind, Model, ModelError, ModelErrorKind, ModelIdentity, ModelReply, ModelRequest, Usage, send_delta};
 use crate::chat_format::parse_output;
 use crate::conversation::{MalformedCall, Message, ToolCall, ToolChoice, ToolDeclaration};
 use crate::spec::{OpenAiModelSpec, ReasoningControl};
@@ -116,6 +116,12 @@ fn source_chain(e: &dyn std::error::Error) -> String {
 impl Model for OpenAiModel {
     fn label(&self) -> String {
         format!("openai {} at {}", self.spec.name, self.spec.url)
+    }
+
+    fn identity(&self) -> ModelIdentity {
+        let url = reqwest::Url::parse(&self.spec.url).ok();
+        let server = url.and_then(|url| Some((url.host_str()?.to_string(), url.port_or_known_default()?)));
+        ModelIdentity { provider: "openai", model: self.spec.name.clone(), server }
     }
 
     async fn complete(&self, request: ModelRequest<'_>) -> Result<ModelReply, ModelError> {

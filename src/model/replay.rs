@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{DeltaKind, Model, ModelError, ModelErrorKind, ModelReply, ModelRequest, send_delta};
+use super::{DeltaKind, Model, ModelError, ModelErrorKind, ModelIdentity, ModelReply, ModelRequest, send_delta};
 use crate::chat_format::parse_output;
 use crate::conversation::{MalformedCall, Message, ToolCall};
 use crate::spec::{Sources, SpecError, yaml};
@@ -41,6 +41,11 @@ impl ReplayModel {
 impl Model for ReplayModel {
     fn label(&self) -> String {
         format!("replay ({})", self.script.display())
+    }
+
+    fn identity(&self) -> ModelIdentity {
+        let script = self.script.file_name().unwrap_or(self.script.as_os_str());
+        ModelIdentity { provider: "reagent.replay", model: script.to_string_lossy().into_owned(), server: None }
     }
 
     async fn complete(&self, request: ModelRequest<'_>) -> Result<ModelReply, ModelError> {

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use opentelemetry::context::FutureExt;
 use reagent_store::{Commit, Created, NewRun, Queue, Run, RunStore, Status, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -23,6 +24,7 @@ use crate::conversation::ToolCall;
 use crate::launch::{LaunchError, bind, launch_from};
 use crate::runtime::Runtime;
 use crate::spec::{GivenInputs, Snapshot, Sources};
+use crate::trace_context::TraceHeaders;
 
 pub use journal::{Control, Listener};
 pub use worker::Worker;
@@ -36,6 +38,9 @@ pub const LEASE: Duration = Duration::from_secs(30);
 struct Bound {
     file: PathBuf,
     snapshot: Snapshot,
+    /// The trace of the request that submitted it, which its first part continues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trace: Option<TraceHeaders>,
 }
 
 /// A run to record.
@@ -50,6 +55,8 @@ pub struct Submission<'a> {
     pub idempotency: Option<(String, String)>,
     /// Where the run's final state is delivered, checked by the caller (`webhooks::Webhooks::check`).
     pub callback_url: Option<String>,
+    /// The submitting request's trace (`traceparent`), which the run's span continues.
+    pub trace: Option<TraceHeaders>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +118,11 @@ impl Runs {
         &self.store
     }
 
+    /// The runtime its runs are driven on.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
     /// Records a run of the agent in `file`, after checking that the file reads and the inputs
     /// fit it (a run that could not start is refused, not recorded; one whose tools or model fail
     /// to load ends `failed`). The run is committed, `queued`, when this returns.
@@ -118,7 +130,7 @@ impl Runs {
         let file = std::path::absolute(submission.file).unwrap_or_else(|_| submission.file.to_path_buf());
         let sources = Sources::disk();
         let spec = bind(&sources, &file, submission.inputs)?;
-        let bound = Bound { file, snapshot: sources.snapshot() };
+        let bound = Bound { file, snapshot: sources.snapshot(), trace: submission.trace };
         let run = NewRun {
             tenant: submission.tenant.to_string(),
             agent: spec.name,
@@ -267,9 +279,16 @@ impl Runs {
         if let Some(approver) = approver {
             agent.set_approver(approver);
         }
+        // A first part continues its submitter's trace; a resumed one starts its own, linked to
+        // the first (the loop keeps that link in the checkpoint).
         let outcome = match checkpoint {
-            None => agent.run(&run.task, &mut sink).await,
-            Some(checkpoint) => agent.resume(checkpoint, &verdicts, &mut sink).await,
+            None => {
+                let parent = bound.trace.as_ref().map_or_else(opentelemetry::Context::new, TraceHeaders::parent);
+                agent.run(&run.task, &mut sink).with_context(parent).await
+            }
+            Some(checkpoint) => {
+                agent.resume(checkpoint, &verdicts, &mut sink).with_context(opentelemetry::Context::new()).await
+            }
         };
         let (outcome, released) = match ending(&outcome) {
             Some((status, summary, checkpoint)) => {

@@ -25,6 +25,7 @@ use super::auth::{Caller, caller};
 use crate::launch::LaunchError;
 use crate::runs::{RunsError, Submission, Waiting, waiting};
 use crate::spec::GivenInputs;
+use crate::trace_context::TraceHeaders;
 
 /// The longest `?wait=` a long poll may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -158,6 +159,8 @@ pub(crate) struct SubmitBody {
 }
 
 /// Records a run for `who` and starts driving it: shared by `/v1/runs` and the OpenAI facade.
+/// `trace`: the request's, which the run continues.
+#[allow(clippy::too_many_arguments)] // the request's parts, as each handler reads them
 pub(crate) async fn start_run(
     app: &App,
     who: &Caller,
@@ -166,6 +169,7 @@ pub(crate) async fn start_run(
     inputs: Map<String, Value>,
     idempotency_key: Option<String>,
     callback_url: Option<String>,
+    trace: Option<TraceHeaders>,
 ) -> Result<(Run, bool), ApiError> {
     if app.draining.load(std::sync::atomic::Ordering::SeqCst) {
         let mut error = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", "the server is shutting down");
@@ -198,6 +202,7 @@ pub(crate) async fn start_run(
         key: who.key.as_ref().map(|k| (k.id.clone(), k.max_runs)),
         idempotency,
         callback_url,
+        trace,
     };
     match app.runs.submit(submission).await.map_err(ApiError::runs)? {
         Created::New(run) => {
@@ -218,6 +223,12 @@ pub(crate) async fn start_run(
     }
 }
 
+/// The W3C Trace Context headers of a request, if its `traceparent` is well formed.
+pub(crate) fn trace_of(headers: &HeaderMap) -> Option<TraceHeaders> {
+    let traceparent = headers.get("traceparent")?.to_str().ok()?;
+    TraceHeaders::received(traceparent, headers.get("tracestate").and_then(|v| v.to_str().ok()))
+}
+
 async fn submit(
     State(app): State<App>,
     headers: HeaderMap,
@@ -230,7 +241,9 @@ async fn submit(
         Some(Ok(key)) if !key.is_empty() && key.len() <= 255 => Some(key.to_string()),
         Some(_) => return Err(ApiError::invalid("Idempotency-Key: 1 to 255 visible ASCII characters")),
     };
-    let (run, replayed) = start_run(&app, &who, &body.agent, &body.task, body.inputs, key, body.callback_url).await?;
+    let trace = trace_of(&headers);
+    let (run, replayed) =
+        start_run(&app, &who, &body.agent, &body.task, body.inputs, key, body.callback_url, trace).await?;
     let mut response = (StatusCode::ACCEPTED, Json(shown(&run))).into_response();
     let headers = response.headers_mut();
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/runs/{}", run.id)) {
@@ -533,7 +546,7 @@ async fn ready(State(app): State<App>) -> Response {
 async fn metrics(State(app): State<App>) -> Result<Response, ApiError> {
     let counts = app.runs.store().counts().await.map_err(ApiError::store)?;
     let driving = app.driving.load(std::sync::atomic::Ordering::SeqCst);
-    let text = app.metrics.render(&counts, driving);
+    let text = super::metrics::render(&counts, driving, app.runs.runtime().telemetry());
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

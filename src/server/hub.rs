@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use super::metrics::Metrics;
 use crate::runs::Listener;
 
 #[derive(Clone, Default)]
@@ -31,16 +30,15 @@ impl Hub {
         entry(&mut runs, id).sender.subscribe()
     }
 
-    /// What a driven run's committed events go through: metrics, then a wake-up.
-    pub(crate) fn listener(&self, id: &str, metrics: Arc<Metrics>) -> Listener {
+    /// What a driven run's committed events go through: a wake-up for its followers.
+    pub(crate) fn listener(&self, id: &str) -> Listener {
         let sender = {
             let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
             let entry = entry(&mut runs, id);
             entry.drivers += 1;
             entry.sender.clone()
         };
-        Box::new(move |seq, event| {
-            metrics.observe(event);
+        Box::new(move |seq, _| {
             sender.send_replace(seq);
         })
     }

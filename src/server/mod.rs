@@ -102,7 +102,6 @@ pub(crate) struct App {
     runs: Runs,
     agents: Arc<BTreeMap<String, Offered>>,
     hub: hub::Hub,
-    metrics: Arc<metrics::Metrics>,
     draining: Arc<AtomicBool>,
     /// Runs this process drives now: the drain waits for none.
     driving: Arc<AtomicUsize>,
@@ -129,7 +128,7 @@ impl App {
         app.driving.fetch_add(1, Ordering::SeqCst);
         async move {
             let id = run.id.clone();
-            let listener = app.hub.listener(&id, app.metrics.clone());
+            let listener = app.hub.listener(&id);
             // Errors are the run's own (recorded in the store), or its claim was lost.
             let _ = app.runs.drive_taken(run, listener, None).await;
             app.hub.ended(&id);
@@ -153,7 +152,6 @@ pub async fn serve(
         runs,
         agents: Arc::new(agents),
         hub: hub::Hub::default(),
-        metrics: Arc::default(),
         draining: Arc::default(),
         driving: Arc::default(),
         wake: worker.as_ref().map(|w| w.wake.clone()),

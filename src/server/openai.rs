@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::App;
-use super::api::{ApiError, start_run};
+use super::api::{ApiError, start_run, trace_of};
 use super::auth::caller;
 
 /// How often a waiting completion looks at its run when nothing woke it.
@@ -83,7 +83,7 @@ async fn completions(
     if task.trim().is_empty() {
         return Err(ApiError::invalid("messages: give a user message with the task"));
     }
-    let (run, _) = start_run(&app, &who, &body.model, &task, Map::new(), None, None).await?;
+    let (run, _) = start_run(&app, &who, &body.model, &task, Map::new(), None, None, trace_of(&headers)).await?;
     let id = run.id.clone();
     let mut response = if body.stream {
         streamed(app, run).into_response()

@@ -34,6 +34,12 @@ pub trait Toolbox: Send + Sync {
     fn effect(&self, _name: &str) -> Effect {
         Effect::SideEffect
     }
+
+    /// The tool's type as telemetry names it (`gen_ai.tool.type`): `function` for a tool run
+    /// in the process's sandbox, `extension` for one another process runs.
+    fn tool_type(&self, _name: &str) -> &'static str {
+        "function"
+    }
 }
 
 /// What a call runs with besides its arguments.
@@ -41,12 +47,13 @@ pub trait Toolbox: Send + Sync {
 pub struct CallContext {
     idempotency_key: String,
     progress: Option<(String, mpsc::UnboundedSender<ToolProgress>)>,
+    trace: opentelemetry::Context,
 }
 
 impl CallContext {
     /// A call whose progress goes nowhere.
     pub fn new(idempotency_key: impl Into<String>) -> Self {
-        CallContext { idempotency_key: idempotency_key.into(), progress: None }
+        CallContext { idempotency_key: idempotency_key.into(), progress: None, trace: opentelemetry::Context::new() }
     }
 
     /// A call whose progress reports go to `sink`, marked with its `call_id`.
@@ -55,7 +62,23 @@ impl CallContext {
         call_id: &str,
         sink: mpsc::UnboundedSender<ToolProgress>,
     ) -> Self {
-        CallContext { idempotency_key: idempotency_key.into(), progress: Some((call_id.to_string(), sink)) }
+        CallContext {
+            idempotency_key: idempotency_key.into(),
+            progress: Some((call_id.to_string(), sink)),
+            trace: opentelemetry::Context::new(),
+        }
+    }
+
+    /// The same, inside `trace` (the call's span): a tool that crosses a process boundary passes
+    /// it on, and notes what it did on the span.
+    pub fn traced(mut self, trace: opentelemetry::Context) -> Self {
+        self.trace = trace;
+        self
+    }
+
+    /// The call's trace context (empty when nothing is traced).
+    pub fn trace(&self) -> &opentelemetry::Context {
+        &self.trace
     }
 
     /// The same on every attempt of this call and different for every other call: a tool with
@@ -136,6 +159,10 @@ impl<T: Toolbox + ?Sized> Toolbox for std::sync::Arc<T> {
     fn effect(&self, name: &str) -> Effect {
         (**self).effect(name)
     }
+
+    fn tool_type(&self, name: &str) -> &'static str {
+        (**self).tool_type(name)
+    }
 }
 
 /// Several toolboxes as one (an agent's components and its MCP servers): each name is routed to
@@ -183,6 +210,10 @@ impl Toolbox for Toolboxes {
 
     fn effect(&self, name: &str) -> Effect {
         self.owner(name).map_or(Effect::SideEffect, |o| o.effect(name))
+    }
+
+    fn tool_type(&self, name: &str) -> &'static str {
+        self.owner(name).map_or("function", |o| o.tool_type(name))
     }
 }
 

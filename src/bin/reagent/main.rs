@@ -18,6 +18,7 @@ use reagent::launch::{LaunchError, first_turn};
 use reagent::model::{ModelRequest, RequestPreview, preview};
 use reagent::runs::Runs;
 use reagent::runtime::Runtime;
+use reagent::telemetry::{FLUSH_AT_EXIT, Telemetry};
 
 /// glibc's allocator spends a fifth of a busy server's time in malloc and free; mimalloc does not.
 #[global_allocator]
@@ -48,7 +49,16 @@ Exit codes:
  16  another process is driving the run
 
 Every run is recorded in the run store (--db, $REAGENT_DB, else $XDG_DATA_HOME/reagent/runs.db or
-~/.local/share/reagent/runs.db); its id is printed on stderr as `run ID`.";
+~/.local/share/reagent/runs.db); its id is printed on stderr as `run ID`.
+
+Telemetry (OpenTelemetry, off unless an endpoint is set): OTEL_EXPORTER_OTLP_ENDPOINT (e.g.
+http://127.0.0.1:4318; OTLP over HTTP/protobuf) exports an invoke_agent span per run, a chat span
+per model turn and an execute_tool span per call, and the GenAI metrics. Also read:
+OTEL_EXPORTER_OTLP_{TRACES,METRICS}_ENDPOINT, OTEL_EXPORTER_OTLP_HEADERS, OTEL_SERVICE_NAME
+(default reagent), OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER(_ARG), OTEL_BSP_*,
+OTEL_METRIC_EXPORT_INTERVAL, OTEL_SDK_DISABLED. Message and argument contents are recorded only
+with OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true. `reagent run` continues the trace in
+$TRACEPARENT.";
 
 #[derive(Parser)]
 #[command(
@@ -194,12 +204,27 @@ pub(crate) enum Exit {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before the async runtime: the exporter's HTTP client has one of its own.
+    let telemetry = match Telemetry::from_env(matches!(cli.command, Command::Serve { .. })) {
+        Ok(telemetry) => telemetry,
+        Err(e) => return fail(Exit::Usage, &e.to_string()),
+    };
+    let code = run_command(cli, &telemetry);
+    telemetry.shutdown(FLUSH_AT_EXIT);
+    code
+}
+
+fn run_command(cli: Cli, telemetry: &Telemetry) -> ExitCode {
     let executor = match tokio::runtime::Runtime::new() {
         Ok(executor) => executor,
         Err(e) => return fail(Exit::Internal, &format!("cannot start the async runtime: {e}")),
     };
     // The commands that run agents share one runtime (one sandbox, the loaded models).
-    let runtime = || Runtime::new().map_err(|e| fail(Exit::Internal, &e.to_string()));
+    let runtime = || {
+        Runtime::new()
+            .map(|runtime| runtime.with_telemetry(telemetry.clone()))
+            .map_err(|e| fail(Exit::Internal, &e.to_string()))
+    };
     let db = cli.db;
     executor.block_on(async {
         match cli.command {

@@ -13,6 +13,7 @@ use reagent::conversation::ToolCall;
 use reagent::events::Event;
 use reagent::runs::{Driven, Listener, Runs, RunsError, Submission, Waiting, waiting};
 use reagent::spec::Budget;
+use reagent::trace_context::TraceHeaders;
 use reagent_store::{Created, Decision, Status};
 
 use crate::inputs::InputArgs;
@@ -34,8 +35,12 @@ pub async fn run(
     if let Err(e) = runs.validate(file).await {
         return launch_failure(&e);
     }
+    // A pipeline's step passes its trace the way CI systems and otel-cli do: in the environment.
+    let trace = std::env::var("TRACEPARENT")
+        .ok()
+        .and_then(|parent| TraceHeaders::received(&parent, std::env::var("TRACESTATE").ok().as_deref()));
     let submission =
-        Submission { file, task, inputs: &given, tenant: "", key: None, idempotency: None, callback_url: None };
+        Submission { file, task, inputs: &given, tenant: "", key: None, idempotency: None, callback_url: None, trace };
     let id = match runs.submit(submission).await {
         Ok(Created::New(run) | Created::Existing(run)) => run.id,
         Ok(Created::KeyReused | Created::OverLimit) => return fail(Exit::Internal, "the run store refused the run"),

@@ -16,7 +16,8 @@ use llguidance::{Matcher, ParserFactory};
 
 use super::call_grammar::{AnswerForm, Opener, read_into, repeated_call, reply_grammar, string_cap, with_format_note};
 use super::{
-    DeltaKind, Model, ModelError, ModelErrorKind, ModelReply, ModelRequest, Usage, read_free_text, send_delta,
+    DeltaKind, Model, ModelError, ModelErrorKind, ModelIdentity, ModelReply, ModelRequest, Usage, read_free_text,
+    send_delta,
 };
 use crate::chat_format::template::ChatTemplate;
 use crate::chat_format::{Prompt, exaone};
@@ -76,6 +77,8 @@ impl Format {
 }
 
 pub struct LlamaCppModel {
+    /// The model's name: its catalogue name, or its file's.
+    name: String,
     label: String,
     engine: Arc<Engine>,
     factory: Arc<ParserFactory>,
@@ -90,9 +93,9 @@ pub struct LlamaCppModel {
 }
 
 impl LlamaCppModel {
-    /// The model of `spec` on a loaded engine, its prompts in `format`.
+    /// The model `name` of `spec` on a loaded engine, its prompts in `format`.
     pub fn new(
-        label: String,
+        name: String,
         engine: Arc<Engine>,
         factory: Arc<ParserFactory>,
         format: Format,
@@ -106,8 +109,10 @@ impl LlamaCppModel {
         };
         let after_thinking = format_tokens("\n\n");
         let close_thinking = format_tokens("</think>");
+        let mode = if spec.constrained { "constrained calls" } else { "free calls" };
         LlamaCppModel {
-            label,
+            label: format!("local {name} (llama.cpp, {mode})"),
+            name,
             engine,
             factory,
             format,
@@ -163,6 +168,10 @@ impl LlamaCppModel {
 impl Model for LlamaCppModel {
     fn label(&self) -> String {
         self.label.clone()
+    }
+
+    fn identity(&self) -> ModelIdentity {
+        ModelIdentity { provider: "reagent.llama_cpp", model: self.name.clone(), server: None }
     }
 
     /// Thinking comes before a constrained reply as before any other.

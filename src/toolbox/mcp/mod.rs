@@ -15,12 +15,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use async_trait::async_trait;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TraceContextExt;
 use reagent_sandbox::allowed_addresses;
 use rmcp::ClientHandler;
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotification, CancelledNotificationParam,
     ClientCapabilities, ClientConfig, ClientRequest, Implementation, ProgressNotificationParam, ProgressToken,
-    ProtocolVersion, RequestId, ServerResult,
+    ProtocolVersion, RequestId, RequestMetaObject, ServerResult,
 };
 use rmcp::service::{
     ClientLifecycleMode, ClientServiceExt, NotificationContext, Peer, PeerRequestOptions, RoleClient, RunningService,
@@ -33,6 +35,7 @@ use serde_json::Value;
 use crate::conversation::ToolDeclaration;
 use crate::spec::{Approval, McpServerSpec, McpTransport, Position, SpecError};
 use crate::toolbox::{CallContext, Effect, ToolError, ToolErrorKind, ToolOutcome, Toolbox};
+use crate::trace_context::TraceHeaders;
 use lock::{Drift, Lock, PinnedServer};
 use names::exposed_name;
 use process::{Diagnostics, ServerProcess};
@@ -453,6 +456,10 @@ impl Toolbox for McpToolbox {
         self.routes.get(name).map_or(Effect::SideEffect, |r| r.effect)
     }
 
+    fn tool_type(&self, _name: &str) -> &'static str {
+        "extension"
+    }
+
     async fn call(&self, name: &str, arguments: &Value, context: &CallContext) -> ToolOutcome {
         let started = Instant::now();
         let result = match self.routes.get(name) {
@@ -514,13 +521,23 @@ impl Server {
         params.arguments = arguments.as_object().cloned();
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
         let timeouts = self.spec.timeouts;
-        let options = PeerRequestOptions::with_timeout(timeouts.call)
+        let mut options = PeerRequestOptions::with_timeout(timeouts.call)
             .reset_timeout_on_progress()
             .with_max_total_timeout(timeouts.max_call);
+        // The server continues the call's trace (its `tools/call` span under our `execute_tool`).
+        if let Some(trace) = TraceHeaders::of(context.trace()) {
+            let mut meta = RequestMetaObject::new();
+            meta.set_traceparent(trace.traceparent);
+            if let Some(tracestate) = trace.tracestate {
+                meta.set_tracestate(tracestate);
+            }
+            options = options.with_meta(meta);
+        }
         let handle = match peer.send_request_with_option(request, options).await {
             Ok(handle) => handle,
             Err(error) => return Err(self.gone(error).await),
         };
+        self.note_on_span(context, &handle.id);
         let token = handle.progress_token.clone();
         self.progress.lock().unwrap().insert(token.clone(), context.clone());
         // The run's deadline may drop this call: the server is told, as for a timeout.
@@ -554,6 +571,23 @@ impl Server {
             }
             Err(error) => Err(self.gone(error).await),
         }
+    }
+
+    /// The MCP side of the call's `execute_tool` span (the conventions add these attributes to it
+    /// rather than open a client span of their own).
+    fn note_on_span(&self, context: &CallContext, id: &RequestId) {
+        let span = context.trace().span();
+        if !span.is_recording() {
+            return;
+        }
+        let transport = match self.spec.transport {
+            McpTransport::Stdio { .. } => "pipe",
+            McpTransport::Http { .. } => "tcp",
+        };
+        span.set_attribute(KeyValue::new("mcp.method.name", "tools/call"));
+        span.set_attribute(KeyValue::new("mcp.protocol.version", self.pinned.protocol.clone()));
+        span.set_attribute(KeyValue::new("network.transport", transport));
+        span.set_attribute(KeyValue::new("jsonrpc.request.id", id.to_string()));
     }
 
     /// The error for a call the connection dropped: why, as far as the server's side tells.
