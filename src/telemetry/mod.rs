@@ -135,10 +135,7 @@ impl Telemetry {
             }
             builder.build()
         });
-        let tracer = match &traces {
-            Some(provider) => BoxedTracer::new(Box::new(provider.tracer(TELEMETRY_SCOPE))),
-            None => BoxedTracer::new(Box::new(opentelemetry::trace::noop::NoopTracer::new())),
-        };
+        let tracer = tracer_of(traces.as_ref());
         let meter = match &metrics {
             Some(provider) => provider.meter(TELEMETRY_SCOPE),
             None => opentelemetry::metrics::NoopMeterProvider::new().meter(TELEMETRY_SCOPE),
@@ -155,10 +152,7 @@ impl Telemetry {
     /// A tracer for spans outside runs (an MCP server's `tools/call`); a no-op one when traces
     /// are off.
     pub fn tracer(&self) -> BoxedTracer {
-        match &self.0.traces {
-            Some(provider) => BoxedTracer::new(Box::new(provider.tracer(TELEMETRY_SCOPE))),
-            None => BoxedTracer::new(Box::new(opentelemetry::trace::noop::NoopTracer::new())),
-        }
+        tracer_of(self.0.traces.as_ref())
     }
 
     /// Whether spans are exported.
@@ -207,6 +201,13 @@ impl Telemetry {
                 dropped + failed
             );
         }
+    }
+}
+
+fn tracer_of(traces: Option<&SdkTracerProvider>) -> BoxedTracer {
+    match traces {
+        Some(provider) => BoxedTracer::new(Box::new(provider.tracer(TELEMETRY_SCOPE))),
+        None => BoxedTracer::new(Box::new(opentelemetry::trace::noop::NoopTracer::new())),
     }
 }
 
