@@ -13,7 +13,10 @@ eval "$("$root/scripts/mcp-setup.sh" | grep '^REAGENT_OTEL_PYTHON=')"
 work="$(mktemp -d)"
 trap 'kill "$receiver" 2>/dev/null || true; rm -rf "$work"' EXIT
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-"$REAGENT_OTEL_PYTHON" "$root/tests/fixtures/otel/receiver.py" "$work/received.jsonl" --port "$port" 2>"$work/receiver.log" &
+# --decode-only: it parses every request as a collector would, without turning each span into JSON
+# (which, on a 2-core machine, would take the cores the benchmark measures).
+"$REAGENT_OTEL_PYTHON" "$root/tests/fixtures/otel/receiver.py" "$work/received.jsonl" --port "$port" --decode-only \
+    2>"$work/receiver.log" &
 receiver=$!
 until grep -q "listening on" "$work/receiver.log" 2>/dev/null; do sleep 0.1; done
 
