@@ -1,18 +1,19 @@
 //! From an agent file to a runnable agent: the one place that picks concrete backends for the
 //! traits the loop depends on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use crate::agent_loop::{Agent, InvalidSchema, LoopConfig, check_schemas, sub_agent_declaration};
 use crate::conversation::ToolDeclaration;
 use crate::model::{LocalModelError, Model, OpenAiModel, ReplayModel, check_local, load_local};
+use crate::recording::Recording;
 use crate::runtime::Runtime;
 use crate::spec::{
-    AgentSpec, GivenInputs, LocalModelSpec, ModelSpec, OpenAiModelSpec, Position, Sources, SpecError, bind_inputs,
-    render_instructions,
+    AgentSpec, GivenInputs, InReplay, LocalModelSpec, ModelSpec, OpenAiModelSpec, Position, Sources, SpecError,
+    bind_inputs, render_instructions,
 };
-use crate::toolbox::{McpToolbox, Pinning, Toolbox, Toolboxes, WasmToolbox};
+use crate::toolbox::{McpToolbox, Pinning, Stubbed, Toolbox, Toolboxes, WasmToolbox};
 use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,38 @@ pub async fn launch_from(
 ) -> Result<(AgentSpec, Agent), LaunchError> {
     let (spec, values) = load_with_inputs(sources, file, inputs)?;
     let agent = build(runtime, sources, &spec, &values).await?;
+    Ok((spec, agent))
+}
+
+/// `launch`, with the model playing `recording` (read from `dir`) and the calls of tools marked
+/// `replay: stub` answered from it; every other tool really runs. A recorded run, replayed.
+pub async fn launch_replaying(
+    runtime: &Runtime,
+    file: &Path,
+    inputs: &GivenInputs,
+    recording: &Recording,
+    dir: &Path,
+) -> Result<(AgentSpec, Agent), LaunchError> {
+    let (spec, values) = load_with_inputs(&Sources::disk(), file, inputs)?;
+    if let Some(sub) = spec.sub_agents.first() {
+        let message = "a recording holds one agent's model turns: an agent with sub-agents cannot be replayed yet";
+        return Err(LaunchError::Spec(SpecError::new(sub.at.clone(), message)));
+    }
+    let model = ReplayModel::new(&dir.join(crate::recording::SCRIPT), recording.script.clone());
+    let components = wasm_tools(runtime, &spec).await?;
+    let mut stubbed: HashSet<String> = components
+        .descriptions()
+        .filter(|(entry, _)| spec.tools[*entry].replay == InReplay::Stub)
+        .map(|(_, tool)| tool.name.clone())
+        .collect();
+    let servers = mcp_tools(&spec, &components).await?;
+    for server in spec.mcp_servers.iter().filter(|s| s.replay == InReplay::Stub) {
+        let prefix = format!("{}__", server.name);
+        stubbed.extend(servers.declarations().into_iter().map(|d| d.name).filter(|name| name.starts_with(&prefix)));
+    }
+    let toolbox = Toolboxes::new(vec![Box::new(components), Box::new(servers)]);
+    let toolbox = Stubbed::new(Box::new(toolbox), stubbed, recording.results());
+    let agent = assemble(runtime, &Sources::disk(), &spec, &values, Box::new(model), Box::new(toolbox)).await?;
     Ok((spec, agent))
 }
 
@@ -92,8 +125,19 @@ async fn build(
         ModelSpec::OpenAi(openai) => Box::new(openai_model(spec, openai)?),
     };
     let toolbox = load_tools(runtime, spec).await?;
-    let mut agent =
-        Agent::new(loop_config(spec, values), model, Box::new(toolbox)).map_err(|e| invalid_schema(spec, e))?;
+    assemble(runtime, sources, spec, values, model, Box::new(toolbox)).await
+}
+
+/// The agent on its model and tools, and, depth first, its sub-agents.
+async fn assemble(
+    runtime: &Runtime,
+    sources: &Sources,
+    spec: &AgentSpec,
+    values: &BTreeMap<String, Value>,
+    model: Box<dyn Model>,
+    toolbox: Box<dyn Toolbox>,
+) -> Result<Agent, LaunchError> {
+    let mut agent = Agent::new(loop_config(spec, values), model, toolbox).map_err(|e| invalid_schema(spec, e))?;
     agent.set_instrumentation(runtime.telemetry().instrumentation());
     for sub in &spec.sub_agents {
         let defaults = bind_inputs(&sub.spec.inputs, &GivenInputs::default()).map_err(LaunchError::Inputs)?;
@@ -124,7 +168,17 @@ pub async fn first_turn(
     file: &Path,
     inputs: &GivenInputs,
 ) -> Result<(AgentSpec, LoopConfig, Vec<ToolDeclaration>), LaunchError> {
-    let (spec, values) = load_with_inputs(&Sources::disk(), file, inputs)?;
+    first_turn_from(runtime, &Sources::disk(), file, inputs).await
+}
+
+/// `first_turn`, reading the agent's files from `sources`.
+pub async fn first_turn_from(
+    runtime: &Runtime,
+    sources: &Sources,
+    file: &Path,
+    inputs: &GivenInputs,
+) -> Result<(AgentSpec, LoopConfig, Vec<ToolDeclaration>), LaunchError> {
+    let (spec, values) = load_with_inputs(sources, file, inputs)?;
     let mut tools = load_tools(runtime, &spec).await?.declarations();
     tools.extend(
         spec.sub_agents.iter().map(|sub| sub_agent_declaration(&sub.spec.name, sub.spec.description.as_deref())),
@@ -183,10 +237,14 @@ fn openai_model(spec: &AgentSpec, openai: &OpenAiModelSpec) -> Result<OpenAiMode
 /// The agent's tools: its components in the sandbox, then its MCP servers, started for this run.
 async fn load_tools(runtime: &Runtime, spec: &AgentSpec) -> Result<Toolboxes, LaunchError> {
     let components = wasm_tools(runtime, spec).await?;
-    let taken = components.declarations().into_iter().map(|d| d.name).collect();
-    let servers =
-        McpToolbox::load(&spec.file, &spec.mcp_servers, &taken, Pinning::Check).await.map_err(LaunchError::Tool)?;
+    let servers = mcp_tools(spec, &components).await?;
     Ok(Toolboxes::new(vec![Box::new(components), Box::new(servers)]))
+}
+
+/// The agent's MCP servers, started for this run, their tools named apart from `components`'.
+async fn mcp_tools(spec: &AgentSpec, components: &WasmToolbox) -> Result<McpToolbox, LaunchError> {
+    let taken = components.declarations().into_iter().map(|d| d.name).collect();
+    McpToolbox::load(&spec.file, &spec.mcp_servers, &taken, Pinning::Check).await.map_err(LaunchError::Tool)
 }
 
 /// The agent's Wasm tools alone, as a run loads them (for `reagent mcp serve`, which serves them).

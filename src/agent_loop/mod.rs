@@ -269,6 +269,10 @@ impl Agent {
         Ok(())
     }
 
+    pub fn config(&self) -> &LoopConfig {
+        &self.config
+    }
+
     pub fn tools(&self) -> &[ToolDeclaration] {
         &self.tools
     }

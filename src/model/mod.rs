@@ -46,7 +46,7 @@ pub fn preview(spec: &ModelSpec, request: &ModelRequest<'_>) -> RequestPreview {
         ModelSpec::OpenAi(openai) => RequestPreview::Request(openai::request_body(openai, request)),
     }
 }
-pub use replay::ReplayModel;
+pub use replay::{RecordedTurn, ReplayModel, Script, ScriptTurn, Streamed};
 
 pub struct ModelRequest<'a> {
     pub messages: &'a [Message],
@@ -140,7 +140,7 @@ pub(crate) fn send_delta(deltas: &Option<UnboundedSender<Delta>>, kind: DeltaKin
 }
 
 /// Why a model turn failed: the message says what happened and what to do.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{message}")]
 pub struct ModelError {
     pub kind: ModelErrorKind,

@@ -7,6 +7,7 @@
 
 pub(crate) mod crash;
 mod journal;
+mod record;
 mod worker;
 
 use std::collections::HashMap;
@@ -71,6 +72,11 @@ pub enum RunsError {
     /// may no longer make): the run stays resumable from its last commit.
     #[error("the run's journal: {0}")]
     Journal(String),
+    #[error("there is no run {0} in the store; `reagent runs list` shows them")]
+    NoSuchRun(String),
+    /// The run cannot be made into a recording: why.
+    #[error("run {0} cannot be recorded: {1}")]
+    NotRecordable(String, String),
 }
 
 /// Where a drive left the run.

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::units::{parse_positive_duration, parse_size};
-use super::{Approval, Position, SpecError};
+use super::{Approval, InReplay, Position, SpecError};
 
 /// The longest server name: tools are offered as `NAME__tool`, within MCP's and the models' 64.
 pub const MAX_SERVER_NAME: usize = 24;
@@ -39,6 +39,8 @@ pub struct McpServerSpec {
     /// The agent file's word on a tool's effect, which wins over everything.
     pub effects: BTreeMap<String, (Effect, Position)>,
     pub approval: Approval,
+    /// What a replayed recording does with its tools' calls.
+    pub replay: InReplay,
     pub timeouts: McpTimeouts,
     /// Bytes of result a call may return.
     pub max_result: usize,
@@ -98,6 +100,7 @@ pub(super) struct RawMcp {
     pub trust_annotations: bool,
     pub effects: Option<Spanned<BTreeMap<String, Spanned<Effect>>>>,
     pub approval: Option<Spanned<Approval>>,
+    pub replay: Option<Spanned<InReplay>>,
     pub timeouts: Option<Spanned<RawTimeouts>>,
     pub max_result: Option<Spanned<String>>,
 }
@@ -254,6 +257,7 @@ impl RawMcp {
             trust_annotations: self.trust_annotations,
             effects,
             approval: self.approval.map(|a| a.value).unwrap_or_default(),
+            replay: self.replay.map(|r| r.value).unwrap_or_default(),
             timeouts,
             max_result,
         })

@@ -73,6 +73,19 @@ pub struct ToolSpec {
     pub limits: ToolLimits,
     /// Which of its calls wait for a person's yes.
     pub approval: Approval,
+    /// What a replayed recording does with its calls.
+    pub replay: InReplay,
+}
+
+/// `replay:` of a tool entry: what a replayed recording (`reagent test`) does with its calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InReplay {
+    /// The tool really runs, so that a replay tests it too.
+    #[default]
+    Run,
+    /// The recorded result is returned instead (a tool that reaches the network, or the clock).
+    Stub,
 }
 
 /// `approval:` of a tool entry.

@@ -10,7 +10,7 @@ use serde_saphyr::Spanned;
 
 use super::mcp::{McpServerSpec, RawMcp, RawTimeouts};
 use super::units::{parse_positive_duration, parse_size};
-use super::{Approval, Position, SpecError, ToolSpec};
+use super::{Approval, InReplay, Position, SpecError, ToolSpec};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,6 +26,8 @@ pub(super) struct RawTool {
     limits: Option<Spanned<RawToolLimits>>,
     #[serde(default)]
     approval: Option<Spanned<Approval>>,
+    #[serde(default)]
+    replay: Option<Spanned<InReplay>>,
     /// An external MCP server, by the name its tools are offered under (`NAME__tool`).
     #[serde(default)]
     mcp: Option<Spanned<String>>,
@@ -144,9 +146,10 @@ impl RawTool {
                 // A sub-agent's own file grants its tools; the parent cannot widen them.
                 let own = [self.grants.as_ref().map(|g| g.referenced), self.limits.as_ref().map(|l| l.referenced)];
                 let approval = self.approval.as_ref().map(|a| a.referenced);
-                if let Some(extra) = own.into_iter().chain([approval]).flatten().next() {
-                    let message =
-                        "a sub-agent takes no `grants:`, `limits:` or `approval:` here: its own file sets them";
+                let replay = self.replay.as_ref().map(|r| r.referenced);
+                if let Some(extra) = own.into_iter().chain([approval, replay]).flatten().next() {
+                    let message = "a sub-agent takes no `grants:`, `limits:`, `approval:` or `replay:` here: its own \
+                                   file sets them";
                     return Err(SpecError::new(at(extra), message));
                 }
                 return Ok(ToolEntry::Agent(dir.join(&agent.value), at(agent.referenced)));
@@ -208,6 +211,7 @@ impl RawTool {
             trust_annotations: self.trust_annotations,
             effects: self.effects,
             approval: self.approval,
+            replay: self.replay,
             timeouts: self.timeouts,
             max_result: limits.max_result,
         };
@@ -335,7 +339,15 @@ impl RawTool {
         }
 
         let approval = self.approval.map(|a| a.value).unwrap_or_default();
-        Ok(ToolSpec { component: dir.join(&component.value), at: at(component.referenced), grants, limits, approval })
+        let replay = self.replay.map(|r| r.value).unwrap_or_default();
+        Ok(ToolSpec {
+            component: dir.join(&component.value),
+            at: at(component.referenced),
+            grants,
+            limits,
+            approval,
+            replay,
+        })
     }
 }
 

@@ -2,6 +2,7 @@
 //! The loop depends on this trait only; `wasm` implements it with the sandbox.
 
 pub mod mcp;
+mod stubs;
 mod wasm;
 
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tokio::sync::mpsc;
 use crate::conversation::ToolDeclaration;
 
 pub use mcp::{McpToolbox, Pinning};
+pub use stubs::Stubbed;
 pub use wasm::WasmToolbox;
 
 #[async_trait]
@@ -74,6 +76,11 @@ impl CallContext {
     pub fn traced(mut self, trace: opentelemetry::Context) -> Self {
         self.trace = trace;
         self
+    }
+
+    /// The id the model gave the call, where the loop runs it.
+    pub fn call_id(&self) -> Option<&str> {
+        self.progress.as_ref().map(|(id, _)| id.as_str())
     }
 
     /// The call's trace context (empty when nothing is traced).
@@ -292,12 +299,16 @@ pub enum ToolErrorKind {
     // A person's word.
     /// A call whose outcome a crash left unknown was skipped, not run again.
     Skipped,
+    // A replay.
+    /// A tool stubbed on replay (`replay: stub`) has no recorded result for the call.
+    Unrecorded,
 }
 
 impl ToolErrorKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ToolErrorKind::UnknownTool => "unknown_tool",
+            ToolErrorKind::Unrecorded => "unrecorded",
             ToolErrorKind::MalformedCall => "malformed_call",
             ToolErrorKind::InvalidArguments => "invalid_arguments",
             ToolErrorKind::RepeatedCall => "repeated_call",

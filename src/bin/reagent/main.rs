@@ -7,6 +7,7 @@ mod model;
 mod run;
 mod runs;
 mod serve;
+mod test;
 mod tool;
 
 use std::io::Write;
@@ -47,6 +48,7 @@ Exit codes:
      recorded; decide with `reagent runs decide RUN CALL retry|done|skip`, then `runs resume`
  15  the run was cancelled
  16  another process is driving the run
+ 17  `reagent test`: a case failed, could not run, or replays a stale recording
 
 Every run is recorded in the run store (--db, $REAGENT_DB, else $XDG_DATA_HOME/reagent/runs.db or
 ~/.local/share/reagent/runs.db); its id is printed on stderr as `run ID`.
@@ -94,8 +96,34 @@ enum Command {
         /// the answer's text otherwise. Written only when the agent answered (exit 0).
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Also record the run into DIR, to replay it as a test (`replay: DIR` in a suite, run by
+        /// `reagent test`): what the model produced at each turn, the run's events, and what the
+        /// model was shown. Secrets the agent names are replaced.
+        #[arg(long, value_name = "DIR")]
+        record: Option<PathBuf>,
         #[command(flatten)]
         inputs: inputs::InputArgs,
+    },
+    /// Run agent test suites (`*.test.yaml`): each case a task on a recording (replayed: the
+    /// model's recorded turns, the tools really run) or on the agent's own model (live, `runs:`
+    /// times against a `pass_rate:`), with assertions on the run. A line per case as it ends,
+    /// then a summary; exit 0 only when every case passed.
+    #[command(after_help = test::SUITE_HELP)]
+    Test {
+        /// Suite files, or folders to find `*.test.yaml` in [default: .]
+        paths: Vec<PathBuf>,
+        /// Runs at once
+        #[arg(long, default_value_t = 8, value_name = "N")]
+        jobs: usize,
+        /// Also write the results as JUnit XML (for CI systems) to FILE
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// Print one JSON object per case on stdout, then a summary object
+        #[arg(long)]
+        json: bool,
+        /// Write each run's events to DIR/SUITE/CASE.jsonl (to see what a failing case did)
+        #[arg(long, value_name = "DIR")]
+        events: Option<PathBuf>,
     },
     /// Continue a run that paused for approval (exit 13): approve or deny every call it waits for.
     /// (`reagent runs` decides call by call.)
@@ -200,6 +228,7 @@ pub(crate) enum Exit {
     InDoubt = 14,
     Cancelled = 15,
     Busy = 16,
+    TestsFailed = 17,
 }
 
 fn main() -> ExitCode {
@@ -228,8 +257,20 @@ fn run_command(cli: Cli, telemetry: &Telemetry) -> ExitCode {
     let db = cli.db;
     executor.block_on(async {
         match cli.command {
-            Command::Run { agent, task, json, output, inputs } => match open_runs(db.as_deref(), runtime).await {
-                Ok(runs) => run::run(&runs, &agent, &task, &inputs, json, output.as_deref()).await,
+            Command::Run { agent, task, json, output, record, inputs } => {
+                match open_runs(db.as_deref(), runtime).await {
+                    Ok(runs) => {
+                        let outputs = run::Outputs { json, output: output.as_deref(), record: record.as_deref() };
+                        run::run(&runs, &agent, &task, &inputs, outputs).await
+                    }
+                    Err(code) => code,
+                }
+            }
+            Command::Test { paths, jobs, junit, json, events } => match runtime() {
+                Ok(runtime) => {
+                    let options = test::TestArgs { paths, jobs, junit, json, events };
+                    test::run(&runtime, options).await
+                }
                 Err(code) => code,
             },
             Command::Resume { run, approve, deny: _, json, output } => match open_runs(db.as_deref(), runtime).await {

@@ -19,14 +19,17 @@ use reagent_store::{Created, Decision, Status};
 use crate::inputs::InputArgs;
 use crate::{Exit, fail, launch_failure};
 
-pub async fn run(
-    runs: &Runs,
-    file: &Path,
-    task: &str,
-    inputs: &InputArgs,
-    json: bool,
-    output_file: Option<&Path>,
-) -> ExitCode {
+/// Where a run's results go besides stderr.
+pub struct Outputs<'a> {
+    /// Events as JSON lines on stdout.
+    pub json: bool,
+    /// The answer, also into this file.
+    pub output: Option<&'a Path>,
+    /// A recording of the run, into this folder.
+    pub record: Option<&'a Path>,
+}
+
+pub async fn run(runs: &Runs, file: &Path, task: &str, inputs: &InputArgs, outputs: Outputs<'_>) -> ExitCode {
     let given = match inputs.given() {
         Ok(given) => given,
         Err(e) => return fail(Exit::Usage, &e),
@@ -47,7 +50,37 @@ pub async fn run(
         Err(e) => return runs_failure(&e),
     };
     eprintln!("run {id}");
-    drive(runs, &id, json, output_file).await
+    let code = drive(runs, &id, outputs.json, outputs.output).await;
+    match outputs.record {
+        Some(dir) => match record(runs, &id, dir).await {
+            Ok(()) => code,
+            Err(failed) => failed,
+        },
+        None => code,
+    }
+}
+
+/// Writes the recording of run `id` into `dir`.
+pub(crate) async fn record(runs: &Runs, id: &str, dir: &Path) -> Result<(), ExitCode> {
+    let mut recording = runs.record(id).await.map_err(|e| runs_failure(&e))?;
+    // Named as from here, so that a recording committed beside its agent names it on any machine.
+    if let Ok(here) = std::env::current_dir()
+        && let Ok(relative) = recording.about.agent.strip_prefix(&here)
+    {
+        recording.about.agent = relative.to_path_buf();
+    }
+    recording
+        .write(dir)
+        .map_err(|e| fail(Exit::Internal, &format!("cannot write the recording into {}: {e}", dir.display())))?;
+    eprintln!(
+        "recorded run {id} into {} ({} model turn(s), {} events): replay it with a case `replay: {}` in a suite, \
+         run by `reagent test`",
+        dir.display(),
+        recording.script.turns.len(),
+        recording.events.len(),
+        dir.display()
+    );
+    Ok(())
 }
 
 /// Drives a stored run from where it is, asking on the terminal for approvals when there is one.
@@ -73,6 +106,7 @@ pub async fn drive(runs: &Runs, id: &str, json: bool, output_file: Option<&Path>
 pub(crate) fn runs_failure(error: &RunsError) -> ExitCode {
     match error {
         RunsError::Launch(e) => launch_failure(e),
+        RunsError::NoSuchRun(_) | RunsError::NotRecordable(..) => fail(Exit::Usage, &error.to_string()),
         RunsError::Store(reagent_store::StoreError::NotOwner { run, owner }) => fail(
             Exit::Busy,
             &format!("run {run} is being driven by another process ({owner}); wait for it, or cancel the run"),

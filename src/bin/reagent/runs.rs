@@ -46,6 +46,9 @@ pub enum RunsCommand {
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Record a finished run into DIR, as `reagent run --record` does: to replay it as a test.
+    /// A run on a server is recorded from the server's store (`--db`).
+    Record { run: String, dir: PathBuf },
     /// Ask a run to stop at its next safe point; it ends `cancelled`. Cancelling twice is harmless.
     Cancel { run: String },
     /// Let calls that wait for approval run (all of them without CALL ids); then `runs resume`.
@@ -105,6 +108,12 @@ pub async fn run(runs: &Runs, command: RunsCommand) -> ExitCode {
             ExitCode::from(Exit::Success as u8)
         }),
         RunsCommand::Resume { run, json, output } => return drive(runs, &run, json, output.as_deref()).await,
+        RunsCommand::Record { run, dir } => {
+            return match crate::run::record(runs, &run, &dir).await {
+                Ok(()) => ExitCode::from(Exit::Success as u8),
+                Err(code) => code,
+            };
+        }
         RunsCommand::Cancel { run } => match runs.cancel(&run).await {
             Ok(Some(found)) => {
                 eprintln!("run {}: cancel requested (it is {} now)", found.id, found.status);
