@@ -55,3 +55,5 @@ rm -f "$mcp_out"
 
 cargo test --locked --workspace --manifest-path "$root/Cargo.toml" "$@"
 cargo test --locked --manifest-path "$root/tools/Cargo.toml"
+# The example agents' own suites, as a user runs them (from the repository's root).
+(cd "$root" && cargo run --locked --quiet -- test agents/)

@@ -84,6 +84,8 @@ pub async fn run(
     let permits = Arc::new(Semaphore::new(options.jobs.max(1)));
     let mut tasks = JoinSet::new();
     let mut owners = std::collections::HashMap::new();
+    // A recording is read once, however many cases replay it.
+    let mut recordings = std::collections::HashMap::new();
     let mut pending: BTreeMap<(usize, usize), Vec<Result<Ran, String>>> = BTreeMap::new();
     for (s, suite) in suites.iter().enumerate() {
         for (c, case) in suite.cases.iter().enumerate() {
@@ -92,9 +94,13 @@ pub async fn run(
                 CaseModel::Live { runs, .. } => runs,
             };
             pending.insert((s, c), Vec::new());
-            // A recording is read once per case.
             let recording = match &case.model {
-                CaseModel::Replay(dir) => Some(Recording::read(dir).map(Arc::new).map_err(|e| e.to_string())),
+                CaseModel::Replay(dir) => Some(
+                    recordings
+                        .entry(dir.clone())
+                        .or_insert_with(|| Recording::read(dir).map(Arc::new).map_err(|e| e.to_string()))
+                        .clone(),
+                ),
                 CaseModel::Live { .. } => None,
             };
             for _ in 0..runs {
