@@ -237,3 +237,29 @@ fn a_live_case_run_five_times_on_the_real_local_model_reports_its_pass_rate() {
     assert_eq!((never["verdict"].as_str(), never["passed_runs"].as_u64()), (Some("failed"), Some(0)));
     assert!(err.contains("pass_rate: 0/5 runs passed (0%), 80% required"), "{err}");
 }
+
+#[test]
+fn no_secret_the_agent_names_lands_in_a_recording() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret = "sk-recorded-nowhere-5f1c";
+    // A server nobody answers: the run fails at its first turn, and is recorded as it went.
+    write(
+        dir.path(),
+        "agent.yaml",
+        "name: keyed\nmodel:\n  backend: openai\n  url: http://127.0.0.1:9/v1\n  name: m\n  api_key_env: REAGENT_TEST_RECORDED_KEY\n",
+    );
+    let recording = dir.path().join("keyed");
+    let output = common::reagent_command()
+        .args(["run", "--record", &path_str(&recording), &path_str(&dir.path().join("agent.yaml"))])
+        .arg(format!("My key is {secret}; what is 2+2?"))
+        .env("REAGENT_TEST_RECORDED_KEY", secret)
+        .output()
+        .expect("run reagent");
+    assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
+    let mut written = String::new();
+    for file in ["script.yaml", "events.jsonl", "recording.yaml"] {
+        written += &std::fs::read_to_string(recording.join(file)).expect("a recording file");
+    }
+    assert!(!written.contains(secret), "{written}");
+    assert!(written.contains("My key is [secret]"), "{written}");
+}

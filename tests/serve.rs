@@ -203,6 +203,26 @@ async fn cancel_stops_a_run_at_its_next_safe_point_and_is_idempotent() {
 }
 
 #[tokio::test]
+async fn a_finished_run_is_fetched_as_a_recording_with_its_events_and_model_turns() {
+    let setup = Setup::new(&[("r", 0, "")]);
+    let server = setup.server();
+    let client = Client::new(&server, None);
+    let (_, run) = client.submit("ledger-r").await;
+    let id = run["id"].as_str().unwrap().to_string();
+    assert_eq!(client.settled(&id).await["status"], "answered");
+    let (status, recording) = client.get(&format!("/v1/runs/{id}/recording")).await;
+    assert_eq!(status, StatusCode::OK, "{recording}");
+    assert_eq!(recording["about"]["run"], id.as_str());
+    let streamed: Vec<Value> = client.events(&id, None, None).await.into_iter().map(|(_, e)| e).collect();
+    let recorded = recording["events"].as_array().unwrap();
+    assert_eq!(recorded.len(), streamed.len());
+    let steps = recorded.iter().filter(|e| e["event"] == "step_started").count();
+    assert_eq!(recording["script"]["turns"].as_array().map(Vec::len), Some(steps), "a turn per step: {recording}");
+    let (status, _) = client.get("/v1/runs/run_nope/recording").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn sigterm_drains_runs_to_a_turn_boundary_and_the_next_start_finishes_them() {
     let setup = Setup::new(&[("d", 300, ""), ("e", 300, "")]);
     let server = setup.server();

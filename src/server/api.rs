@@ -38,6 +38,7 @@ pub(super) fn routes() -> Router<App> {
         .route("/v1/runs", post(submit).get(list))
         .route("/v1/runs/{id}", get(show))
         .route("/v1/runs/{id}/output", get(output))
+        .route("/v1/runs/{id}/recording", get(recording))
         .route("/v1/runs/{id}/events", get(events))
         .route("/v1/runs/{id}/cancel", post(cancel))
         .route("/v1/runs/{id}/approvals", get(approvals).post(decide))
@@ -103,6 +104,7 @@ impl ApiError {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "agent_broken", format!("the agent cannot start: {e}"))
             }
             RunsError::Store(e) => ApiError::store(e),
+            RunsError::NotRecordable(..) => ApiError::new(StatusCode::CONFLICT, "not_recordable", error.to_string()),
             other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", other.to_string()),
         }
     }
@@ -340,6 +342,19 @@ async fn output(State(app): State<App>, headers: HeaderMap, Path(id): Path<Strin
             format!("run {id} is {status} and has no answer{}", if status.is_final() { "" } else { " yet" }),
         )),
     }
+}
+
+/// A finished run as a recording, to replay it as a test: what `reagent runs record` writes, as
+/// one JSON object (`about`, `script`, `events`), secrets replaced.
+async fn recording(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let who = caller(&app, &headers, Scope::Read).await?;
+    let run = visible_run(&app, &who, &id).await?;
+    let recording = app.runs.record(&run.id).await.map_err(ApiError::runs)?;
+    Ok(Json(json!({"about": recording.about, "script": recording.script, "events": recording.events})))
 }
 
 #[derive(Deserialize)]

@@ -51,10 +51,11 @@ pub async fn run(runs: &Runs, file: &Path, task: &str, inputs: &InputArgs, outpu
     };
     eprintln!("run {id}");
     let code = drive(runs, &id, outputs.json, outputs.output).await;
+    // A run that did not answer keeps its own exit code; the recording's failure is said.
     match outputs.record {
         Some(dir) => match record(runs, &id, dir).await {
-            Ok(()) => code,
-            Err(failed) => failed,
+            Err(failed) if code == ExitCode::SUCCESS => failed,
+            _ => code,
         },
         None => code,
     }
