@@ -220,7 +220,11 @@ fn refine_syntax_error(at: Position, text: &str, message: String) -> (Position, 
     let line = text.lines().nth(at.line.saturating_sub(1) as usize).unwrap_or_default();
     let before: String = line.chars().take(at.column.saturating_sub(1) as usize).collect();
     let indentation = line.chars().take_while(|c| *c == ' ').count() as u64;
-    if message.contains("tabs disallowed") {
+    if message.contains("untagged enum ScriptTurn") {
+        let message = "expected text here: a turn is the model's raw output (quote it if it holds `: `, or write a `|` \
+                       block); a recorded turn is a map of `reply:`, `stream:`, `thinking:`, `error:`";
+        (at, message.into())
+    } else if message.contains("tabs disallowed") {
         // Reported just after the tab; the tab itself is what to replace.
         let column = line.chars().position(|c| c == '\t').map_or(at.column, |index| index as u64 + 1);
         let message = "a tab indents this line: YAML indents with spaces only; replace the tab with spaces";
