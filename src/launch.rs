@@ -138,7 +138,6 @@ async fn assemble(
     toolbox: Box<dyn Toolbox>,
 ) -> Result<Agent, LaunchError> {
     let mut agent = Agent::new(loop_config(spec, values), model, toolbox).map_err(|e| invalid_schema(spec, e))?;
-    agent.set_instrumentation(runtime.telemetry().instrumentation());
     for sub in &spec.sub_agents {
         let defaults = bind_inputs(&sub.spec.inputs, &GivenInputs::default()).map_err(LaunchError::Inputs)?;
         let sub_agent = Box::pin(build(runtime, sources, &sub.spec, &defaults)).await?;
@@ -146,6 +145,8 @@ async fn assemble(
             .add_sub_agent(sub_agent, sub.spec.description.as_deref())
             .map_err(|e| LaunchError::Spec(SpecError::new(sub.at.clone(), e.to_string())))?;
     }
+    // Last, so that the sub-agents' tool names are known to their caller's spans.
+    agent.set_instrumentation(runtime.telemetry().instrumentation());
     Ok(agent)
 }
 

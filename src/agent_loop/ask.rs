@@ -69,8 +69,7 @@ impl Agent {
             answer_schema,
             deltas: Some(deltas),
         };
-        let chat =
-            self.instrumentation.chat(&self.identity, thinking, || serde_json::to_value(messages).unwrap_or_default());
+        let chat = self.telemetry.chat(thinking, || serde_json::to_value(messages).unwrap_or_default());
         let mut thought = String::new();
         let mut thought_tokens = 0u32;
         let mut over_budget = |delta: Delta, events: &mut dyn EventSink| {

@@ -104,7 +104,7 @@ impl Agent {
             .map(|Pending { call, refusal, .. }| async move {
                 match call {
                     Ok(call) => {
-                        let trace = self.instrumentation.tool(self.traced(&call, refusal.as_ref()));
+                        let trace = self.telemetry.tool(self.traced(&call, refusal.as_ref()));
                         let refused = refusal.is_some();
                         let (outcome, child) = match refusal {
                             Some(error) => (failed(error), None),

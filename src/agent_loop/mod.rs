@@ -39,6 +39,7 @@ use repeats::RepeatGuard;
 pub use state::Checkpoint;
 use state::{Pending, Progress, SavedSpend};
 pub use sub_agents::declaration as sub_agent_declaration;
+use telemetry::AgentTelemetry;
 pub use telemetry::{Instrumentation, SCOPE as TELEMETRY_SCOPE};
 
 /// Calls of one turn that run at once; more wait for a slot.
@@ -172,7 +173,11 @@ pub struct Agent {
     sub_agents: HashMap<String, Agent>,
     approver: Option<Box<dyn Approver>>,
     journal: Option<Arc<dyn Journal>>,
-    instrumentation: Instrumentation,
+    telemetry: AgentTelemetry,
+}
+
+fn tool_names(tools: &[ToolDeclaration]) -> impl Iterator<Item = &str> {
+    tools.iter().map(|tool| tool.name.as_str())
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -220,7 +225,7 @@ impl Agent {
             sub_agents: HashMap::new(),
             approver: None,
             journal: None,
-            instrumentation: Instrumentation::off(),
+            telemetry: AgentTelemetry::off(),
         })
     }
 
@@ -229,7 +234,7 @@ impl Agent {
         for agent in self.sub_agents.values_mut() {
             agent.set_instrumentation(instrumentation.clone());
         }
-        self.instrumentation = instrumentation;
+        self.telemetry = instrumentation.agent(&self.config.name, &self.identity, tool_names(&self.tools));
     }
 
     /// Where the run records its progress, so that it can be resumed after any stop.
@@ -291,7 +296,7 @@ impl Agent {
         spent: &mut Spent,
         events: &mut dyn EventSink,
     ) -> Result<RunOutcome, Failure> {
-        let trace = self.instrumentation.run(&self.config.name, &self.identity, &spent.keys, None);
+        let trace = self.telemetry.run(&spent.keys, None);
         let origin = TraceHeaders::of(&trace.context()).map(|headers| headers.traceparent);
         let mut watched = trace.watching(events);
         let outcome = self.start(task, origin, spent, &mut watched).with_context(trace.context()).await;
@@ -351,7 +356,7 @@ impl Agent {
         events: &mut dyn EventSink,
     ) -> Result<RunOutcome, Failure> {
         let origin = checkpoint.progress.origin.as_deref().and_then(|origin| crate::trace_context::parse(origin, None));
-        let trace = self.instrumentation.run(&self.config.name, &self.identity, &spent.keys, origin);
+        let trace = self.telemetry.run(&spent.keys, origin);
         let mut watched = trace.watching(events);
         let outcome = self.go_on(checkpoint, verdicts, spent, &mut watched).with_context(trace.context()).await;
         trace.end();

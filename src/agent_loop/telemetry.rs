@@ -7,7 +7,8 @@
 //! Contents (messages, arguments, results) are recorded only when asked for; secrets never reach
 //! the loop, so they cannot reach a span.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use opentelemetry::global::{BoxedSpan, BoxedTracer};
@@ -99,75 +100,152 @@ impl Instrumentation {
 
     /// No spans, no measurements.
     pub fn off() -> Self {
-        let tracer = BoxedTracer::new(Box::new(opentelemetry::trace::noop::NoopTracer::new()));
-        let meter = opentelemetry::metrics::NoopMeterProvider::new().meter(SCOPE);
-        Self::new(tracer, &meter, false)
+        static OFF: LazyLock<Instrumentation> = LazyLock::new(|| {
+            let tracer = BoxedTracer::new(Box::new(opentelemetry::trace::noop::NoopTracer::new()));
+            let meter = opentelemetry::metrics::NoopMeterProvider::new().meter(SCOPE);
+            Instrumentation::new(tracer, &meter, false)
+        });
+        OFF.clone()
     }
 
-    /// Starts a run's `invoke_agent` span under the current context (a caller's, or the call
-    /// that runs a sub-agent), linked to `origin`, the span a resumed run first ran under.
-    pub(super) fn run(
+    /// What `agent`'s spans and measurements share, worked out once rather than per span; `tools`:
+    /// the names its calls are expected to carry.
+    pub(super) fn agent<'a>(
         &self,
         agent: &str,
         model: &ModelIdentity,
-        conversation: &str,
-        origin: Option<SpanContext>,
-    ) -> RunTrace {
-        let attributes = vec![
-            KeyValue::new("gen_ai.operation.name", "invoke_agent"),
-            KeyValue::new("gen_ai.agent.name", agent.to_string()),
-            KeyValue::new("gen_ai.conversation.id", conversation.to_string()),
-            KeyValue::new("gen_ai.provider.name", model.provider),
-            KeyValue::new("gen_ai.request.model", model.model.clone()),
-        ];
+        tools: impl IntoIterator<Item = &'a str>,
+    ) -> AgentTelemetry {
+        if Arc::ptr_eq(&self.0, &Self::off().0) {
+            return AgentTelemetry::off();
+        }
+        AgentTelemetry(Arc::new(AgentShared::new(self.clone(), agent, model, tools)))
+    }
+}
+
+fn operation(name: &'static str) -> KeyValue {
+    KeyValue::new("gen_ai.operation.name", name)
+}
+
+/// What one agent's spans and measurements share. Attribute values are reference-counted, so a
+/// span or a measurement takes them without copying: a run spends its time here at every step.
+#[derive(Clone)]
+pub(super) struct AgentTelemetry(Arc<AgentShared>);
+
+struct AgentShared {
+    instruments: Instrumentation,
+    run_name: String,
+    run_attributes: [KeyValue; 4],
+    run_metric: [KeyValue; 2],
+    chat_name: String,
+    chat_attributes: Vec<KeyValue>,
+    chat_metric: [KeyValue; 3],
+    tools: HashMap<String, ToolShared>,
+}
+
+impl AgentShared {
+    fn new<'a>(
+        instruments: Instrumentation,
+        agent: &str,
+        model: &ModelIdentity,
+        tools: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        let name = KeyValue::new("gen_ai.agent.name", Arc::<str>::from(agent));
+        let provider = KeyValue::new("gen_ai.provider.name", model.provider);
+        let request_model = KeyValue::new("gen_ai.request.model", Arc::<str>::from(model.model.as_str()));
+        let mut chat_attributes = vec![operation("chat"), provider.clone(), request_model.clone()];
+        if let Some((address, port)) = &model.server {
+            chat_attributes.push(KeyValue::new("server.address", Arc::<str>::from(address.as_str())));
+            chat_attributes.push(KeyValue::new("server.port", i64::from(*port)));
+        }
+        AgentShared {
+            instruments,
+            run_name: format!("invoke_agent {agent}"),
+            run_attributes: [operation("invoke_agent"), name.clone(), provider.clone(), request_model.clone()],
+            run_metric: [operation("invoke_agent"), name],
+            chat_name: format!("chat {}", model.model),
+            chat_attributes,
+            chat_metric: [operation("chat"), provider, request_model],
+            tools: tools.into_iter().map(|tool| (tool.to_string(), ToolShared::new(tool))).collect(),
+        }
+    }
+}
+
+/// A tool's span name and the attributes its calls' measurements carry.
+#[derive(Clone)]
+struct ToolShared {
+    span_name: String,
+    name: KeyValue,
+    metric: [KeyValue; 2],
+}
+
+impl ToolShared {
+    fn new(tool: &str) -> Self {
+        let name = KeyValue::new("gen_ai.tool.name", Arc::<str>::from(tool));
+        ToolShared {
+            span_name: format!("execute_tool {tool}"),
+            metric: [operation("execute_tool"), name.clone()],
+            name,
+        }
+    }
+}
+
+impl AgentTelemetry {
+    /// No spans, no measurements, nothing worked out: an agent's until it is given the process's.
+    pub(super) fn off() -> Self {
+        static OFF: LazyLock<AgentTelemetry> = LazyLock::new(|| {
+            let nobody = ModelIdentity { provider: "", model: String::new(), server: None };
+            AgentTelemetry(Arc::new(AgentShared::new(Instrumentation::off(), "", &nobody, [])))
+        });
+        OFF.clone()
+    }
+
+    /// Starts a run's `invoke_agent` span under the current context (a caller's, or the call that
+    /// runs a sub-agent), linked to `origin`, the span a resumed run first ran under.
+    pub(super) fn run(&self, conversation: &str, origin: Option<SpanContext>) -> RunTrace {
+        let shared = &self.0;
+        let mut attributes = Vec::with_capacity(shared.run_attributes.len() + 1);
+        attributes.extend_from_slice(&shared.run_attributes);
+        attributes.push(KeyValue::new("gen_ai.conversation.id", conversation.to_string()));
         let links = origin.map(Link::with_context).into_iter().collect();
-        let span = self
-            .0
-            .tracer
-            .span_builder(format!("invoke_agent {agent}"))
+        let tracer = &shared.instruments.0.tracer;
+        let span = tracer
+            .span_builder(shared.run_name.clone())
             .with_kind(SpanKind::Internal)
             .with_attributes(attributes)
             .with_links(links)
-            .start_with_context(&self.0.tracer, &Context::current());
-        let context = Context::current_with_span(span);
-        let metric = vec![
-            KeyValue::new("gen_ai.operation.name", "invoke_agent"),
-            KeyValue::new("gen_ai.agent.name", agent.to_string()),
-        ];
-        RunTrace { instruments: self.clone(), context, started: Instant::now(), metric }
+            .start_with_context(tracer, &Context::current());
+        RunTrace { agent: self.clone(), context: Context::current_with_span(span), started: Instant::now() }
     }
 
     /// Starts a model turn's `chat` span under the current context.
-    pub(super) fn chat(&self, model: &ModelIdentity, thinking: bool, messages: impl FnOnce() -> Value) -> ChatTrace {
-        let mut attributes = vec![
-            KeyValue::new("gen_ai.operation.name", "chat"),
-            KeyValue::new("gen_ai.provider.name", model.provider),
-            KeyValue::new("gen_ai.request.model", model.model.clone()),
-            KeyValue::new("reagent.thinking", thinking),
-        ];
-        if let Some((address, port)) = &model.server {
-            attributes.push(KeyValue::new("server.address", address.clone()));
-            attributes.push(KeyValue::new("server.port", i64::from(*port)));
-        }
-        if self.0.contents {
+    pub(super) fn chat(&self, thinking: bool, messages: impl FnOnce() -> Value) -> ChatTrace {
+        let shared = &self.0;
+        let mut attributes = Vec::with_capacity(shared.chat_attributes.len() + 2);
+        attributes.extend_from_slice(&shared.chat_attributes);
+        attributes.push(KeyValue::new("reagent.thinking", thinking));
+        if shared.instruments.0.contents {
             attributes.push(KeyValue::new("gen_ai.input.messages", messages().to_string()));
         }
-        let metric = attributes[..3].to_vec();
-        let span = self
-            .0
-            .tracer
-            .span_builder(format!("chat {}", model.model))
+        let tracer = &shared.instruments.0.tracer;
+        let span = tracer
+            .span_builder(shared.chat_name.clone())
             .with_kind(SpanKind::Client)
             .with_attributes(attributes)
-            .start_with_context(&self.0.tracer, &Context::current());
-        ChatTrace { instruments: self.clone(), span, started: Instant::now(), metric }
+            .start_with_context(tracer, &Context::current());
+        ChatTrace { agent: self.clone(), span, started: Instant::now() }
     }
 
     /// Starts a call's `execute_tool` span under the current context.
     pub(super) fn tool(&self, call: ToolCallTrace<'_>) -> ToolTrace {
+        let shared = &self.0;
+        let tool = match shared.tools.get(call.tool) {
+            Some(known) => known.clone(),
+            None => ToolShared::new(call.tool),
+        };
         let mut attributes = vec![
-            KeyValue::new("gen_ai.operation.name", "execute_tool"),
-            KeyValue::new("gen_ai.tool.name", call.tool.to_string()),
+            operation("execute_tool"),
+            tool.name,
             KeyValue::new("gen_ai.tool.call.id", call.id.to_string()),
             KeyValue::new("gen_ai.tool.type", call.kind),
             KeyValue::new("reagent.tool.effect", call.effect.as_str()),
@@ -175,25 +253,20 @@ impl Instrumentation {
         if let Some(approval) = call.approval {
             attributes.push(KeyValue::new("reagent.approval", approval));
         }
-        if self.0.contents {
+        if shared.instruments.0.contents {
             attributes.push(KeyValue::new("gen_ai.tool.call.arguments", call.arguments.to_string()));
         }
-        let span = self
-            .0
-            .tracer
-            .span_builder(format!("execute_tool {}", call.tool))
+        let tracer = &shared.instruments.0.tracer;
+        let span = tracer
+            .span_builder(tool.span_name)
             .with_kind(SpanKind::Internal)
             .with_attributes(attributes)
-            .start_with_context(&self.0.tracer, &Context::current());
-        let metric = vec![
-            KeyValue::new("gen_ai.operation.name", "execute_tool"),
-            KeyValue::new("gen_ai.tool.name", call.tool.to_string()),
-        ];
+            .start_with_context(tracer, &Context::current());
         ToolTrace {
-            instruments: self.clone(),
+            instruments: shared.instruments.clone(),
             context: Context::current_with_span(span),
             started: Instant::now(),
-            metric,
+            metric: tool.metric,
         }
     }
 }
@@ -213,10 +286,9 @@ pub(super) struct ToolCallTrace<'a> {
 /// A run's span, fed by the run's own events (budget ends, approvals, the outcome) as they pass
 /// on to the sink it wraps.
 pub(super) struct RunTrace {
-    instruments: Instrumentation,
+    agent: AgentTelemetry,
     context: Context,
     started: Instant,
-    metric: Vec<KeyValue>,
 }
 
 impl RunTrace {
@@ -232,21 +304,22 @@ impl RunTrace {
 
     fn observe(&self, event: &Event) {
         let span = self.context.span();
-        let instruments = &self.instruments.0;
+        let metric = &self.agent.0.run_metric;
+        let instruments = &self.agent.0.instruments.0;
         match event {
-            Event::StepStarted { .. } => instruments.steps.add(1, &self.metric),
+            Event::StepStarted { .. } => instruments.steps.add(1, metric),
             Event::BudgetSpent { budget, step, .. } => span.add_event(
                 "reagent.budget_spent",
                 vec![KeyValue::new("reagent.budget", budget.key()), KeyValue::new("reagent.step", i64::from(*step))],
             ),
             Event::ApprovalRequired { id, tool, .. } => {
-                instruments.approvals_waiting.add(1, &self.metric);
+                instruments.approvals_waiting.add(1, metric);
                 span.add_event("reagent.approval_required", call_attributes(id, tool));
             }
             Event::InDoubt { id, tool, .. } => span.add_event("reagent.in_doubt", call_attributes(id, tool)),
             Event::RunResumed { approved, denied, retried, done, skipped, .. } => {
                 let decided = approved.len() + denied.len();
-                instruments.approvals_waiting.add(-i64::try_from(decided).unwrap_or(i64::MAX), &self.metric);
+                instruments.approvals_waiting.add(-i64::try_from(decided).unwrap_or(i64::MAX), metric);
                 let ids = |name: &'static str, ids: &[String]| KeyValue::new(name, ids.join(","));
                 span.add_event(
                     "reagent.run_resumed",
@@ -274,9 +347,8 @@ impl RunTrace {
                     span.set_attribute(KeyValue::new("error.type", error));
                     span.set_status(Status::error(status.as_str()));
                 }
-                let mut attributes = self.metric.clone();
-                attributes.push(KeyValue::new("reagent.run.status", status.as_str()));
-                instruments.runs.add(1, &attributes);
+                let [operation, agent] = metric.clone();
+                instruments.runs.add(1, &[operation, agent, KeyValue::new("reagent.run.status", status.as_str())]);
             }
             _ => {}
         }
@@ -284,7 +356,8 @@ impl RunTrace {
 
     /// Ends the span, and measures the run.
     pub(super) fn end(self) {
-        self.instruments.0.agent_duration.record(self.started.elapsed().as_secs_f64(), &self.metric);
+        let shared = &self.agent.0;
+        shared.instruments.0.agent_duration.record(self.started.elapsed().as_secs_f64(), &shared.run_metric);
         self.context.span().end();
     }
 }
@@ -308,17 +381,18 @@ impl EventSink for Watching<'_> {
 
 /// A model turn's span.
 pub(super) struct ChatTrace {
-    instruments: Instrumentation,
+    agent: AgentTelemetry,
     span: BoxedSpan,
     started: Instant,
-    metric: Vec<KeyValue>,
 }
 
 impl ChatTrace {
     /// Ends the span with the turn's reply (usage, finish reason) or its failure, and measures it.
     pub(super) fn end(mut self, reply: Result<&ModelReply, &ModelError>) {
-        let instruments = &self.instruments.0;
-        let mut metric = self.metric;
+        let shared = &self.agent.0;
+        let instruments = &shared.instruments.0;
+        let metric = &shared.chat_metric;
+        let elapsed = self.started.elapsed().as_secs_f64();
         match reply {
             Ok(reply) => {
                 let finish = if reply.calls.is_empty() { "stop" } else { "tool_calls" };
@@ -332,8 +406,8 @@ impl ChatTrace {
                     self.span.set_attribute(KeyValue::new("gen_ai.usage.input_tokens", input));
                     self.span.set_attribute(KeyValue::new("gen_ai.usage.output_tokens", output));
                     for (kind, count) in [("input", usage.prompt_tokens), ("output", usage.completion_tokens)] {
-                        let mut attributes = metric.clone();
-                        attributes.push(KeyValue::new("gen_ai.token.type", kind));
+                        let [operation, provider, model] = metric.clone();
+                        let attributes = [operation, provider, model, KeyValue::new("gen_ai.token.type", kind)];
                         instruments.token_usage.record(u64::from(count), &attributes);
                     }
                 }
@@ -342,15 +416,17 @@ impl ChatTrace {
                         serde_json::json!({"reasoning": reply.reasoning, "text": reply.text, "raw": reply.raw});
                     self.span.set_attribute(KeyValue::new("gen_ai.output.messages", output.to_string()));
                 }
+                instruments.operation_duration.record(elapsed, metric);
             }
             Err(error) => {
                 let kind = error.kind.as_str();
                 self.span.set_attribute(KeyValue::new("error.type", kind));
                 self.span.set_status(Status::error(kind));
-                metric.push(KeyValue::new("error.type", kind));
+                let [operation, provider, model] = metric.clone();
+                let attributes = [operation, provider, model, KeyValue::new("error.type", kind)];
+                instruments.operation_duration.record(elapsed, &attributes);
             }
         }
-        instruments.operation_duration.record(self.started.elapsed().as_secs_f64(), &metric);
         self.span.end();
     }
 
@@ -360,7 +436,8 @@ impl ChatTrace {
             "gen_ai.response.finish_reasons",
             opentelemetry::Value::Array(vec![opentelemetry::StringValue::from("length")].into()),
         ));
-        self.instruments.0.operation_duration.record(self.started.elapsed().as_secs_f64(), &self.metric);
+        let shared = &self.agent.0;
+        shared.instruments.0.operation_duration.record(self.started.elapsed().as_secs_f64(), &shared.chat_metric);
         self.span.end();
     }
 }
@@ -370,7 +447,7 @@ pub(super) struct ToolTrace {
     instruments: Instrumentation,
     context: Context,
     started: Instant,
-    metric: Vec<KeyValue>,
+    metric: [KeyValue; 2],
 }
 
 impl ToolTrace {
@@ -384,24 +461,25 @@ impl ToolTrace {
     pub(super) fn end(self, outcome: &ToolOutcome, ran: bool) {
         let instruments = &self.instruments.0;
         let span = self.context.span();
-        let mut metric = self.metric;
+        let elapsed = self.started.elapsed().as_secs_f64();
         match &outcome.result {
             Ok(result) => {
                 if instruments.contents {
                     span.set_attribute(KeyValue::new("gen_ai.tool.call.result", result.to_string()));
                 }
+                instruments.tool_duration.record(elapsed, &self.metric);
             }
             Err(error) => {
                 let kind = error.kind.as_str();
                 span.set_attribute(KeyValue::new("error.type", kind));
                 span.set_status(Status::error(kind));
-                metric.push(KeyValue::new("error.type", kind));
+                let [operation, tool] = self.metric;
+                instruments.tool_duration.record(elapsed, &[operation, tool, KeyValue::new("error.type", kind)]);
                 if ran && sandbox_stop(error.kind) {
                     instruments.sandbox_denials.add(1, &[KeyValue::new("reagent.denial.kind", kind)]);
                 }
             }
         }
-        instruments.tool_duration.record(self.started.elapsed().as_secs_f64(), &metric);
         span.end();
     }
 }
