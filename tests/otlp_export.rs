@@ -184,6 +184,29 @@ fn with_the_receiver_down_the_run_goes_on_unchanged() {
     assert!(!stderr(&plain).contains("telemetry"), "nothing configured, nothing said: {}", stderr(&plain));
 }
 
+#[test]
+fn settings_the_exporter_cannot_honour_are_refused_naming_the_variable() {
+    let agent = TestAgent::new("", &CALC_THEN_ANSWER);
+    let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318");
+    for (setting, said) in [
+        (("OTEL_EXPORTER_OTLP_HEADERS", "api-key"), "OTEL_EXPORTER_OTLP_HEADERS: `api-key` has no `=`"),
+        (("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-key=%zz"), "`x-key=%zz` has a malformed %-escape"),
+        (
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            "OTEL_EXPORTER_OTLP_COMPRESSION=gzip: reagent sends OTLP uncompressed",
+        ),
+        (
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "collector:4318"),
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=collector:4318: not an http(s) URL",
+        ),
+    ] {
+        let output = run_with(&agent, "What is (17*23)+4?", &[endpoint, setting]);
+        assert_eq!(output.status.code(), Some(2), "{setting:?}: {}", stderr(&output));
+        assert!(stderr(&output).contains(said), "{setting:?}: {}", stderr(&output));
+        assert!(stdout(&output).is_empty(), "{setting:?}: nothing ran");
+    }
+}
+
 #[tokio::test]
 async fn a_served_run_continues_its_callers_trace_and_metrics_match() {
     let dir = tempfile::tempdir().unwrap();

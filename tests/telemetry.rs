@@ -18,7 +18,7 @@ use reagent::events::Event;
 use reagent::launch::launch;
 use reagent::runtime::Runtime;
 use reagent::spec::{Budget, GivenInputs};
-use reagent::telemetry::{BatchLimits, Exporters, Telemetry};
+use reagent::telemetry::{Exporters, Telemetry};
 use serde_json::json;
 
 fn calc_call(expression: &str) -> String {
@@ -64,7 +64,6 @@ async fn traced_run(contents: bool) -> Recorded {
         metrics: Some(metrics.clone()),
         scrape: false,
         contents,
-        batch: BatchLimits::from_env(),
     });
     let runtime = Runtime::new().unwrap().with_telemetry(telemetry.clone());
     let (_, agent) = launch(&runtime, &dir.path().join("lead.yaml"), &GivenInputs::default()).await.unwrap();

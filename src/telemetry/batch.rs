@@ -1,20 +1,28 @@
 //! Spans leave the process in batches, from a thread of their own, so that exporting never holds
 //! up a run: a finished span joins a bounded queue (a span that finds it full is dropped and
-//! counted), and the thread exports what is queued when a batch is full or the delay has passed.
+//! counted), and the thread sends what is queued when a batch is full or the delay has passed.
 //! The SDK's batch processor does the same but keeps its count of dropped spans to itself; an
 //! operator needs to see it, and the first failed export, on stderr.
+//!
+//! The queue holds bytes: a span is encoded where it ended, into the open batch's buffer, and the
+//! thread sends whole buffers and hands them back for reuse. Nothing a run allocates for a span
+//! is freed by another thread, which is what made the SDK's processor and exporter cost a run
+//! most of their time.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use opentelemetry::Context;
+use opentelemetry::{Context, InstrumentationScope};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
+use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
+
+use super::otlp_http::OtlpHttp;
 
 /// Queue and batch sizes, and how long a span may wait in the queue (the `OTEL_BSP_*` variables).
 #[derive(Debug, Clone, Copy)]
@@ -59,38 +67,86 @@ struct Shared {
     wake: Condvar,
     limits: BatchLimits,
     counts: Arc<SpanCounts>,
+    /// `Queue::queued`, readable without the lock: a span that will not find room is dropped
+    /// before it is encoded.
+    backlog: AtomicUsize,
     /// Said once per process: the collector is likely down for every export after it.
     failure_reported: AtomicBool,
 }
 
+/// Spans of one scope, encoded one after another as the `spans` of an OTLP `ScopeSpans`.
+struct Batch {
+    scope: InstrumentationScope,
+    spans: Vec<u8>,
+    count: usize,
+}
+
 #[derive(Default)]
 struct Queue {
-    spans: VecDeque<SpanData>,
+    /// The batch spans are added to.
+    open: Option<Batch>,
+    /// Batches ready to send, oldest first.
+    sealed: VecDeque<Batch>,
+    /// Spans in `open` and `sealed`.
+    queued: usize,
+    /// Buffers of sent batches, for the next ones.
+    spare: Vec<Vec<u8>>,
     resource: Option<Resource>,
     /// Flushes asked for, answered once everything queued before them is exported.
     flushes: Vec<mpsc::Sender<()>>,
     closing: bool,
 }
 
+impl Queue {
+    fn has_room(&self, limits: &BatchLimits) -> bool {
+        !self.closing && self.queued < limits.max_queue
+    }
+
+    /// Adds an encoded span (`span`, framed as a `ScopeSpans.spans` entry) of `scope`; whether a
+    /// batch became ready to send.
+    fn add(&mut self, scope: InstrumentationScope, span: &[u8], limits: &BatchLimits) -> bool {
+        let mut sealed = false;
+        if self.open.as_ref().is_some_and(|open| open.scope != scope) {
+            self.seal();
+            sealed = true;
+        }
+        let spare = &mut self.spare;
+        let open = self.open.get_or_insert_with(|| Batch { scope, spans: spare.pop().unwrap_or_default(), count: 0 });
+        open.spans.extend_from_slice(span);
+        open.count += 1;
+        self.queued += 1;
+        if open.count >= limits.max_batch {
+            self.seal();
+            sealed = true;
+        }
+        sealed
+    }
+
+    fn seal(&mut self) {
+        self.sealed.extend(self.open.take());
+    }
+}
+
 impl BoundedBatch {
-    /// Starts the export thread; `counts` is where it reports.
-    pub fn start<E: SpanExporter + 'static>(exporter: E, limits: BatchLimits, counts: Arc<SpanCounts>) -> Self {
+    /// Starts the export thread, sending to `collector`; `counts` is where it reports.
+    pub fn start(collector: OtlpHttp, limits: BatchLimits, counts: Arc<SpanCounts>) -> Self {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             limits,
             counts,
+            backlog: AtomicUsize::new(0),
             failure_reported: AtomicBool::new(false),
         });
         let (finished, done) = mpsc::channel();
         let worker = shared.clone();
         let spawned = std::thread::Builder::new().name("reagent-otlp-spans".into()).spawn(move || {
-            worker.export_until_closed(exporter);
+            worker.export_until_closed(collector);
             let _ = finished.send(());
         });
         if let Err(error) = spawned {
             eprintln!("reagent: telemetry: cannot start the span export thread ({error}); spans are dropped");
-            shared.queue.lock().unwrap_or_else(|e| e.into_inner()).closing = true;
+            shared.lock().closing = true;
         }
         BoundedBatch { shared, done: Mutex::new(Some(done)) }
     }
@@ -100,7 +156,7 @@ impl BoundedBatch {
     fn ask(&self, timeout: Duration, close: bool) -> OTelSdkResult {
         let (answer, answered) = mpsc::channel();
         {
-            let mut queue = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let mut queue = self.shared.lock();
             if close {
                 queue.closing = true;
             } else {
@@ -121,15 +177,19 @@ impl BoundedBatch {
 }
 
 impl Shared {
-    fn export_until_closed<E: SpanExporter>(&self, mut exporter: E) {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn export_until_closed(&self, collector: OtlpHttp) {
+        let mut resource = Resource::builder_empty().build();
         loop {
-            let (batch, flushes, resource, closing) = self.next_batch();
-            if let Some(resource) = resource {
-                exporter.set_resource(&resource);
-            }
-            if !batch.is_empty() {
-                let size = batch.len() as u64;
-                match futures::executor::block_on(exporter.export(batch)) {
+            let (batch, flushes, new_resource, closing) = self.next_batch();
+            resource = new_resource.unwrap_or(resource);
+            if let Some(mut batch) = batch {
+                let size = batch.count as u64;
+                let body = reagent_otlp::request(&resource, &batch.scope, &batch.spans);
+                match collector.send(body) {
                     Ok(()) => self.counts.exported.fetch_add(size, Ordering::Relaxed),
                     Err(error) => {
                         if !self.failure_reported.swap(true, Ordering::Relaxed) {
@@ -141,43 +201,53 @@ impl Shared {
                         self.counts.failed.fetch_add(size, Ordering::Relaxed)
                     }
                 };
+                batch.spans.clear();
+                let mut queue = self.lock();
+                queue.queued -= batch.count;
+                self.backlog.store(queue.queued, Ordering::Relaxed);
+                if queue.spare.len() < 2 {
+                    queue.spare.push(batch.spans);
+                }
             }
-            let drained = self.queue.lock().unwrap_or_else(|e| e.into_inner()).spans.is_empty();
-            if drained {
+            let mut queue = self.lock();
+            if queue.queued == 0 {
+                drop(queue);
                 for flush in flushes {
                     let _ = flush.send(());
                 }
                 if closing {
-                    let _ = exporter.shutdown();
                     return;
                 }
             } else {
                 // Not yet everything before them: they wait for the next batch.
-                self.queue.lock().unwrap_or_else(|e| e.into_inner()).flushes.extend(flushes);
+                queue.flushes.extend(flushes);
             }
         }
     }
 
-    /// Waits for a full batch, the delay, a flush or the end, and takes what is queued (up to a
-    /// batch).
-    fn next_batch(&self) -> (Vec<SpanData>, Vec<mpsc::Sender<()>>, Option<Resource>, bool) {
+    /// Waits for a full batch, the delay, a flush or the end, and takes the oldest batch (sealing
+    /// the open one if it is all there is).
+    #[allow(clippy::type_complexity)]
+    fn next_batch(&self) -> (Option<Batch>, Vec<mpsc::Sender<()>>, Option<Resource>, bool) {
         let deadline = Instant::now() + self.limits.delay;
-        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        while queue.spans.len() < self.limits.max_batch
-            && queue.flushes.is_empty()
-            && !queue.closing
-            && queue.resource.is_none()
-        {
+        let mut queue = self.lock();
+        while queue.sealed.is_empty() && queue.flushes.is_empty() && !queue.closing && queue.resource.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
             queue = self.wake.wait_timeout(queue, left).unwrap_or_else(|e| e.into_inner()).0;
         }
-        let take = queue.spans.len().min(self.limits.max_batch);
-        let batch = queue.spans.drain(..take).collect();
-        (batch, std::mem::take(&mut queue.flushes), queue.resource.take(), queue.closing)
+        if queue.sealed.is_empty() {
+            queue.seal();
+        }
+        (queue.sealed.pop_front(), std::mem::take(&mut queue.flushes), queue.resource.take(), queue.closing)
     }
+}
+
+thread_local! {
+    /// Where a span is encoded before it joins the queue: one buffer per thread, kept.
+    static ENCODED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 impl fmt::Debug for BoundedBatch {
@@ -190,17 +260,28 @@ impl SpanProcessor for BoundedBatch {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
     fn on_end(&self, span: SpanData) {
-        let mut queue = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if queue.closing || queue.spans.len() >= self.shared.limits.max_queue {
+        let limits = &self.shared.limits;
+        let dropped = || {
             self.shared.counts.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
+        };
+        // Encoded outside the lock, and only when it is likely to find room.
+        if self.shared.backlog.load(Ordering::Relaxed) >= limits.max_queue {
+            return dropped();
         }
-        queue.spans.push_back(span);
-        let full = queue.spans.len() >= self.shared.limits.max_batch;
-        drop(queue);
-        if full {
-            self.shared.wake.notify_one();
-        }
+        ENCODED.with_borrow_mut(|encoded| {
+            encoded.clear();
+            reagent_otlp::framed_span(encoded, &span);
+            let mut queue = self.shared.lock();
+            if !queue.has_room(limits) {
+                return dropped();
+            }
+            let sealed = queue.add(span.instrumentation_scope, encoded, limits);
+            self.shared.backlog.store(queue.queued, Ordering::Relaxed);
+            drop(queue);
+            if sealed {
+                self.shared.wake.notify_one();
+            }
+        });
     }
 
     fn force_flush(&self) -> OTelSdkResult {
@@ -212,7 +293,7 @@ impl SpanProcessor for BoundedBatch {
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        self.shared.queue.lock().unwrap_or_else(|e| e.into_inner()).resource = Some(resource.clone());
+        self.shared.lock().resource = Some(resource.clone());
         self.shared.wake.notify_one();
     }
 }

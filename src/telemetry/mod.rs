@@ -5,6 +5,7 @@
 //! run: spans wait in a bounded queue (`batch`), and the flush at exit is bounded.
 
 mod batch;
+mod otlp_http;
 mod prometheus;
 
 use std::sync::atomic::Ordering;
@@ -24,7 +25,9 @@ use opentelemetry_sdk::metrics::{
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter};
 
 use crate::agent_loop::{Instrumentation, TELEMETRY_SCOPE};
-pub use batch::{BatchLimits, SpanCounts};
+pub use batch::SpanCounts;
+use batch::{BatchLimits, BoundedBatch};
+use otlp_http::OtlpHttp;
 
 /// How long the flush at exit may take, all signals together.
 pub const FLUSH_AT_EXIT: Duration = Duration::from_secs(5);
@@ -42,7 +45,7 @@ struct Providers {
     instrumentation: Instrumentation,
 }
 
-/// Where the signals go: what `from_env` reads, or what a test hands in.
+/// Where the signals go, when a test hands in the SDK's exporters.
 pub struct Exporters<S, M> {
     pub spans: Option<S>,
     pub metrics: Option<M>,
@@ -50,7 +53,6 @@ pub struct Exporters<S, M> {
     pub scrape: bool,
     /// Record message and argument contents on spans.
     pub contents: bool,
-    pub batch: BatchLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,12 +94,17 @@ impl Telemetry {
             return Ok(Self::off());
         }
         check_protocol()?;
-        let spans = match wanted("TRACES") {
+        let spans = Arc::<SpanCounts>::default();
+        let traces = match wanted("TRACES") {
             true => Some(
-                opentelemetry_otlp::SpanExporter::builder()
-                    .with_http()
-                    .build()
-                    .map_err(|e| TelemetryError(format!("the OTLP span exporter: {e}")))?,
+                SdkTracerProvider::builder()
+                    .with_resource(resource())
+                    .with_span_processor(BoundedBatch::start(
+                        OtlpHttp::from_env()?,
+                        BatchLimits::from_env(),
+                        spans.clone(),
+                    ))
+                    .build(),
             ),
             false => None,
         };
@@ -111,23 +118,31 @@ impl Telemetry {
             false => None,
         };
         let contents = env_flag("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT");
-        Ok(Self::with(Exporters { spans, metrics, scrape, contents, batch: BatchLimits::from_env() }))
+        Ok(Self::assemble(traces, spans, metrics, scrape, contents))
     }
 
-    /// Spans and metrics to the exporters given (a test's in-memory ones, or OTLP's).
+    /// Spans and metrics to the SDK exporters given (a test's in-memory ones). Spans are
+    /// exported as each ends.
     pub fn with<S: SpanExporter + 'static, M: PushMetricExporter>(exporters: Exporters<S, M>) -> Self {
-        let resource = resource();
-        let spans = Arc::<SpanCounts>::default();
-        let traces = exporters.spans.map(|exporter| {
-            SdkTracerProvider::builder()
-                .with_resource(resource.clone())
-                .with_span_processor(batch::BoundedBatch::start(exporter, exporters.batch, spans.clone()))
-                .build()
+        let Exporters { spans, metrics, scrape, contents } = exporters;
+        let traces = spans.map(|exporter| {
+            SdkTracerProvider::builder().with_resource(resource()).with_simple_exporter(exporter).build()
         });
-        let scrape = exporters.scrape.then(|| Arc::new(ManualReader::builder().build()));
-        let metrics = (exporters.metrics.is_some() || scrape.is_some()).then(|| {
+        Self::assemble(traces, Arc::default(), metrics, scrape, contents)
+    }
+
+    fn assemble<M: PushMetricExporter>(
+        traces: Option<SdkTracerProvider>,
+        spans: Arc<SpanCounts>,
+        metrics: Option<M>,
+        scrape: bool,
+        contents: bool,
+    ) -> Self {
+        let resource = resource();
+        let scrape = scrape.then(|| Arc::new(ManualReader::builder().build()));
+        let metrics = (metrics.is_some() || scrape.is_some()).then(|| {
             let mut builder = SdkMeterProvider::builder().with_resource(resource);
-            if let Some(exporter) = exporters.metrics {
+            if let Some(exporter) = metrics {
                 builder = builder.with_reader(PeriodicReader::builder(exporter).build());
             }
             if let Some(scrape) = &scrape {
@@ -140,7 +155,7 @@ impl Telemetry {
             Some(provider) => provider.meter(TELEMETRY_SCOPE),
             None => opentelemetry::metrics::NoopMeterProvider::new().meter(TELEMETRY_SCOPE),
         };
-        let instrumentation = Instrumentation::new(tracer, &meter, exporters.contents);
+        let instrumentation = Instrumentation::new(tracer, &meter, contents);
         Telemetry(Arc::new(Providers { traces, metrics, scrape, spans, instrumentation }))
     }
 
