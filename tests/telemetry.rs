@@ -252,6 +252,10 @@ async fn the_genai_metrics_count_what_the_spans_show() {
     for (status, count) in [("paused", 1.0), ("incomplete", 1.0), ("answered", 1.0)] {
         assert_eq!(total(&ended, Some(KeyValue::new("reagent.run.status", status))), count, "{status}: {ended:?}");
     }
+    let steps = points(&metrics, "reagent.steps");
+    // The lead's three steps came in two parts.
+    assert_eq!(total(&steps, Some(KeyValue::new("gen_ai.agent.name", "lead"))), 3.0, "{steps:?}");
+    assert_eq!(total(&steps, Some(KeyValue::new("gen_ai.agent.name", "helper"))), 2.0, "{steps:?}");
     let waiting = points(&metrics, "reagent.approvals.waiting");
     assert_eq!(total(&waiting, None), 0.0, "asked once, then decided: {waiting:?}");
     assert!(points(&metrics, "gen_ai.client.token.usage").is_empty(), "replay counts no tokens");
