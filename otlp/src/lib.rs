@@ -348,12 +348,15 @@ mod tests {
     #[test]
     fn a_span_decodes_to_what_the_otlp_crate_makes_of_it() {
         for remote_parent in [false, true] {
-            let data = span(1, remote_parent);
-            let mut framed = Vec::new();
-            framed_span(&mut framed, &data);
-            let decoded = ScopeSpans::decode(framed.as_slice()).expect("a ScopeSpans entry");
-            assert_eq!(decoded.spans, vec![ProtoSpan::from(data)]);
+            assert_decodes_as_the_otlp_crate_converts(span(1, remote_parent));
         }
+    }
+
+    fn assert_decodes_as_the_otlp_crate_converts(data: SpanData) {
+        let mut framed = Vec::new();
+        framed_span(&mut framed, &data);
+        let decoded = ScopeSpans::decode(framed.as_slice()).expect("a ScopeSpans entry");
+        assert_eq!(decoded.spans, vec![ProtoSpan::from(data)]);
     }
 
     #[test]
@@ -369,10 +372,7 @@ mod tests {
         );
         (data.attributes, data.dropped_attributes_count, data.status) = (vec![], 0, Status::Unset);
         (data.events, data.links) = (SpanEvents::default(), SpanLinks::default());
-        let mut framed = Vec::new();
-        framed_span(&mut framed, &data);
-        let decoded = ScopeSpans::decode(framed.as_slice()).expect("a ScopeSpans entry");
-        assert_eq!(decoded.spans, vec![ProtoSpan::from(data)]);
+        assert_decodes_as_the_otlp_crate_converts(data);
     }
 
     #[test]
