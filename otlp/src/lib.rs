@@ -13,7 +13,8 @@ use opentelemetry_sdk::trace::SpanData;
 
 /// `span` as an entry of `ScopeSpans.spans`: its tag, its length, the `Span` message.
 pub fn framed_span(out: &mut Vec<u8>, span: &SpanData) {
-    message(out, 2, |out| encode_span(out, span));
+    // Room for a length below 16 KiB: a span is rarely shorter than 128 bytes or longer.
+    message_with_room(out, 2, 2, |out| encode_span(out, span));
 }
 
 /// An `ExportTraceServiceRequest` under `resource` of one `ScopeSpans`: `scope` and `spans`, a run
@@ -135,22 +136,25 @@ fn nanos(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |since| u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// A `KeyValue` field. Most attributes hold strings, whose lengths are known before writing:
-/// they are written in one pass.
+/// A `KeyValue` field. Most attributes hold strings or scalars, whose encoded lengths are known
+/// before writing: they are written in one pass.
 fn key_value_field(out: &mut Vec<u8>, field: u32, attribute: &KeyValue) {
     let key = attribute.key.as_str();
-    let Value::String(value) = &attribute.value else {
-        return message(out, field, |out| key_value(out, key, &attribute.value));
+    // The length of the `AnyValue`: its one field.
+    let any_value_length = match &attribute.value {
+        Value::String(value) => length_of_field(value.as_str().len()),
+        Value::Bool(_) => 2,
+        Value::I64(value) => 1 + varint_bytes(*value as u64).1,
+        Value::F64(_) => 9,
+        _ => return message(out, field, |out| key_value(out, key, &attribute.value)),
     };
-    let value = value.as_str();
-    let any_value = length_of_field(value.len());
     let key_length = if key.is_empty() { 0 } else { length_of_field(key.len()) };
     tag(out, field, LEN);
-    varint(out, (key_length + length_of_field(any_value)) as u64);
+    varint(out, (key_length + length_of_field(any_value_length)) as u64);
     string(out, 1, key);
     tag(out, 2, LEN);
-    varint(out, any_value as u64);
-    string_value(out, value);
+    varint(out, any_value_length as u64);
+    any_value(out, &attribute.value);
 }
 
 fn key_value(out: &mut Vec<u8>, key: &str, value: &Value) {
@@ -197,11 +201,21 @@ const I64: u8 = 1;
 const LEN: u8 = 2;
 const I32: u8 = 5;
 
+#[inline(always)]
 fn tag(out: &mut Vec<u8>, field: u32, wire_type: u8) {
     varint(out, u64::from(field << 3 | u32::from(wire_type)));
 }
 
+/// Most varints written (tags, lengths, small counts) fit in a byte.
+#[inline(always)]
 fn varint(out: &mut Vec<u8>, value: u64) {
+    match value {
+        0..0x80 => out.push(value as u8),
+        _ => long_varint(out, value),
+    }
+}
+
+fn long_varint(out: &mut Vec<u8>, value: u64) {
     let (bytes, n) = varint_bytes(value);
     out.extend_from_slice(&bytes[..n]);
 }
@@ -252,15 +266,29 @@ fn bytes(out: &mut Vec<u8>, field: u32, value: &[u8]) {
     }
 }
 
-/// A nested message: written in place, then its length put before it (a short move: most
-/// messages are a few dozen bytes).
+/// A nested message: written in place after room for a one-byte length (most messages are a few
+/// dozen bytes long).
 fn message(out: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<u8>)) {
+    message_with_room(out, field, 1, write)
+}
+
+/// A nested message written in place after `room` bytes kept for its length; a length that needs
+/// another number of bytes moves the message once, to fit.
+fn message_with_room(out: &mut Vec<u8>, field: u32, room: usize, write: impl FnOnce(&mut Vec<u8>)) {
     tag(out, field, LEN);
     let start = out.len();
+    out.resize(start + room, 0);
     write(out);
-    let (length, n) = varint_bytes((out.len() - start) as u64);
-    out.extend_from_slice(&length[..n]);
-    out[start..].rotate_right(n);
+    let body = start + room;
+    let (length, n) = varint_bytes((out.len() - body) as u64);
+    match n.cmp(&room) {
+        std::cmp::Ordering::Equal => {}
+        std::cmp::Ordering::Greater => {
+            out.splice(body..body, std::iter::repeat_n(0, n - room));
+        }
+        std::cmp::Ordering::Less => drop(out.drain(start + n..body)),
+    }
+    out[start..start + n].copy_from_slice(&length[..n]);
 }
 
 #[cfg(test)]
@@ -373,6 +401,18 @@ mod tests {
         (data.attributes, data.dropped_attributes_count, data.status) = (vec![], 0, Status::Unset);
         (data.events, data.links) = (SpanEvents::default(), SpanLinks::default());
         assert_decodes_as_the_otlp_crate_converts(data);
+    }
+
+    /// Lengths that take more bytes than the encoder keeps for them: a nested message of 128 bytes
+    /// or more, a span of 16 KiB or more.
+    #[test]
+    fn long_messages_and_long_spans_decode_to_what_the_otlp_crate_makes_of_them() {
+        for strings in [20, 2000] {
+            let mut data = span(5, false);
+            let array = Array::String((0..strings).map(|i| StringValue::from(format!("value-{i}"))).collect());
+            data.attributes.push(KeyValue::new("many", opentelemetry::Value::Array(array)));
+            assert_decodes_as_the_otlp_crate_converts(data);
+        }
     }
 
     #[test]
