@@ -7,7 +7,7 @@
 #     scripts/setup.sh && benches/telemetry_overhead.sh [--runs N] [--pairs N]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-runs=2000 pairs=9
+runs=2000 pairs=25
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) runs="$2"; shift 2 ;;
