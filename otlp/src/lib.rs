@@ -13,7 +13,7 @@ use opentelemetry_sdk::trace::SpanData;
 
 /// `span` as an entry of `ScopeSpans.spans`: its tag, its length, the `Span` message.
 pub fn framed_span(out: &mut Vec<u8>, span: &SpanData) {
-    // Room for a length below 16 KiB: a span is rarely shorter than 128 bytes or longer.
+    // Room for a two-byte length (128 bytes to 16 KiB), which nearly every span has.
     message_with_room(out, 2, 2, |out| encode_span(out, span));
 }
 
